@@ -1,0 +1,28 @@
+//! The embedded default: a tiny Llama config over the character-level tokenizer.
+
+use crate::checkpoint::{random_weights, ModelDir};
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::tokenizer::char_tokenizer;
+use candle_core::Device;
+
+/// The default model's config: about 1.3 M parameters, 4 layers, grouped-query attention.
+pub fn default_config() -> ModelConfig {
+    let tok = char_tokenizer();
+    let mut cfg = ModelConfig::tiny(tok.vocab_size(), 160, 4, 4, 2);
+    cfg.bos_token_id = Some(1);
+    cfg.eos_token_id = Some(2.into());
+    cfg.pad_token_id = Some(0);
+    cfg
+}
+
+/// A freshly initialised default model (the starting point of `oxrl sft`).
+pub fn random_default(seed: u64) -> Result<ModelDir> {
+    let config = default_config();
+    let weights = random_weights(&config, seed, &Device::Cpu)?;
+    Ok(ModelDir {
+        config,
+        tokenizer: char_tokenizer(),
+        weights,
+    })
+}

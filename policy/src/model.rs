@@ -1,0 +1,340 @@
+//! The Llama-family decoder (Llama, Qwen2): RMSNorm, RoPE, SwiGLU, grouped-query attention,
+//! optional q/k/v bias and tied embeddings, with Hugging Face parameter names.
+//!
+//! One forward path serves everyone: the learner runs whole left-padded sequences without a
+//! cache and needs every position; actors decode incrementally with a [`KvCache`] kept outside
+//! the weights, so weights can be swapped between decode steps. Only differentiable candle ops
+//! are used (written-out RMSNorm and RoPE, `ops::softmax`): the fused ones record no gradient.
+//! The LM head runs in fp32 whatever the body's dtype.
+
+use crate::batch::StepInput;
+use crate::config::ModelConfig;
+use crate::error::{PolicyError, Result};
+use candle_core::{DType, Device, Tensor, D};
+use std::collections::HashMap;
+
+/// Per-layer keys and values of the slots decoded so far; owned by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of slots cached.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map(|(k, _)| k.dim(2).unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the rows in `rows` (to drop finished sequences from a batch).
+    pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(rows, 0)?;
+            *v = v.index_select(rows, 0)?;
+        }
+        Ok(())
+    }
+}
+
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, i) = x.dims3()?;
+        let y = x.reshape((b * t, i))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        Ok(y.reshape((b, t, ()))?)
+    }
+}
+
+struct Block {
+    input_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    post_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// The policy network. Cheap to clone (tensors are reference-counted).
+pub struct Policy {
+    cfg: ModelConfig,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Tensor,
+    inv_freq: Tensor,
+    device: Device,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("layers", &self.blocks.len())
+            .field("hidden", &self.cfg.hidden_size)
+            .field("vocab", &self.cfg.vocab_size)
+            .finish()
+    }
+}
+
+/// Checks that `weights` has exactly the tensors `cfg` needs, with the right shapes.
+pub fn validate_weights(
+    cfg: &ModelConfig,
+    weights: &HashMap<String, Tensor>,
+    source: &std::path::Path,
+) -> Result<()> {
+    for (name, expected) in cfg.parameter_shapes() {
+        match weights.get(&name) {
+            None => {
+                return Err(PolicyError::MissingTensor {
+                    dir: source.into(),
+                    name,
+                    expected,
+                })
+            }
+            Some(t) if t.dims() != expected.as_slice() => {
+                return Err(PolicyError::ShapeMismatch {
+                    name,
+                    found: t.dims().to_vec(),
+                    expected,
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+impl Policy {
+    /// Builds the model over `weights` (Hugging Face names). The tensors are shared, not
+    /// copied: pass the tensors of `candle_core::Var`s to train them.
+    pub fn new(cfg: &ModelConfig, weights: &HashMap<String, Tensor>) -> Result<Self> {
+        validate_weights(cfg, weights, std::path::Path::new("<weights>"))?;
+        let get = |n: &str| weights[n].clone();
+        let opt = |n: &str| weights.get(n).cloned();
+        let linear = |p: &str| Linear {
+            weight: get(&format!("{p}.weight")),
+            bias: opt(&format!("{p}.bias")),
+        };
+        let blocks = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let p = format!("model.layers.{l}");
+                Block {
+                    input_norm: get(&format!("{p}.input_layernorm.weight")),
+                    q: linear(&format!("{p}.self_attn.q_proj")),
+                    k: linear(&format!("{p}.self_attn.k_proj")),
+                    v: linear(&format!("{p}.self_attn.v_proj")),
+                    o: linear(&format!("{p}.self_attn.o_proj")),
+                    post_norm: get(&format!("{p}.post_attention_layernorm.weight")),
+                    gate: linear(&format!("{p}.mlp.gate_proj")),
+                    up: linear(&format!("{p}.mlp.up_proj")),
+                    down: linear(&format!("{p}.mlp.down_proj")),
+                }
+            })
+            .collect();
+        let embed = get("model.embed_tokens.weight");
+        let lm_head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            get("lm_head.weight")
+        };
+        let device = embed.device().clone();
+        let hd = cfg.head_dim();
+        let inv_freq: Vec<f32> = (0..hd / 2)
+            .map(|i| (1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32)
+            .collect();
+        Ok(Policy {
+            cfg: cfg.clone(),
+            embed,
+            blocks,
+            norm: get("model.norm.weight"),
+            lm_head,
+            inv_freq: Tensor::from_vec(inv_freq, (1, 1, hd / 2), &device)?,
+            device,
+        })
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Hidden states `[B, t, H]` of the slots in `input`; appends to `cache` when given.
+    pub fn forward_hidden(
+        &self,
+        input: &StepInput,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t) = input.ids.dims2()?;
+        let vocab = self.cfg.vocab_size as u32;
+        if let Some(&bad) = input
+            .ids
+            .flatten_all()?
+            .to_vec1::<u32>()?
+            .iter()
+            .find(|&&i| i >= vocab)
+        {
+            return Err(PolicyError::TokenOutOfVocab {
+                id: bad,
+                vocab_size: self.cfg.vocab_size,
+            });
+        }
+        let mut x = self
+            .embed
+            .index_select(&input.ids.flatten_all()?, 0)?
+            .reshape((b, t, ()))?;
+        let (cos, sin) = self.rope_tables(&input.positions)?;
+        let mask = input.mask.to_dtype(x.dtype())?;
+        if let Some(c) = cache.as_deref_mut() {
+            c.layers.resize(self.blocks.len(), None);
+        }
+        for (l, block) in self.blocks.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            x = self.block_forward(block, &x, &cos, &sin, &mask, layer_cache)?;
+        }
+        self.rms_norm(&x, &self.norm)
+    }
+
+    /// Logits `[B, t, V]` in fp32 from hidden states (the fp32 LM head).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let (b, t, h) = hidden.dims3()?;
+        let w = self.lm_head.to_dtype(DType::F32)?;
+        let y = hidden
+            .to_dtype(DType::F32)?
+            .reshape((b * t, h))?
+            .matmul(&w.t()?)?;
+        Ok(y.reshape((b, t, ()))?)
+    }
+
+    /// Logits `[B, t, V]` (fp32) of the slots in `input`.
+    pub fn forward(&self, input: &StepInput, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let hidden = self.forward_hidden(input, cache)?;
+        self.logits(&hidden)
+    }
+
+    fn rope_tables(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        // angles [B, t, hd/2] -> cos/sin [B, 1, t, hd] (Hugging Face's rotate-half layout).
+        let angles = positions
+            .to_dtype(DType::F32)?
+            .unsqueeze(2)?
+            .broadcast_mul(&self.inv_freq)?;
+        let cos = Tensor::cat(&[&angles.cos()?, &angles.cos()?], 2)?.unsqueeze(1)?;
+        let sin = Tensor::cat(&[&angles.sin()?, &angles.sin()?], 2)?.unsqueeze(1)?;
+        let dt = self.embed.dtype();
+        Ok((cos.to_dtype(dt)?, sin.to_dtype(dt)?))
+    }
+
+    fn rms_norm(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+        let dt = x.dtype();
+        let x32 = x.to_dtype(DType::F32)?;
+        let ms = x32.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = x32.broadcast_div(&(ms + self.cfg.rms_norm_eps)?.sqrt()?)?;
+        Ok(normed.to_dtype(dt)?.broadcast_mul(weight)?)
+    }
+
+    fn block_forward(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let h = self.rms_norm(x, &block.input_norm)?;
+        let attn = self.attention(block, &h, cos, sin, mask, cache)?;
+        let x = (x + attn)?;
+        let h = self.rms_norm(&x, &block.post_norm)?;
+        let gate = candle_nn::ops::silu(&block.gate.forward(&h)?)?;
+        let mlp = block.down.forward(&(gate * block.up.forward(&h)?)?)?;
+        Ok((x + mlp)?)
+    }
+
+    fn attention(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, kvh, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = rope(&heads(block.q.forward(x)?, nh)?, cos, sin)?;
+        let mut k = rope(&heads(block.k.forward(x)?, kvh)?, cos, sin)?;
+        let mut v = heads(block.v.forward(x)?, kvh)?;
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let (k, v) = (repeat_kv(&k, nh / kvh)?, repeat_kv(&v, nh / kvh)?);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
+            .to_dtype(q.dtype())?;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
+        block.o.forward(&out)
+    }
+}
+
+/// Rotary embedding with Hugging Face's rotate-half convention; `x` is `[B, heads, t, hd]`.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let hd = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+}
+
+/// Repeats each key/value head `n` times for grouped-query attention.
+fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(x.clone());
+    }
+    let (b, kvh, s, hd) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .broadcast_as((b, kvh, n, s, hd))?
+        .contiguous()?
+        .reshape((b, kvh * n, s, hd))?)
+}
