@@ -26,3 +26,15 @@ pub fn random_default(seed: u64) -> Result<ModelDir> {
         weights,
     })
 }
+
+/// Where the embedded default's files live in the source tree (`oxrl sft` writes them).
+pub const EMBEDDED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/default-policy");
+
+/// The embedded default model: the SFT warm start shipped with oxrl (see README).
+pub fn embedded() -> Result<ModelDir> {
+    ModelDir::load(
+        std::path::Path::new(EMBEDDED_DIR),
+        &Device::Cpu,
+        candle_core::DType::F32,
+    )
+}

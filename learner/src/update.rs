@@ -1,0 +1,261 @@
+//! One learner step: rollout groups in, one optimizer step out (the ScaleRL update).
+//!
+//! Groups are validated (a bad one is rejected before it can reach the weights), groups
+//! past the lag bound are dropped, zero-variance groups are dropped and counted,
+//! advantages are group-centred and normalised, the objective is evaluated in
+//! micro-batches whose gradients are summed, and AdamW takes one step.
+
+use crate::batch::TokenBatch;
+use crate::error::{LearnerError, Result};
+use crate::objective::{self, AdvantageNorm, Aggregation, Objective, ObjectiveInputs};
+use crate::optim::{accumulate, learning_rate, AdamW, AdamWConfig, Grads};
+use crate::params::TrainableModel;
+use rollout::RolloutGroup;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Hyper-parameters of the RL update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpdateConfig {
+    pub objective: Objective,
+    pub aggregation: Aggregation,
+    pub advantage_norm: AdvantageNorm,
+    pub lr: f64,
+    /// Linear warm-up steps.
+    pub warmup: u64,
+    pub optimizer: AdamWConfig,
+    /// Pipeline lag bound k: a group with a token sampled more than k versions before the
+    /// version being trained is dropped.
+    pub max_lag: u64,
+    /// Sequences per forward/backward pass (gradients are summed across them).
+    pub micro_batch: usize,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            objective: Objective::default(),
+            aggregation: Aggregation::Prompt,
+            advantage_norm: AdvantageNorm::Batch,
+            lr: 1e-5,
+            warmup: 10,
+            optimizer: AdamWConfig::default(),
+            max_lag: 8,
+            micro_batch: 256,
+        }
+    }
+}
+
+/// What one step consumed and did; becomes a line of `metrics.jsonl`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Version the update produced (the learner's version after the step).
+    pub version: u64,
+    /// Groups (prompts) received.
+    pub prompts: usize,
+    /// Samples received.
+    pub samples: usize,
+    /// Completion tokens trained on.
+    pub tokens: usize,
+    pub reward_mean: f64,
+    /// Fraction of samples with full reward.
+    pub pass_rate: f64,
+    pub zero_variance_groups: usize,
+    pub dropped_stale: usize,
+    pub truncated_frac: f64,
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub lr: f64,
+    pub rho_mean: f64,
+    pub clip_frac: f64,
+    pub lag_mean: f64,
+    pub lag_max: u64,
+    /// Lag in versions -> completion tokens (of every group received that was valid).
+    pub lag_hist: BTreeMap<u64, u64>,
+    /// Problem ids whose group had zero variance (for the curriculum).
+    #[serde(skip)]
+    pub zero_variance_ids: Vec<String>,
+}
+
+/// The learner's state: weights, optimizer, version.
+pub struct Learner {
+    pub model: TrainableModel,
+    pub optimizer: AdamW,
+    pub config: UpdateConfig,
+    version: u64,
+}
+
+impl Learner {
+    /// A learner at `version` over `model`.
+    pub fn new(model: TrainableModel, config: UpdateConfig, version: u64) -> Self {
+        Learner {
+            optimizer: AdamW::new(config.optimizer.clone()),
+            model,
+            config,
+            version,
+        }
+    }
+
+    /// The version of the current weights (one per optimizer step).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Restores the version counter (on resume).
+    pub fn set_version(&mut self, v: u64) {
+        self.version = v;
+    }
+
+    /// Trains on `groups`. Invalid groups are an error and nothing is updated; stale and
+    /// zero-variance groups are dropped and counted. With nothing left to learn from, the
+    /// weights and version stay as they are (`tokens == 0` in the report).
+    pub fn step(&mut self, groups: &[RolloutGroup]) -> Result<StepReport> {
+        let vocab = self.model.config.vocab_size;
+        for g in groups {
+            g.validate(vocab).map_err(|e| LearnerError::InvalidGroup {
+                group: g.group_id.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let mut report = StepReport {
+            prompts: groups.len(),
+            samples: groups.iter().map(|g| g.samples.len()).sum(),
+            ..Default::default()
+        };
+        let all: Vec<_> = groups.iter().flat_map(|g| &g.samples).collect();
+        let n = all.len().max(1) as f64;
+        report.reward_mean = all.iter().map(|s| s.reward as f64).sum::<f64>() / n;
+        report.pass_rate = all.iter().filter(|s| s.reward >= 1.0).count() as f64 / n;
+        report.truncated_frac = all.iter().filter(|s| s.truncated).count() as f64 / n;
+
+        // The version this step trains; lag is measured against it.
+        let trained = self.version;
+        let mut kept = Vec::new();
+        for g in groups {
+            let max_lag = g
+                .samples
+                .iter()
+                .flat_map(|s| &s.versions)
+                .map(|&v| trained.saturating_sub(v))
+                .max()
+                .unwrap_or(0);
+            if max_lag > self.config.max_lag {
+                report.dropped_stale += 1;
+                continue;
+            }
+            if g.zero_variance() {
+                report.zero_variance_groups += 1;
+                report.zero_variance_ids.push(g.problem_id.clone());
+                continue;
+            }
+            kept.push(g);
+        }
+        let (mut lag_sum, mut lag_n) = (0u64, 0u64);
+        for g in &kept {
+            for v in g.samples.iter().flat_map(|s| &s.versions) {
+                let lag = trained.saturating_sub(*v);
+                *report.lag_hist.entry(lag).or_default() += 1;
+                lag_sum += lag;
+                lag_n += 1;
+                report.lag_max = report.lag_max.max(lag);
+            }
+        }
+        report.lag_mean = lag_sum as f64 / lag_n.max(1) as f64;
+        report.lr = learning_rate(
+            self.config.lr,
+            self.optimizer.steps(),
+            self.config.warmup,
+            0,
+            1.0,
+        );
+        report.version = self.version;
+        if kept.is_empty() {
+            return Ok(report);
+        }
+
+        let rewards: Vec<Vec<f32>> = kept
+            .iter()
+            .map(|g| g.samples.iter().map(|s| s.reward).collect())
+            .collect();
+        let advantages = objective::normalised_advantages(&rewards, self.config.advantage_norm);
+        let mut rows = Vec::new(); // (group, sample)
+        for (gi, g) in kept.iter().enumerate() {
+            for si in 0..g.samples.len() {
+                rows.push((gi, si));
+            }
+        }
+        let group_of: Vec<usize> = rows.iter().map(|&(g, _)| g).collect();
+        let lens: Vec<usize> = rows
+            .iter()
+            .map(|&(g, s)| kept[g].samples[s].tokens.len())
+            .collect();
+        let weights = objective::aggregation_weights(self.config.aggregation, &group_of, &lens);
+
+        let pad = self.model.tokenizer.pad_id();
+        let device = self.model.policy().device().clone();
+        let mut grads = Grads::new();
+        let (mut loss_sum, mut rho_sum, mut clip_sum, mut tok_sum) = (0f64, 0f64, 0f64, 0usize);
+        for chunk in (0..rows.len())
+            .collect::<Vec<_>>()
+            .chunks(self.config.micro_batch.max(1))
+        {
+            let pairs: Vec<(&[u32], &[u32])> = chunk
+                .iter()
+                .map(|&r| {
+                    let (g, s) = rows[r];
+                    (
+                        kept[g].prompt_tokens.as_slice(),
+                        kept[g].samples[s].tokens.as_slice(),
+                    )
+                })
+                .collect();
+            let batch = TokenBatch::new(&pairs, pad, &device)?;
+            let per_sample = |f: &dyn Fn(usize) -> Vec<f32>| -> Vec<Vec<f32>> {
+                chunk.iter().map(|&r| f(r)).collect()
+            };
+            let logp_gen = batch.per_token(
+                &per_sample(&|r| kept[rows[r].0].samples[rows[r].1].logprobs.clone()),
+                0.0,
+            )?;
+            let adv = batch.per_token(
+                &per_sample(&|r| vec![advantages[rows[r].0][rows[r].1]; lens[r]]),
+                0.0,
+            )?;
+            let weight = batch.per_token(&per_sample(&|r| vec![weights[r]; lens[r]]), 0.0)?;
+            let logp_train =
+                policy::next_token_logprobs(self.model.policy(), &batch.ids, &batch.pads, 1.0)?;
+            let (loss, stats) = objective::loss(
+                self.config.objective,
+                &ObjectiveInputs {
+                    logp_train: &logp_train,
+                    logp_gen: &logp_gen,
+                    advantage: &adv,
+                    weight: &weight,
+                },
+            )?;
+            let value = loss.to_scalar::<f32>()? as f64;
+            if !value.is_finite() {
+                return Err(LearnerError::NonFinite {
+                    what: "loss",
+                    step: self.optimizer.steps(),
+                });
+            }
+            loss_sum += value;
+            let t = batch.completion_tokens();
+            rho_sum += stats.rho_mean * t as f64;
+            clip_sum += stats.clip_frac * t as f64;
+            tok_sum += t;
+            accumulate(&mut grads, self.model.vars(), &loss.backward()?)?;
+        }
+        let stats = self.optimizer.step(self.model.vars(), &grads, report.lr)?;
+        self.version += 1;
+        report.version = self.version;
+        report.tokens = tok_sum;
+        report.loss = loss_sum;
+        report.grad_norm = stats.grad_norm;
+        report.rho_mean = rho_sum / tok_sum.max(1) as f64;
+        report.clip_frac = clip_sum / tok_sum.max(1) as f64;
+        Ok(report)
+    }
+}

@@ -1,0 +1,134 @@
+//! The learner step: filtering, rejection of bad groups, version bookkeeping, learning.
+
+mod common;
+
+use learner::{Learner, LearnerError, UpdateConfig};
+
+fn learner(seed: u64) -> Learner {
+    Learner::new(
+        common::tiny_model(seed),
+        UpdateConfig {
+            warmup: 0,
+            lr: 1e-2,
+            ..Default::default()
+        },
+        0,
+    )
+}
+
+fn weights_of(l: &Learner) -> Vec<f32> {
+    l.model.vars()["model.norm.weight"]
+        .as_tensor()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn nan_or_inf_is_rejected_before_it_reaches_the_weights() {
+    let mut l = learner(1);
+    let before = weights_of(&l);
+    let good = common::group(&l.model, "g", "1+1=", &[("2", 1.0, 0.0), ("3", 0.0, 0.0)]);
+    for corrupt in [f32::NAN, f32::INFINITY] {
+        let mut bad = common::group(&l.model, "b", "2+2=", &[("4", 1.0, 0.0), ("5", 0.0, 0.0)]);
+        bad.samples[1].logprobs[0] = corrupt;
+        let err = l.step(&[good.clone(), bad]).unwrap_err();
+        assert!(
+            matches!(err, LearnerError::InvalidGroup { ref group, .. } if group == "b"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("log-prob"), "{err}");
+    }
+    let mut bad = common::group(
+        &l.model,
+        "r",
+        "2+2=",
+        &[("4", f32::NAN, 0.0), ("5", 0.0, 0.0)],
+    );
+    bad.samples[0].reward = f32::NAN;
+    assert!(l.step(&[bad]).unwrap_err().to_string().contains("reward"));
+    assert_eq!(weights_of(&l), before);
+    assert_eq!(l.version(), 0);
+}
+
+#[test]
+fn zero_variance_and_stale_groups_are_dropped_and_counted() {
+    let mut l = learner(2);
+    l.set_version(10);
+    let at_version = |mut g: rollout::RolloutGroup, v: u64| {
+        for s in &mut g.samples {
+            s.versions = vec![v; s.tokens.len()];
+        }
+        g
+    };
+    let all_right = at_version(
+        common::group(&l.model, "z1", "1+1=", &[("2", 1.0, 0.0), ("2", 1.0, 0.0)]),
+        10,
+    );
+    let all_wrong = at_version(
+        common::group(&l.model, "z0", "1+2=", &[("4", 0.0, 0.0), ("5", 0.0, 0.0)]),
+        10,
+    );
+    let mut stale = common::group(&l.model, "s", "3+3=", &[("6", 1.0, 0.0), ("7", 0.0, 0.0)]);
+    for s in &mut stale.samples {
+        s.versions = vec![1; s.tokens.len()]; // lag 9 > k = 8
+    }
+    let before = weights_of(&l);
+    let r = l
+        .step(&[all_right.clone(), all_wrong.clone(), stale])
+        .unwrap();
+    assert_eq!(
+        (r.zero_variance_groups, r.dropped_stale, r.tokens),
+        (2, 1, 0)
+    );
+    assert_eq!(
+        r.zero_variance_ids,
+        vec!["z1".to_string(), "z0".to_string()]
+    );
+    assert_eq!(l.version(), 10, "nothing to learn from: no new version");
+    assert_eq!(weights_of(&l), before);
+
+    let mut fresh = common::group(&l.model, "f", "3+3=", &[("6", 1.0, 0.0), ("7", 0.0, 0.0)]);
+    for s in &mut fresh.samples {
+        s.versions = vec![2; s.tokens.len()]; // lag 8 == k: allowed
+    }
+    let r = l.step(&[all_right, fresh]).unwrap();
+    assert_eq!(l.version(), 11);
+    assert_eq!(r.lag_max, 8);
+    assert_eq!(r.lag_hist.get(&8).copied(), Some(2));
+    assert_eq!(r.zero_variance_groups, 1);
+    assert!(r.grad_norm > 0.0 && r.loss.is_finite());
+    assert_ne!(weights_of(&l), before);
+}
+
+#[test]
+fn repeated_steps_raise_the_likelihood_of_rewarded_answers() {
+    let mut l = learner(3);
+    let score = |l: &Learner, text: &str| {
+        let tok = &l.model.tokenizer;
+        let seq: Vec<u32> = tok.encode(&format!("5+4={text}")).unwrap();
+        let lp = policy::score_sequences(l.model.policy(), &[seq], 0, 1.0)
+            .unwrap()
+            .remove(0);
+        lp[3..].iter().sum::<f32>()
+    };
+    let (right0, wrong0) = (score(&l, "9"), score(&l, "8"));
+    for i in 0..15 {
+        let g = common::group(
+            &l.model,
+            &format!("g{i}"),
+            "5+4=",
+            &[("9", 1.0, 0.0), ("8", 0.0, 0.0)],
+        );
+        for s in &g.samples {
+            assert!(s.versions.iter().all(|&v| v == 0));
+        }
+        let mut g = g;
+        for s in &mut g.samples {
+            s.versions = vec![l.version(); s.tokens.len()];
+        }
+        l.step(&[g]).unwrap();
+    }
+    let (right1, wrong1) = (score(&l, "9"), score(&l, "8"));
+    assert!(right1 > right0 + 0.5, "log p(right) {right0} -> {right1}");
+    assert!(wrong1 < wrong0 - 0.5, "log p(wrong) {wrong0} -> {wrong1}");
+}

@@ -1,0 +1,267 @@
+//! Rollout groups: G scored completions of one prompt, and their generation.
+
+use policy::{Decoder, FinishReason, Policy, SamplingParams, Tokenizer};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tasks::{Problem, Verifier};
+
+/// One scored completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Completion token ids (the stop token included when it stopped).
+    pub tokens: Vec<u32>,
+    /// Log-prob of each token under the policy that generated it (`logp_gen`).
+    pub logprobs: Vec<f32>,
+    /// Policy version that generated each token.
+    pub versions: Vec<u64>,
+    /// Verifier reward, 0.0 or 1.0.
+    pub reward: f32,
+    /// Whether the completion hit the length budget (scored as it stands).
+    pub truncated: bool,
+    /// Decoded completion text (special tokens left out).
+    pub text: String,
+}
+
+/// G completions of one prompt: the unit the learner trains on and deduplicates by id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutGroup {
+    /// Unique id of this group (a group is trained on at most once).
+    pub group_id: String,
+    /// The problem it answers.
+    pub problem_id: String,
+    /// Prompt token ids.
+    pub prompt_tokens: Vec<u32>,
+    /// The completions.
+    pub samples: Vec<Sample>,
+}
+
+/// Why a group cannot be trained on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GroupError {
+    #[error("group has no samples")]
+    Empty,
+    #[error("group has an empty prompt")]
+    EmptyPrompt,
+    #[error("sample {0} has no tokens")]
+    EmptySample(usize),
+    #[error("sample {sample}: {tokens} tokens but {logprobs} log-probs and {versions} versions")]
+    LengthMismatch {
+        sample: usize,
+        tokens: usize,
+        logprobs: usize,
+        versions: usize,
+    },
+    #[error("sample {sample}: log-prob {value} at token {index} is not a finite value <= 0")]
+    BadLogprob {
+        sample: usize,
+        index: usize,
+        value: f32,
+    },
+    #[error("sample {sample}: reward {value} is not finite")]
+    BadReward { sample: usize, value: f32 },
+    #[error("token id {id} is outside the vocabulary (size {vocab_size})")]
+    TokenOutOfVocab { id: u32, vocab_size: usize },
+}
+
+impl RolloutGroup {
+    /// Checks everything the learner relies on; a bad group never reaches the weights.
+    pub fn validate(&self, vocab_size: usize) -> Result<(), GroupError> {
+        if self.samples.is_empty() {
+            return Err(GroupError::Empty);
+        }
+        if self.prompt_tokens.is_empty() {
+            return Err(GroupError::EmptyPrompt);
+        }
+        let oov = |ids: &[u32]| ids.iter().copied().find(|&i| i as usize >= vocab_size);
+        if let Some(id) = oov(&self.prompt_tokens) {
+            return Err(GroupError::TokenOutOfVocab { id, vocab_size });
+        }
+        for (i, s) in self.samples.iter().enumerate() {
+            if s.tokens.is_empty() {
+                return Err(GroupError::EmptySample(i));
+            }
+            if s.logprobs.len() != s.tokens.len() || s.versions.len() != s.tokens.len() {
+                return Err(GroupError::LengthMismatch {
+                    sample: i,
+                    tokens: s.tokens.len(),
+                    logprobs: s.logprobs.len(),
+                    versions: s.versions.len(),
+                });
+            }
+            if let Some((index, &value)) = s
+                .logprobs
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !v.is_finite() || **v > 1e-4)
+            {
+                return Err(GroupError::BadLogprob {
+                    sample: i,
+                    index,
+                    value,
+                });
+            }
+            if !s.reward.is_finite() {
+                return Err(GroupError::BadReward {
+                    sample: i,
+                    value: s.reward,
+                });
+            }
+            if let Some(id) = oov(&s.tokens) {
+                return Err(GroupError::TokenOutOfVocab { id, vocab_size });
+            }
+        }
+        Ok(())
+    }
+
+    /// Mean reward of the group.
+    pub fn mean_reward(&self) -> f32 {
+        self.samples.iter().map(|s| s.reward).sum::<f32>() / self.samples.len().max(1) as f32
+    }
+
+    /// Whether every sample got the same reward (no learning signal).
+    pub fn zero_variance(&self) -> bool {
+        self.samples.windows(2).all(|w| w[0].reward == w[1].reward)
+    }
+
+    /// Completion tokens in the group.
+    pub fn num_tokens(&self) -> usize {
+        self.samples.iter().map(|s| s.tokens.len()).sum()
+    }
+}
+
+/// Prompt token ids of a problem.
+pub fn encode_prompt(tok: &Tokenizer, problem: &Problem) -> policy::Result<Vec<u32>> {
+    tok.encode(&problem.prompt)
+}
+
+/// Samples `group_size` completions for every problem in one batch, decodes and scores
+/// them. Sampling uses `params` with the seed offset per problem; tokens record `version`.
+pub fn sample_groups(
+    policy: &Policy,
+    tok: &Tokenizer,
+    problems: &[Problem],
+    verifier: &Arc<dyn Verifier>,
+    group_size: usize,
+    params: &SamplingParams,
+    version: u64,
+) -> policy::Result<Vec<RolloutGroup>> {
+    let mut prompts = Vec::with_capacity(problems.len() * group_size);
+    let mut encoded = Vec::with_capacity(problems.len());
+    for p in problems {
+        let ids = encode_prompt(tok, p)?;
+        prompts.extend(std::iter::repeat_n(ids.clone(), group_size));
+        encoded.push(ids);
+    }
+    let mut dec = Decoder::new(prompts, params.clone(), tok.pad_id(), policy.device())?;
+    while dec.step(policy, version)? {}
+    let completions = dec.finish();
+    finish_groups(
+        problems,
+        encoded,
+        completions,
+        group_size,
+        tok,
+        verifier,
+        version,
+    )
+}
+
+/// Decodes and scores completions (in problem-major order) into groups.
+pub fn finish_groups(
+    problems: &[Problem],
+    prompts: Vec<Vec<u32>>,
+    completions: Vec<policy::Completion>,
+    group_size: usize,
+    tok: &Tokenizer,
+    verifier: &Arc<dyn Verifier>,
+    version: u64,
+) -> policy::Result<Vec<RolloutGroup>> {
+    let mut it = completions.into_iter();
+    let mut groups = Vec::with_capacity(problems.len());
+    for (p, prompt_tokens) in problems.iter().zip(prompts) {
+        let mut samples = Vec::with_capacity(group_size);
+        for c in it.by_ref().take(group_size) {
+            let text = tok.decode(&c.tokens)?;
+            samples.push(Sample {
+                reward: verifier.score(&text, &p.answer),
+                truncated: c.finish == FinishReason::Length,
+                tokens: c.tokens,
+                logprobs: c.logprobs,
+                versions: c.versions,
+                text,
+            });
+        }
+        groups.push(RolloutGroup {
+            group_id: format!("{}@v{version}", p.id),
+            problem_id: p.id.clone(),
+            prompt_tokens,
+            samples,
+        });
+    }
+    Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group() -> RolloutGroup {
+        let s = |r: f32| Sample {
+            tokens: vec![5, 2],
+            logprobs: vec![-0.5, -0.1],
+            versions: vec![0, 0],
+            reward: r,
+            truncated: false,
+            text: "x".into(),
+        };
+        RolloutGroup {
+            group_id: "g".into(),
+            problem_id: "p".into(),
+            prompt_tokens: vec![4, 5],
+            samples: vec![s(1.0), s(0.0)],
+        }
+    }
+
+    #[test]
+    fn validation_rejects_each_kind_of_bad_group() {
+        assert_eq!(group().validate(10), Ok(()));
+        let mut g = group();
+        g.samples[1].logprobs[0] = f32::NAN;
+        assert!(matches!(
+            g.validate(10),
+            Err(GroupError::BadLogprob {
+                sample: 1,
+                index: 0,
+                ..
+            })
+        ));
+        let mut g = group();
+        g.samples[0].logprobs.pop();
+        assert!(matches!(
+            g.validate(10),
+            Err(GroupError::LengthMismatch { .. })
+        ));
+        let mut g = group();
+        g.samples[0].reward = f32::INFINITY;
+        assert!(matches!(g.validate(10), Err(GroupError::BadReward { .. })));
+        let mut g = group();
+        g.samples[0].tokens[0] = 99;
+        assert!(matches!(
+            g.validate(10),
+            Err(GroupError::TokenOutOfVocab { id: 99, .. })
+        ));
+        let mut g = group();
+        g.samples.clear();
+        assert_eq!(g.validate(10), Err(GroupError::Empty));
+    }
+
+    #[test]
+    fn zero_variance_and_mean() {
+        let g = group();
+        assert!(!g.zero_variance());
+        assert_eq!(g.mean_reward(), 0.5);
+        let mut g = group();
+        g.samples[1].reward = 1.0;
+        assert!(g.zero_variance());
+    }
+}

@@ -1,0 +1,12 @@
+//! Rollouts: a policy's scored answers to problems. The domain types that flow from actors
+//! to the learner ([`RolloutGroup`], [`Sample`]) and the code that makes them (sample G
+//! completions per prompt, decode, verify), plus greedy evaluation on held-out problems.
+//!
+//! **Architecture Invariant:** `rollout` does no network I/O; it is shared by the actor, the
+//! learner's synchronous loop and `oxrl eval`, so none of them depends on another role.
+
+pub mod eval;
+pub mod group;
+
+pub use eval::{greedy_eval, EvalReport};
+pub use group::{encode_prompt, sample_groups, GroupError, RolloutGroup, Sample};

@@ -1,0 +1,8 @@
+//! One module per subcommand: argument struct and `run`.
+
+pub mod bench;
+pub mod eval;
+pub mod generate;
+pub mod run;
+pub mod score;
+pub mod sft;

@@ -1,0 +1,66 @@
+//! `oxrl`: one binary, one subcommand per job. It parses the command line, loads the
+//! config and calls into the libraries; nothing else lives here.
+
+mod commands;
+mod model_arg;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+/// Asynchronous RL post-training for language models.
+#[derive(Parser)]
+#[command(name = "oxrl", version, about)]
+struct Cli {
+    /// Compute threads per process (candle's matmuls); on small models one thread is fastest.
+    #[arg(long, global = true, env = "OXRL_THREADS", default_value_t = 1)]
+    threads: usize,
+    /// Log as JSON lines instead of text (filter with RUST_LOG).
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// An RL training run on the embedded default or any model and task.
+    Run(commands::run::Args),
+    /// Supervised fine-tuning on task solutions (the warm start of the default model).
+    Sft(commands::sft::Args),
+    /// Greedy pass@1 on held-out problems.
+    Eval(commands::eval::Args),
+    /// Teacher-forced log-probs of texts (JSONL in, JSONL out).
+    Score(commands::score::Args),
+    /// Sample a completion of one prompt.
+    Generate(commands::generate::Args),
+    /// Benchmarks (figures as ratios against a baseline measured in the same run).
+    Bench(commands::bench::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Must happen before candle's thread pool starts.
+    std::env::set_var("RAYON_NUM_THREADS", cli.threads.to_string());
+    init_logging(cli.log_json);
+    match cli.command {
+        Command::Run(a) => commands::run::run(a),
+        Command::Sft(a) => commands::sft::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Score(a) => commands::score::run(a),
+        Command::Generate(a) => commands::generate::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,15 @@
+//! Progress bars for long commands; indicatif hides them when stderr is not a terminal.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A bar over `len` steps showing `{msg}` with the figures that matter.
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {{msg}}"
+        ))
+        .expect("valid template"),
+    );
+    pb
+}
