@@ -25,6 +25,12 @@ struct Cli {
 enum Command {
     /// An RL training run on the embedded default or any model and task.
     Run(commands::run::Args),
+    /// The coordinator role: prompt pool, leases, staleness gate, curriculum, status.
+    Coordinator(commands::roles::CoordinatorArgs),
+    /// The learner role: receives groups, trains, streams weights.
+    Learner(commands::roles::LearnerArgs),
+    /// An actor: leases prompts, samples groups, streams them to the learner.
+    Actor(commands::roles::ActorArgs),
     /// Supervised fine-tuning on task solutions (the warm start of the default model).
     Sft(commands::sft::Args),
     /// Greedy pass@1 on held-out problems.
@@ -44,6 +50,9 @@ fn main() -> anyhow::Result<()> {
     init_logging(cli.log_json);
     match cli.command {
         Command::Run(a) => commands::run::run(a),
+        Command::Coordinator(a) => commands::roles::coordinator(a),
+        Command::Learner(a) => commands::roles::learner(a),
+        Command::Actor(a) => commands::roles::actor(a),
         Command::Sft(a) => commands::sft::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Score(a) => commands::score::run(a),

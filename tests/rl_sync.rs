@@ -3,20 +3,13 @@
 
 mod common;
 
-use common::{oxrl, read_jsonl};
-
-fn eval(model: &str, n: &str) -> f64 {
-    let out = oxrl(&["eval", "--model", model, "--task", "addition:2", "--n", n]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    json["report"]["pass_rate"].as_f64().unwrap()
-}
+use common::{held_out_pass_rate as eval, oxrl, read_jsonl};
 
 #[test]
 fn sync_rl_raises_held_out_greedy_pass_rate() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
-    let before = eval("default", "500");
+    let before = eval("default");
     oxrl(&[
         "run",
         "--sync",
@@ -29,7 +22,7 @@ fn sync_rl_raises_held_out_greedy_pass_rate() {
         "--seed",
         "1",
     ]);
-    let after = eval(run_dir.join("final").to_str().unwrap(), "500");
+    let after = eval(run_dir.join("final").to_str().unwrap());
     assert!(
         after > before + 0.05,
         "held-out greedy pass@1 {before:.3} -> {after:.3}"

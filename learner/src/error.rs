@@ -17,6 +17,8 @@ pub enum LearnerError {
     },
     #[error("non-finite {what} at step {step}: refusing to update the weights")]
     NonFinite { what: &'static str, step: u64 },
+    #[error("{0}")]
+    Remote(String),
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]

@@ -15,51 +15,8 @@
 
 use crate::error::Result;
 use candle_core::{Tensor, D};
-use serde::{Deserialize, Serialize};
 
-/// Which surrogate objective to optimise.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Objective {
-    /// Truncated importance-sampling REINFORCE.
-    Cispo { eps_max: f64 },
-    /// PPO's clipped surrogate (GRPO; DAPO's clip-higher when `eps_high > eps_low`).
-    PpoClip { eps_low: f64, eps_high: f64 },
-    /// Sequence-level ratio with PPO clipping.
-    Gspo { eps_low: f64, eps_high: f64 },
-}
-
-impl Default for Objective {
-    fn default() -> Self {
-        Objective::Cispo { eps_max: 4.0 }
-    }
-}
-
-/// How token terms are averaged into the objective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Aggregation {
-    /// Mean over prompts of (sum over the group's tokens / the group's token count): ScaleRL.
-    #[default]
-    Prompt,
-    /// Mean over samples of the per-sample token mean (GRPO).
-    Sample,
-    /// Mean over all tokens of the batch (DAPO).
-    Token,
-}
-
-/// How group-centred advantages are scaled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AdvantageNorm {
-    /// Divide by the standard deviation of every advantage in the batch (ScaleRL).
-    #[default]
-    Batch,
-    /// Divide by each group's own standard deviation (GRPO).
-    Group,
-    /// Leave them as `r - mean(r)`.
-    None,
-}
+pub use rollout::config::{AdvantageNorm, Aggregation, Objective};
 
 /// `A_i = r_i - mean(r)` for one group.
 pub fn advantage(rewards: &[f32]) -> Vec<f32> {

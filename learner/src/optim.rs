@@ -6,33 +6,10 @@
 use crate::error::{LearnerError, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// Optimizer hyper-parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdamWConfig {
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    /// Clip the global gradient norm to this (0 = off).
-    pub max_grad_norm: f64,
-}
-
-impl Default for AdamWConfig {
-    fn default() -> Self {
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-15,
-            weight_decay: 0.01,
-            max_grad_norm: 1.0,
-        }
-    }
-}
+pub use rollout::config::AdamWConfig;
 
 /// Gradients by parameter name.
 pub type Grads = BTreeMap<String, Tensor>;

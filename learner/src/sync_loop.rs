@@ -6,9 +6,9 @@ use crate::checkpoint::{self, RunState};
 use crate::error::{LearnerError, Result};
 use crate::metrics::{MetricsLine, MetricsLog};
 use crate::params::TrainableModel;
-use crate::run_config::RunConfig;
 use crate::update::Learner;
 use crate::AdamW;
+use rollout::config::RunConfig;
 use std::path::Path;
 use std::time::Instant;
 use tasks::{ProblemSource, Split};
@@ -21,21 +21,9 @@ pub enum Start {
     Resume,
 }
 
-/// Seed of the sampling stream of `step` (so a resumed run draws what it would have).
-pub fn step_seed(seed: u64, step: u64) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ step.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03)
-}
-
-/// Runs (or resumes) a synchronous run in `dir` until `cfg.steps`; `on_step` sees each line.
-pub fn run_sync(
-    cfg: &RunConfig,
-    dir: &Path,
-    start: Start,
-    mut on_step: impl FnMut(&MetricsLine),
-) -> Result<RunState> {
-    std::fs::create_dir_all(dir).map_err(|e| LearnerError::io(dir, e))?;
-    let (mut learner, mut state) = match start {
+/// The learner and counters a run starts with: fresh, or from the latest checkpoint.
+pub(crate) fn open_run(cfg: &RunConfig, dir: &Path, start: Start) -> Result<(Learner, RunState)> {
+    Ok(match start {
         Start::Fresh(model) => {
             let state = RunState {
                 step: 0,
@@ -59,7 +47,24 @@ pub fn run_sync(
             tracing::info!(checkpoint = %ckpt.display(), step = state.step, version = state.version, "resuming");
             (learner, state)
         }
-    };
+    })
+}
+
+/// Seed of the sampling stream of `step` (so a resumed run draws what it would have).
+pub fn step_seed(seed: u64, step: u64) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ step.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03)
+}
+
+/// Runs (or resumes) a synchronous run in `dir` until `cfg.steps`; `on_step` sees each line.
+pub fn run_sync(
+    cfg: &RunConfig,
+    dir: &Path,
+    start: Start,
+    mut on_step: impl FnMut(&MetricsLine),
+) -> Result<RunState> {
+    std::fs::create_dir_all(dir).map_err(|e| LearnerError::io(dir, e))?;
+    let (mut learner, mut state) = open_run(cfg, dir, start)?;
     let registry = tasks::VerifierRegistry::new();
     let source = tasks::from_spec(&cfg.task, cfg.seed, &registry)?;
     let verifier = source.verifier();
@@ -93,36 +98,63 @@ pub fn run_sync(
         state.step += 1;
         state.version = learner.version();
         state.wall_s = wall0 + started.elapsed().as_secs_f64();
-        let eval_due =
-            cfg.eval_every > 0 && (state.step % cfg.eval_every == 0 || state.step == cfg.steps);
-        let eval_pass_rate = if eval_due {
-            Some(evaluate(
-                &learner.model,
-                source.as_ref(),
-                cfg.eval_n,
-                cfg.sampling.max_new_tokens,
-                &eos,
-            )?)
-        } else {
-            None
-        };
-        let line = MetricsLine {
-            step: state.step,
-            wall_s: state.wall_s,
-            tokens_per_s: report.tokens as f64 / step_started.elapsed().as_secs_f64(),
-            eval_pass_rate,
+        let line = record_step(
+            cfg,
+            dir,
+            &learner,
+            &state,
             report,
-        };
-        log.append(&line)?;
+            step_started,
+            source.as_ref(),
+            &mut log,
+        )?;
         on_step(&line);
-        let ckpt_due = (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0)
-            || state.step == cfg.steps;
-        if ckpt_due {
-            checkpoint::save(dir, &learner.model, &learner.optimizer, &state)?;
-        }
     }
     learner.model.save(&dir.join("final"))?;
     Ok(state)
+}
+
+/// After a step: held-out evaluation when due, the metrics line, a checkpoint when due.
+/// Shared by the synchronous loop and the learner server.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record_step(
+    cfg: &RunConfig,
+    dir: &Path,
+    learner: &Learner,
+    state: &RunState,
+    report: crate::update::StepReport,
+    step_started: Instant,
+    source: &dyn ProblemSource,
+    log: &mut MetricsLog,
+) -> Result<MetricsLine> {
+    let eos = learner.model.tokenizer.eos_ids();
+    let eval_due = cfg.eval_every > 0
+        && (state.step.is_multiple_of(cfg.eval_every) || state.step == cfg.steps);
+    let eval_pass_rate = if eval_due {
+        Some(evaluate(
+            &learner.model,
+            source,
+            cfg.eval_n,
+            cfg.sampling.max_new_tokens,
+            &eos,
+        )?)
+    } else {
+        None
+    };
+    let line = MetricsLine {
+        step: state.step,
+        wall_s: state.wall_s,
+        tokens_per_s: report.tokens as f64 / step_started.elapsed().as_secs_f64(),
+        eval_pass_rate,
+        report,
+    };
+    log.append(&line)?;
+    let ckpt_due = (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every))
+        || state.step == cfg.steps;
+    if ckpt_due {
+        checkpoint::save(dir, &learner.model, &learner.optimizer, state)?;
+    }
+    Ok(line)
 }
 
 /// Greedy pass@1 on the held-out split.

@@ -7,45 +7,14 @@
 
 use crate::batch::TokenBatch;
 use crate::error::{LearnerError, Result};
-use crate::objective::{self, AdvantageNorm, Aggregation, Objective, ObjectiveInputs};
-use crate::optim::{accumulate, learning_rate, AdamW, AdamWConfig, Grads};
+use crate::objective::{self, ObjectiveInputs};
+use crate::optim::{accumulate, learning_rate, AdamW, Grads};
 use crate::params::TrainableModel;
 use rollout::RolloutGroup;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Hyper-parameters of the RL update.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UpdateConfig {
-    pub objective: Objective,
-    pub aggregation: Aggregation,
-    pub advantage_norm: AdvantageNorm,
-    pub lr: f64,
-    /// Linear warm-up steps.
-    pub warmup: u64,
-    pub optimizer: AdamWConfig,
-    /// Pipeline lag bound k: a group with a token sampled more than k versions before the
-    /// version being trained is dropped.
-    pub max_lag: u64,
-    /// Sequences per forward/backward pass (gradients are summed across them).
-    pub micro_batch: usize,
-}
-
-impl Default for UpdateConfig {
-    fn default() -> Self {
-        UpdateConfig {
-            objective: Objective::default(),
-            aggregation: Aggregation::Prompt,
-            advantage_norm: AdvantageNorm::Batch,
-            lr: 1e-5,
-            warmup: 10,
-            optimizer: AdamWConfig::default(),
-            max_lag: 8,
-            micro_batch: 256,
-        }
-    }
-}
+pub use rollout::config::UpdateConfig;
 
 /// What one step consumed and did; becomes a line of `metrics.jsonl`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -71,8 +40,10 @@ pub struct StepReport {
     pub clip_frac: f64,
     pub lag_mean: f64,
     pub lag_max: u64,
-    /// Lag in versions -> completion tokens (of every group received that was valid).
+    /// Lag in versions -> completion tokens trained on.
     pub lag_hist: BTreeMap<u64, u64>,
+    /// Trained samples whose tokens came from more than one version (in-flight updates).
+    pub mixed_version_samples: usize,
     /// Problem ids whose group had zero variance (for the curriculum).
     #[serde(skip)]
     pub zero_variance_ids: Vec<String>,
@@ -162,6 +133,11 @@ impl Learner {
             }
         }
         report.lag_mean = lag_sum as f64 / lag_n.max(1) as f64;
+        report.mixed_version_samples = kept
+            .iter()
+            .flat_map(|g| &g.samples)
+            .filter(|s| s.versions.windows(2).any(|w| w[0] != w[1]))
+            .count();
         report.lr = learning_rate(
             self.config.lr,
             self.optimizer.steps(),

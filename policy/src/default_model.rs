@@ -38,3 +38,16 @@ pub fn embedded() -> Result<ModelDir> {
         candle_core::DType::F32,
     )
 }
+
+/// Loads a model by the name a config or flag gives: `default` for the embedded default,
+/// otherwise a Hugging Face directory.
+pub fn load_model(name: &str) -> Result<ModelDir> {
+    if name == "default" {
+        return embedded();
+    }
+    ModelDir::load(
+        std::path::Path::new(name),
+        &Device::Cpu,
+        candle_core::DType::F32,
+    )
+}

@@ -5,8 +5,10 @@
 //! **Architecture Invariant:** `rollout` does no network I/O; it is shared by the actor, the
 //! learner's synchronous loop and `oxrl eval`, so none of them depends on another role.
 
+pub mod config;
 pub mod eval;
 pub mod group;
+pub mod wire;
 
 pub use eval::{greedy_eval, EvalReport};
 pub use group::{encode_prompt, sample_groups, GroupError, RolloutGroup, Sample};

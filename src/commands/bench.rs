@@ -3,6 +3,7 @@
 
 mod decode;
 mod learner_step;
+mod pipeline;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,12 +17,15 @@ enum Suite {
     Decode(decode::Args),
     /// Learner step tokens/s: forward + backward + optimizer (baseline: forward alone).
     Learner(learner_step::Args),
+    /// Pipelined (lag k) against on-policy (k = 0) runs: wall time, actor idle fraction.
+    Pipeline(pipeline::Args),
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     match a.suite {
         Suite::Decode(a) => decode::run(a),
         Suite::Learner(a) => learner_step::run(a),
+        Suite::Pipeline(a) => pipeline::run(a),
     }
 }
 

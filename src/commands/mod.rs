@@ -3,6 +3,8 @@
 pub mod bench;
 pub mod eval;
 pub mod generate;
+pub mod launch;
+pub mod roles;
 pub mod run;
 pub mod score;
 pub mod sft;

@@ -40,6 +40,12 @@ pub struct Args {
     eval_n: Option<usize>,
     #[arg(long)]
     checkpoint_every: Option<u64>,
+    /// Actor processes (pipeline mode).
+    #[arg(long)]
+    actors: Option<usize>,
+    /// Pipeline lag bound k: no token trains more than k versions after it was sampled.
+    #[arg(long)]
+    max_lag: Option<u64>,
 }
 
 /// Reads a RunConfig from TOML with a clear error on unknown or malformed keys.
@@ -81,6 +87,12 @@ impl Args {
         if let Some(v) = self.checkpoint_every {
             cfg.checkpoint_every = v;
         }
+        if let Some(v) = self.actors {
+            cfg.pipeline.actors = v;
+        }
+        if let Some(v) = self.max_lag {
+            cfg.update.max_lag = v;
+        }
     }
 }
 
@@ -104,12 +116,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         cfg.prompts_per_step >= 1,
         "prompts_per_step must be at least 1"
     );
-    if !a.sync {
-        anyhow::bail!("the multi-process pipeline is not built yet; run with --sync");
-    }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("config.toml"), toml::to_string(&cfg)?)?;
     tracing::info!(config = ?cfg, dir = %dir.display(), "run");
+    if !a.sync {
+        if a.resume.is_none() {
+            anyhow::ensure!(
+                learner::checkpoint::latest(&dir).is_none(),
+                "{} already holds a run; use --resume {} or another --out",
+                dir.display(),
+                dir.display()
+            );
+        }
+        return crate::commands::launch::run_pipeline(&cfg, &dir);
+    }
     let start = if a.resume.is_some() {
         Start::Resume
     } else {
@@ -152,4 +172,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         dir.join("metrics.jsonl").display()
     );
     Ok(())
+}
+
+/// The last held-out evaluation in a metrics log.
+pub fn last_eval(metrics: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(metrics).ok()?;
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["eval_pass_rate"].as_f64())
 }

@@ -1,0 +1,16 @@
+//! The actor's error type.
+
+/// Errors that end an actor.
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    #[error("{0}")]
+    Remote(String),
+    #[error("the run config from the coordinator does not parse: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    #[error(transparent)]
+    Task(#[from] tasks::TaskError),
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+}

@@ -1,0 +1,198 @@
+//! The requests and answers of the coordinator's operations as domain types, free of prost:
+//! the service module converts to and from the wire at the boundary.
+
+use std::time::Duration;
+
+use tasks::Problem;
+use tokio::time::Instant;
+
+/// What a member does in the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemberRole {
+    /// Generates rollouts; leases prompts and heartbeats.
+    Actor,
+    /// Trains; publishes versions and serves weights.
+    Learner,
+}
+
+impl MemberRole {
+    /// The lowercase name used in member ids and logs.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Actor => "actor",
+            MemberRole::Learner => "learner",
+        }
+    }
+}
+
+/// A member joining the run.
+#[derive(Debug, Clone)]
+pub(crate) struct Registration {
+    pub role: MemberRole,
+    /// Where the member serves (the learner's weights and rollout intake); may be empty for
+    /// actors.
+    pub advertise_addr: String,
+    pub name: String,
+}
+
+/// What a newly registered member is told.
+#[derive(Debug, Clone)]
+pub(crate) struct Registered {
+    pub member_id: String,
+    pub run_config_toml: String,
+    pub learner_addr: Option<String>,
+    pub learner_version: u64,
+    pub max_lag: u64,
+    pub heartbeat_interval: Duration,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeartbeatAnswer {
+    pub learner_version: u64,
+    pub learner_addr: Option<String>,
+    /// The run is over.
+    pub stop: bool,
+    /// The member must register again.
+    pub unknown_member: bool,
+}
+
+/// An actor asking for prompts.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseRequest {
+    pub member_id: String,
+    /// The version of the weights it will generate with.
+    pub version: u64,
+    pub max_prompts: u32,
+}
+
+/// Prompts granted to an actor until a deadline.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    pub lease_id: String,
+    pub prompts: Vec<Problem>,
+    pub deadline: Instant,
+}
+
+/// Why no lease was granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The actor's weights are more than `max_lag` versions behind the learner.
+    StaleWeights,
+    /// Every problem is retired or leased.
+    PoolEmpty,
+    /// The learner has finished.
+    Stopping,
+}
+
+impl Refusal {
+    /// The word on the wire (`LeaseReply.refused`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Refusal::StaleWeights => "stale_weights",
+            Refusal::PoolEmpty => "pool_empty",
+            Refusal::Stopping => "stopping",
+        }
+    }
+}
+
+/// The answer to a lease request: a grant or a refusal, with the learner's version.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseAnswer {
+    pub learner_version: u64,
+    pub outcome: Result<Grant, Refusal>,
+}
+
+/// The rewards of one problem's group.
+#[derive(Debug, Clone)]
+pub(crate) struct ProblemResult {
+    pub problem_id: String,
+    pub rewards: Vec<f32>,
+}
+
+/// An actor reporting a lease done.
+#[derive(Debug, Clone)]
+pub(crate) struct Completion {
+    pub member_id: String,
+    pub lease_id: String,
+    pub results: Vec<ProblemResult>,
+}
+
+/// What became of a completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CompleteOutcome {
+    /// The lease was outstanding and is now done.
+    Accepted,
+    /// No such lease was ever issued.
+    UnknownLease,
+    /// The lease had expired and its prompts went back to the pool (rewards still recorded).
+    Expired,
+    /// The lease was completed before.
+    AlreadyCompleted,
+    /// The lease is held by another member.
+    NotHolder,
+}
+
+impl CompleteOutcome {
+    /// Whether the reply says `accepted`.
+    pub(crate) fn accepted(self) -> bool {
+        self == CompleteOutcome::Accepted
+    }
+}
+
+/// Whether a (lease, problem) pair was issued by this coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseCheck {
+    Known,
+    UnknownLease,
+    ProblemNotInLease,
+}
+
+impl LeaseCheck {
+    /// Whether the reply says `known`.
+    pub(crate) fn known(self) -> bool {
+        self == LeaseCheck::Known
+    }
+
+    /// The reason on the wire; empty when known.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            LeaseCheck::Known => "",
+            LeaseCheck::UnknownLease => "unknown lease",
+            LeaseCheck::ProblemNotInLease => "problem not in lease",
+        }
+    }
+}
+
+/// The learner announcing a step.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Publication {
+    pub version: u64,
+    pub zero_variance_problem_ids: Vec<String>,
+    pub done: bool,
+}
+
+/// One actor as the status shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ActorSnapshot {
+    pub member_id: String,
+    pub name: String,
+    pub version: u64,
+    pub since_heard: Duration,
+    pub alive: bool,
+}
+
+/// The run at a glance.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StatusSnapshot {
+    pub learner_version: u64,
+    pub actors: Vec<ActorSnapshot>,
+    pub pool_active: u64,
+    pub pool_retired: u64,
+    pub leases_outstanding: u64,
+    pub leases_expired: u64,
+    pub prompts_completed: u64,
+    pub zero_variance_groups: u64,
+    pub done: bool,
+    pub max_lag: u64,
+}

@@ -1,0 +1,42 @@
+//! The crate's error type. Each message says what was wrong and what to do about it.
+
+/// Everything that can go wrong starting the coordinator or serving one request.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// The task spec does not name a usable problem source.
+    #[error("cannot build the task source '{spec}': {source}")]
+    Task {
+        /// The spec as given.
+        spec: String,
+        /// What the `tasks` crate objected to.
+        source: tasks::TaskError,
+    },
+
+    /// A setting is out of its range.
+    #[error("invalid coordinator setting {name}: {reason}")]
+    InvalidSettings {
+        /// The field of `CoordinatorSettings`.
+        name: &'static str,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+
+    /// The gRPC server failed.
+    #[error("coordinator gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+
+    /// A request named a member the coordinator does not know (never registered, or declared
+    /// dead).
+    #[error("unknown member '{member_id}': register again")]
+    UnknownMember {
+        /// The id as given.
+        member_id: String,
+    },
+
+    /// A request is malformed.
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What is wrong with it.
+        reason: String,
+    },
+}

@@ -1,0 +1,214 @@
+//! The lease book: every lease ever issued, its prompts, holder and deadline, and what became of
+//! it (outstanding, completed or expired). Issued leases are remembered for good so the learner
+//! can check any group's lease.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio::time::Instant;
+
+/// A prompt inside a lease: the pool index (to release or give it back) and the problem id (to
+/// check groups against).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LeasedPrompt {
+    pub index: u64,
+    pub problem_id: String,
+}
+
+/// Where a lease stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseState {
+    /// Issued, neither completed nor expired yet.
+    Outstanding { deadline: Instant },
+    /// Completed by its holder before the deadline.
+    Completed,
+    /// Not completed in time (or its holder died); its prompts went back to the pool.
+    Expired,
+}
+
+/// One issued lease.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    pub member_id: String,
+    pub prompts: Vec<LeasedPrompt>,
+    pub state: LeaseState,
+}
+
+impl Lease {
+    /// Whether `problem_id` was among the lease's prompts.
+    pub(crate) fn contains(&self, problem_id: &str) -> bool {
+        self.prompts.iter().any(|p| p.problem_id == problem_id)
+    }
+
+    /// The pool indices of the lease's prompts.
+    pub(crate) fn indices(&self) -> impl Iterator<Item = u64> + '_ {
+        self.prompts.iter().map(|p| p.index)
+    }
+}
+
+/// All leases, by sequence number (`lease-<seq>`), in issue order.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseBook {
+    next_seq: u64,
+    leases: BTreeMap<u64, Lease>,
+    outstanding: BTreeSet<u64>,
+    expired: u64,
+}
+
+impl LeaseBook {
+    /// Records a new outstanding lease and returns its id.
+    pub(crate) fn issue(
+        &mut self,
+        member_id: &str,
+        prompts: Vec<LeasedPrompt>,
+        deadline: Instant,
+    ) -> String {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.leases.insert(
+            seq,
+            Lease {
+                member_id: member_id.to_string(),
+                prompts,
+                state: LeaseState::Outstanding { deadline },
+            },
+        );
+        self.outstanding.insert(seq);
+        lease_id(seq)
+    }
+
+    /// The lease with this id, whatever its state.
+    pub(crate) fn get(&self, lease_id: &str) -> Option<&Lease> {
+        self.leases.get(&parse_lease_id(lease_id)?)
+    }
+
+    /// Marks an outstanding lease completed; returns it, or None if it is not outstanding.
+    pub(crate) fn complete(&mut self, lease_id: &str) -> Option<&Lease> {
+        let seq = self.finish(lease_id, LeaseState::Completed)?;
+        self.leases.get(&seq)
+    }
+
+    /// Marks an outstanding lease expired and counts it; returns it, or None if it is not
+    /// outstanding.
+    pub(crate) fn expire(&mut self, lease_id: &str) -> Option<&Lease> {
+        let seq = self.finish(lease_id, LeaseState::Expired)?;
+        self.expired += 1;
+        self.leases.get(&seq)
+    }
+
+    /// Ids of outstanding leases whose deadline is at or before `now`, oldest first.
+    pub(crate) fn due(&self, now: Instant) -> Vec<String> {
+        self.outstanding_where(
+            |lease| matches!(lease.state, LeaseState::Outstanding { deadline } if deadline <= now),
+        )
+    }
+
+    /// Ids of the outstanding leases held by `member_id`, oldest first.
+    pub(crate) fn held_by(&self, member_id: &str) -> Vec<String> {
+        self.outstanding_where(|lease| lease.member_id == member_id)
+    }
+
+    /// Leases neither completed nor expired.
+    pub(crate) fn outstanding(&self) -> u64 {
+        self.outstanding.len() as u64
+    }
+
+    /// Leases that expired so far.
+    pub(crate) fn expired(&self) -> u64 {
+        self.expired
+    }
+
+    /// Moves an outstanding lease to `end`; returns its sequence number, or None if it is not
+    /// outstanding.
+    fn finish(&mut self, lease_id: &str, end: LeaseState) -> Option<u64> {
+        let seq = parse_lease_id(lease_id)?;
+        if !self.outstanding.remove(&seq) {
+            return None;
+        }
+        self.leases.get_mut(&seq)?.state = end;
+        Some(seq)
+    }
+
+    fn outstanding_where(&self, keep: impl Fn(&Lease) -> bool) -> Vec<String> {
+        self.outstanding
+            .iter()
+            .filter(|seq| self.leases.get(seq).is_some_and(&keep))
+            .map(|&seq| lease_id(seq))
+            .collect()
+    }
+}
+
+fn lease_id(seq: u64) -> String {
+    format!("lease-{seq}")
+}
+
+fn parse_lease_id(lease_id: &str) -> Option<u64> {
+    let digits = lease_id.strip_prefix("lease-")?;
+    // Only the canonical spelling names a lease: "lease-01" or "lease-+1" do not.
+    if digits.starts_with(['0', '+']) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn prompts(indices: &[u64]) -> Vec<LeasedPrompt> {
+        indices
+            .iter()
+            .map(|&index| LeasedPrompt {
+                index,
+                problem_id: format!("p/{index}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ids_are_unique_and_only_canonical_ids_resolve() {
+        let mut book = LeaseBook::default();
+        let now = Instant::now();
+        let a = book.issue("actor-1", prompts(&[0]), now);
+        let b = book.issue("actor-1", prompts(&[1]), now);
+        assert_eq!((a.as_str(), b.as_str()), ("lease-1", "lease-2"));
+        assert!(book.get("lease-1").is_some());
+        for bad in ["lease-01", "lease-+1", "lease-", "1", "lease-3", ""] {
+            assert!(book.get(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_lease_finishes_once() {
+        let mut book = LeaseBook::default();
+        let now = Instant::now();
+        let id = book.issue("actor-1", prompts(&[0, 1]), now);
+        assert_eq!(book.outstanding(), 1);
+        assert_eq!(
+            book.complete(&id).unwrap().indices().collect::<Vec<_>>(),
+            [0, 1]
+        );
+        assert!(book.complete(&id).is_none());
+        assert!(book.expire(&id).is_none());
+        assert_eq!((book.outstanding(), book.expired()), (0, 0));
+        assert_eq!(book.get(&id).unwrap().state, LeaseState::Completed);
+        assert!(book.get(&id).unwrap().contains("p/1"));
+        assert!(!book.get(&id).unwrap().contains("p/2"));
+    }
+
+    #[test]
+    fn due_and_held_by_list_outstanding_leases_in_issue_order() {
+        let mut book = LeaseBook::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(10);
+        let first = book.issue("actor-1", prompts(&[0]), now);
+        let second = book.issue("actor-2", prompts(&[1]), later);
+        let third = book.issue("actor-1", prompts(&[2]), now);
+        assert_eq!(book.due(now), [first.clone(), third.clone()]);
+        assert_eq!(book.due(later), [first.clone(), second, third.clone()]);
+        book.expire(&first);
+        assert_eq!(book.held_by("actor-1"), [third]);
+        assert_eq!(book.expired(), 1);
+    }
+}

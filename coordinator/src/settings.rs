@@ -1,0 +1,96 @@
+//! What a coordinator is started with: the task, the pipeline lag bound, the timeouts and the
+//! curriculum's retirement rule.
+
+use std::time::Duration;
+
+use crate::error::CoordinatorError;
+
+/// Everything the coordinator needs to run; the binary fills it from the run config and flags.
+#[derive(Debug, Clone)]
+pub struct CoordinatorSettings {
+    /// Task spec for `tasks::from_spec`, e.g. `addition:3` or `data/train.jsonl@exact`.
+    pub task: String,
+    /// Seed of procedural tasks.
+    pub seed: u64,
+    /// PipelineRL k: an actor may lease only with weights at least `learner_version - max_lag`.
+    pub max_lag: u64,
+    /// The run config as TOML, handed verbatim to every member that registers.
+    pub run_config_toml: String,
+    /// How long an actor has to complete a lease before its prompts go back to the pool.
+    pub lease_timeout: Duration,
+    /// How often members are told to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// An actor silent this long is declared dead and its leases are returned.
+    pub actor_timeout: Duration,
+    /// No-Positive-Resampling: a problem whose pass rate reaches this is retired...
+    pub retire_pass_rate: f64,
+    /// ...once it has at least this many scored samples.
+    pub retire_min_samples: usize,
+}
+
+impl Default for CoordinatorSettings {
+    fn default() -> Self {
+        Self {
+            task: "addition".to_string(),
+            seed: 0,
+            max_lag: 8,
+            run_config_toml: String::new(),
+            lease_timeout: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_millis(500),
+            actor_timeout: Duration::from_secs(5),
+            retire_pass_rate: 0.9,
+            retire_min_samples: 16,
+        }
+    }
+}
+
+impl CoordinatorSettings {
+    /// Checks the ranges the logic relies on.
+    pub(crate) fn validate(&self) -> Result<(), CoordinatorError> {
+        let positive = [
+            ("lease_timeout", self.lease_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("actor_timeout", self.actor_timeout),
+        ];
+        for (name, value) in positive {
+            if value.is_zero() {
+                return Err(CoordinatorError::InvalidSettings {
+                    name,
+                    reason: "must be longer than zero".to_string(),
+                });
+            }
+        }
+        if self.retire_pass_rate.is_nan() {
+            return Err(CoordinatorError::InvalidSettings {
+                name: "retire_pass_rate",
+                reason: "is NaN: give a pass rate such as 0.9 (above 1.0 never retires)"
+                    .to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_zero_timeouts_are_not() {
+        assert!(CoordinatorSettings::default().validate().is_ok());
+        let zero = CoordinatorSettings {
+            actor_timeout: Duration::ZERO,
+            ..CoordinatorSettings::default()
+        };
+        let err = zero.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid coordinator setting actor_timeout: must be longer than zero"
+        );
+        let nan = CoordinatorSettings {
+            retire_pass_rate: f64::NAN,
+            ..CoordinatorSettings::default()
+        };
+        assert!(nan.validate().is_err());
+    }
+}

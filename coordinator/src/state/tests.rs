@@ -1,0 +1,536 @@
+//! Unit tests of the coordinator's logic on a fixed source with explicit clocks.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::domain::MemberRole;
+use crate::pool::tests::FixedSource;
+
+fn settings() -> CoordinatorSettings {
+    CoordinatorSettings {
+        task: "fixed".to_string(),
+        max_lag: 2,
+        run_config_toml: "seed = 7\n".to_string(),
+        lease_timeout: Duration::from_secs(2),
+        actor_timeout: Duration::from_secs(5),
+        ..CoordinatorSettings::default()
+    }
+}
+
+/// A run over `len` problems (None: unbounded) named `fixed/<index>`.
+fn state_with(len: Option<u64>, settings: CoordinatorSettings) -> State {
+    State::new(settings, Box::new(FixedSource { len }))
+}
+
+fn state(len: Option<u64>) -> State {
+    state_with(len, settings())
+}
+
+fn join(state: &mut State, role: MemberRole, now: Instant) -> String {
+    let registration = Registration {
+        role,
+        advertise_addr: match role {
+            MemberRole::Actor => String::new(),
+            MemberRole::Learner => "http://127.0.0.1:7001".to_string(),
+        },
+        name: "test".to_string(),
+    };
+    state.register(registration, now).member_id
+}
+
+fn lease(
+    state: &mut State,
+    member_id: &str,
+    version: u64,
+    max_prompts: u32,
+    now: Instant,
+) -> Result<Grant, Refusal> {
+    let request = LeaseRequest {
+        member_id: member_id.to_string(),
+        version,
+        max_prompts,
+    };
+    state.lease(request, now).expect("known member").outcome
+}
+
+fn ids(grant: &Grant) -> Vec<&str> {
+    grant.prompts.iter().map(|p| p.id.as_str()).collect()
+}
+
+fn complete(
+    state: &mut State,
+    member_id: &str,
+    grant: &Grant,
+    reward: f32,
+    now: Instant,
+) -> CompleteOutcome {
+    let results = grant
+        .prompts
+        .iter()
+        .map(|p| ProblemResult {
+            problem_id: p.id.clone(),
+            rewards: vec![reward; 4],
+        })
+        .collect();
+    let completion = Completion {
+        member_id: member_id.to_string(),
+        lease_id: grant.lease_id.clone(),
+        results,
+    };
+    state.complete(completion, now)
+}
+
+fn publish(state: &mut State, version: u64, now: Instant) {
+    let publication = Publication {
+        version,
+        ..Publication::default()
+    };
+    state.publish_version(publication, now);
+}
+
+#[test]
+fn register_answers_with_the_run_config_and_the_learner() {
+    let mut state = state(None);
+    let now = Instant::now();
+    let actor = state.register(
+        Registration {
+            role: MemberRole::Actor,
+            advertise_addr: String::new(),
+            name: "a".to_string(),
+        },
+        now,
+    );
+    assert_eq!(actor.member_id, "actor-1");
+    assert_eq!(actor.learner_addr, None);
+    assert_eq!(actor.run_config_toml, "seed = 7\n");
+    assert_eq!(actor.max_lag, 2);
+    assert_eq!(actor.heartbeat_interval, Duration::from_millis(500));
+    assert_eq!(join(&mut state, MemberRole::Learner, now), "learner-1");
+    publish(&mut state, 3, now);
+    let second = state.register(
+        Registration {
+            role: MemberRole::Actor,
+            advertise_addr: String::new(),
+            name: "b".to_string(),
+        },
+        now,
+    );
+    assert_eq!(second.member_id, "actor-2");
+    assert_eq!(
+        second.learner_addr.as_deref(),
+        Some("http://127.0.0.1:7001")
+    );
+    assert_eq!(second.learner_version, 3);
+}
+
+#[test]
+fn leases_hand_out_train_indices_in_order_with_unique_ids() {
+    let mut state = state(None);
+    let now = Instant::now();
+    let actor = join(&mut state, MemberRole::Actor, now);
+    let first = lease(&mut state, &actor, 0, 3, now).unwrap();
+    assert_eq!(ids(&first), ["fixed/0", "fixed/1", "fixed/2"]);
+    assert_eq!(first.prompts[1].prompt, "1+0=");
+    assert_eq!(first.prompts[1].answer, "1");
+    assert_eq!(first.deadline, now + Duration::from_secs(2));
+    let second = lease(&mut state, &actor, 0, 0, now).unwrap();
+    assert_eq!(ids(&second), ["fixed/3"], "max_prompts 0 still gets one");
+    assert_ne!(first.lease_id, second.lease_id);
+    let status = state.status(now);
+    assert_eq!(status.leases_outstanding, 2);
+    assert_eq!(status.pool_active, 4, "distinct problems seen so far");
+}
+
+#[test]
+fn an_unknown_member_cannot_lease() {
+    let mut state = state(None);
+    let request = LeaseRequest {
+        member_id: "actor-9".to_string(),
+        version: 0,
+        max_prompts: 1,
+    };
+    let err = state.lease(request, Instant::now()).unwrap_err();
+    assert!(
+        matches!(err, CoordinatorError::UnknownMember { ref member_id } if member_id == "actor-9"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn expired_prompts_are_leased_again_first() {
+    let mut state = state(None);
+    let start = Instant::now();
+    let slow = join(&mut state, MemberRole::Actor, start);
+    let other = join(&mut state, MemberRole::Actor, start);
+    let lost = lease(&mut state, &slow, 0, 2, start).unwrap();
+    assert_eq!(ids(&lost), ["fixed/0", "fixed/1"]);
+    let kept = lease(&mut state, &other, 0, 1, start).unwrap();
+
+    // One tick before the deadline nothing has expired.
+    let deadline = start + Duration::from_secs(2);
+    assert_eq!(
+        state.reap(deadline - Duration::from_millis(1)),
+        Reaped::default()
+    );
+    state.heartbeat(&other, 0, deadline - Duration::from_millis(1));
+    assert_eq!(
+        state.status(deadline).leases_expired,
+        2,
+        "both leases are due"
+    );
+
+    let again = lease(&mut state, &other, 0, 4, deadline).unwrap();
+    assert_eq!(ids(&again), ["fixed/0", "fixed/1", "fixed/2", "fixed/3"]);
+    assert_eq!(
+        ids(&kept),
+        ["fixed/2"],
+        "the other actor's own expired lease came back too"
+    );
+    let status = state.status(deadline);
+    assert_eq!((status.leases_outstanding, status.leases_expired), (1, 2));
+}
+
+#[test]
+fn staleness_gate_allows_exactly_k_versions_behind() {
+    let mut state = state(None);
+    let now = Instant::now();
+    let actor = join(&mut state, MemberRole::Actor, now);
+    publish(&mut state, 5, now);
+    // max_lag = 2: version 3 + 2 == 5 may still generate, version 2 may not.
+    assert!(lease(&mut state, &actor, 3, 1, now).is_ok());
+    assert_eq!(
+        lease(&mut state, &actor, 2, 1, now).unwrap_err(),
+        Refusal::StaleWeights
+    );
+    assert!(
+        lease(&mut state, &actor, 7, 1, now).is_ok(),
+        "ahead is fine"
+    );
+    let answer = state
+        .lease(
+            LeaseRequest {
+                member_id: actor.clone(),
+                version: 0,
+                max_prompts: 1,
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(answer.learner_version, 5);
+    assert_eq!(
+        state.status(now).actors[0].version,
+        0,
+        "the lease recorded the version"
+    );
+}
+
+#[test]
+fn a_problem_retires_at_the_pass_rate_after_min_samples() {
+    let mut state = state(Some(2));
+    let now = Instant::now();
+    let actor = join(&mut state, MemberRole::Actor, now);
+    // 4 samples a completion, 16 needed: four perfect groups retire fixed/0.
+    for round in 0..4 {
+        let grant = lease(&mut state, &actor, 0, 1, now).unwrap();
+        assert_eq!(ids(&grant), ["fixed/0"], "round {round}");
+        assert_eq!(
+            complete(&mut state, &actor, &grant, 1.0, now),
+            CompleteOutcome::Accepted
+        );
+        // fixed/1 goes out and fails, keeping it active.
+        let other = lease(&mut state, &actor, 0, 1, now).unwrap();
+        assert_eq!(ids(&other), ["fixed/1"]);
+        complete(&mut state, &actor, &other, 0.0, now);
+    }
+    let status = state.status(now);
+    assert_eq!((status.pool_active, status.pool_retired), (1, 1));
+    assert_eq!(status.prompts_completed, 8);
+    for _ in 0..3 {
+        let grant = lease(&mut state, &actor, 0, 5, now).unwrap();
+        assert_eq!(ids(&grant), ["fixed/1"], "retired problems never come back");
+        complete(&mut state, &actor, &grant, 0.0, now);
+    }
+}
+
+#[test]
+fn a_pass_rate_just_below_the_threshold_does_not_retire() {
+    let mut state = state_with(
+        Some(1),
+        CoordinatorSettings {
+            retire_min_samples: 4,
+            ..settings()
+        },
+    );
+    let now = Instant::now();
+    let actor = join(&mut state, MemberRole::Actor, now);
+    let grant = lease(&mut state, &actor, 0, 1, now).unwrap();
+    let completion = Completion {
+        member_id: actor.clone(),
+        lease_id: grant.lease_id.clone(),
+        results: vec![ProblemResult {
+            problem_id: "fixed/0".to_string(),
+            // 0.875 < 0.9 with 8 samples.
+            rewards: vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        }],
+    };
+    assert!(state.complete(completion, now).accepted());
+    assert_eq!(state.status(now).pool_retired, 0);
+    assert!(lease(&mut state, &actor, 0, 1, now).is_ok());
+}
+
+#[test]
+fn a_dead_actors_leases_return_to_the_pool() {
+    let mut state = state_with(
+        None,
+        CoordinatorSettings {
+            lease_timeout: Duration::from_secs(60),
+            ..settings()
+        },
+    );
+    let start = Instant::now();
+    let dead = join(&mut state, MemberRole::Actor, start);
+    let alive = join(&mut state, MemberRole::Actor, start);
+    let lost = lease(&mut state, &dead, 0, 2, start).unwrap();
+    state.heartbeat(&alive, 0, start + Duration::from_secs(4));
+
+    let timeout = start + Duration::from_secs(5);
+    let reaped = state.reap(timeout);
+    assert_eq!(reaped.dead_actors, [dead.as_str()]);
+    assert_eq!(reaped.expired_leases, [lost.lease_id.as_str()]);
+
+    let again = lease(&mut state, &alive, 0, 2, timeout).unwrap();
+    assert_eq!(ids(&again), ids(&lost));
+    assert!(state.heartbeat(&dead, 0, timeout).unknown_member);
+    assert!(!state.heartbeat(&alive, 0, timeout).unknown_member);
+    assert!(matches!(
+        state.lease(
+            LeaseRequest {
+                member_id: dead.clone(),
+                version: 0,
+                max_prompts: 1
+            },
+            timeout
+        ),
+        Err(CoordinatorError::UnknownMember { .. })
+    ));
+    let status = state.status(timeout);
+    let actors: Vec<_> = status
+        .actors
+        .iter()
+        .map(|a| (a.member_id.as_str(), a.alive))
+        .collect();
+    assert_eq!(actors, [(alive.as_str(), true), (dead.as_str(), false)]);
+    assert_eq!(status.leases_expired, 1);
+}
+
+#[test]
+fn the_learner_is_never_declared_dead() {
+    let mut state = state(None);
+    let start = Instant::now();
+    let learner = join(&mut state, MemberRole::Learner, start);
+    let reaped = state.reap(start + Duration::from_secs(3600));
+    assert!(reaped.dead_actors.is_empty());
+    assert!(!state.heartbeat(&learner, 0, start).unknown_member);
+}
+
+#[test]
+fn each_lease_completes_once_and_not_after_expiry() {
+    let mut state = state(None);
+    let start = Instant::now();
+    let actor = join(&mut state, MemberRole::Actor, start);
+    let other = join(&mut state, MemberRole::Actor, start);
+    let grant = lease(&mut state, &actor, 0, 1, start).unwrap();
+    assert_eq!(
+        complete(&mut state, &other, &grant, 1.0, start),
+        CompleteOutcome::NotHolder
+    );
+    assert_eq!(
+        complete(&mut state, &actor, &grant, 1.0, start),
+        CompleteOutcome::Accepted
+    );
+    assert_eq!(
+        complete(&mut state, &actor, &grant, 1.0, start),
+        CompleteOutcome::AlreadyCompleted
+    );
+    let history = state.curriculum.history("fixed/0").unwrap();
+    assert_eq!(history.count, 4, "a duplicate completion records nothing");
+
+    let late = lease(&mut state, &actor, 0, 1, start).unwrap();
+    let deadline = late.deadline;
+    assert_eq!(
+        complete(&mut state, &actor, &late, 1.0, deadline),
+        CompleteOutcome::Expired
+    );
+    assert_eq!(
+        state.curriculum.history("fixed/1").unwrap().count,
+        4,
+        "a late completion's rewards still count"
+    );
+    let status = state.status(deadline);
+    assert_eq!(status.prompts_completed, 1);
+    assert_eq!((status.leases_outstanding, status.leases_expired), (0, 1));
+
+    let mut unknown = late.clone();
+    unknown.lease_id = "lease-99".to_string();
+    assert_eq!(
+        complete(&mut state, &actor, &unknown, 1.0, deadline),
+        CompleteOutcome::UnknownLease
+    );
+}
+
+#[test]
+fn results_for_problems_outside_the_lease_are_ignored() {
+    let mut state = state(None);
+    let now = Instant::now();
+    let actor = join(&mut state, MemberRole::Actor, now);
+    let grant = lease(&mut state, &actor, 0, 1, now).unwrap();
+    let completion = Completion {
+        member_id: actor,
+        lease_id: grant.lease_id,
+        results: vec![ProblemResult {
+            problem_id: "fixed/5".to_string(),
+            rewards: vec![1.0; 32],
+        }],
+    };
+    assert!(state.complete(completion, now).accepted());
+    assert_eq!(state.curriculum.history("fixed/5"), None);
+    assert_eq!(state.status(now).prompts_completed, 0);
+}
+
+#[test]
+fn check_lease_knows_every_issued_lease_and_its_problems() {
+    let mut state = state(None);
+    let start = Instant::now();
+    let actor = join(&mut state, MemberRole::Actor, start);
+    let completed = lease(&mut state, &actor, 0, 2, start).unwrap();
+    complete(&mut state, &actor, &completed, 0.0, start);
+    let expired = lease(&mut state, &actor, 0, 1, start).unwrap();
+    let later = start + Duration::from_secs(3);
+    state.heartbeat(&actor, 0, start + Duration::from_secs(1));
+    let outstanding = lease(&mut state, &actor, 0, 1, later).unwrap();
+    assert_eq!(state.status(later).leases_expired, 1);
+
+    for grant in [&completed, &expired, &outstanding] {
+        for problem in &grant.prompts {
+            assert_eq!(
+                state.check_lease(&grant.lease_id, &problem.id),
+                LeaseCheck::Known
+            );
+        }
+    }
+    assert_eq!(
+        state.check_lease(&completed.lease_id, "fixed/2"),
+        LeaseCheck::ProblemNotInLease
+    );
+    assert_eq!(
+        state.check_lease("lease-42", "fixed/0"),
+        LeaseCheck::UnknownLease
+    );
+    assert_eq!(LeaseCheck::UnknownLease.reason(), "unknown lease");
+    assert_eq!(
+        LeaseCheck::ProblemNotInLease.reason(),
+        "problem not in lease"
+    );
+}
+
+#[test]
+fn a_dataset_cycles_and_runs_dry_while_everything_is_leased() {
+    let mut state = state(Some(3));
+    let now = Instant::now();
+    let a = join(&mut state, MemberRole::Actor, now);
+    let b = join(&mut state, MemberRole::Actor, now);
+    let first = lease(&mut state, &a, 0, 2, now).unwrap();
+    assert_eq!(ids(&first), ["fixed/0", "fixed/1"]);
+    let second = lease(&mut state, &b, 0, 2, now).unwrap();
+    assert_eq!(ids(&second), ["fixed/2"], "0 and 1 are leased");
+    assert_eq!(
+        lease(&mut state, &b, 0, 1, now).unwrap_err(),
+        Refusal::PoolEmpty
+    );
+    complete(&mut state, &a, &first, 0.0, now);
+    let next_epoch = lease(&mut state, &b, 0, 5, now).unwrap();
+    assert_eq!(ids(&next_epoch), ["fixed/0", "fixed/1"]);
+    assert_eq!(state.status(now).pool_active, 3);
+}
+
+#[test]
+fn a_fully_retired_dataset_refuses_with_pool_empty() {
+    let mut state = state_with(
+        Some(1),
+        CoordinatorSettings {
+            retire_min_samples: 4,
+            ..settings()
+        },
+    );
+    let now = Instant::now();
+    let actor = join(&mut state, MemberRole::Actor, now);
+    let grant = lease(&mut state, &actor, 0, 1, now).unwrap();
+    complete(&mut state, &actor, &grant, 1.0, now);
+    assert_eq!(
+        lease(&mut state, &actor, 0, 1, now).unwrap_err(),
+        Refusal::PoolEmpty
+    );
+    let status = state.status(now);
+    assert_eq!((status.pool_active, status.pool_retired), (0, 1));
+}
+
+#[test]
+fn versions_only_go_up_and_done_stops_the_run() {
+    let mut state = state(None);
+    let now = Instant::now();
+    let actor = join(&mut state, MemberRole::Actor, now);
+    publish(&mut state, 5, now);
+    publish(&mut state, 3, now);
+    state.publish_version(
+        Publication {
+            version: 6,
+            zero_variance_problem_ids: vec!["fixed/0".to_string(), "fixed/0".to_string()],
+            done: false,
+        },
+        now,
+    );
+    assert_eq!(state.curriculum.zero_variance("fixed/0"), 2);
+    let beat = state.heartbeat(&actor, 6, now);
+    assert_eq!((beat.learner_version, beat.stop), (6, false));
+
+    state.publish_version(
+        Publication {
+            version: 7,
+            zero_variance_problem_ids: vec!["fixed/1".to_string()],
+            done: true,
+        },
+        now,
+    );
+    let beat = state.heartbeat(&actor, 7, now);
+    assert_eq!(
+        (beat.learner_version, beat.stop, beat.unknown_member),
+        (7, true, false)
+    );
+    assert_eq!(
+        lease(&mut state, &actor, 7, 1, now).unwrap_err(),
+        Refusal::Stopping
+    );
+    let status = state.status(now);
+    assert!(status.done);
+    assert_eq!(status.zero_variance_groups, 3);
+    assert_eq!(status.learner_version, 7);
+}
+
+#[test]
+fn heartbeats_keep_an_actor_alive_and_record_its_version() {
+    let mut state = state(None);
+    let start = Instant::now();
+    let actor = join(&mut state, MemberRole::Actor, start);
+    for second in 1..=20 {
+        let beat = state.heartbeat(&actor, second, start + Duration::from_secs(second));
+        assert!(!beat.unknown_member, "second {second}");
+    }
+    let now = start + Duration::from_millis(20_250);
+    let status = state.status(now);
+    assert_eq!(status.actors.len(), 1);
+    assert_eq!(status.actors[0].version, 20);
+    assert_eq!(status.actors[0].since_heard, Duration::from_millis(250));
+    assert!(state.heartbeat("actor-7", 0, now).unknown_member);
+}

@@ -1,0 +1,305 @@
+//! A whole conversation over real gRPC: register, heartbeat, lease, check, complete, publish,
+//! status, the health service, and a clean shutdown.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{health_status, start_coordinator, SERVICE_NAME};
+use coordinator::CoordinatorSettings;
+use proto::{
+    CheckLeaseRequest, CompleteRequest, HeartbeatRequest, LeaseRequest, ProblemResult,
+    PublishVersionRequest, RegisterRequest, Role, StatusRequest,
+};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+const RUN_CONFIG: &str = "[learner]\nlr = 1e-5\n";
+const LEARNER_ADDR: &str = "http://127.0.0.1:7001";
+
+fn settings() -> CoordinatorSettings {
+    CoordinatorSettings {
+        task: "addition:2".to_string(),
+        seed: 7,
+        max_lag: 3,
+        run_config_toml: RUN_CONFIG.to_string(),
+        retire_min_samples: 4,
+        ..CoordinatorSettings::default()
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn register_lease_complete_status_then_shut_down() {
+    let server = start_coordinator(settings()).await;
+    let channel = server.channel().await;
+    for service in ["", SERVICE_NAME] {
+        let status = health_status(channel.clone(), service).await.unwrap();
+        assert_eq!(status, ServingStatus::Serving, "health of '{service}'");
+    }
+    let mut client = proto::coordinator_client::CoordinatorClient::new(channel)
+        .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
+
+    let learner = client
+        .register(RegisterRequest {
+            role: Role::Learner as i32,
+            advertise_addr: LEARNER_ADDR.to_string(),
+            name: "learner".to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(learner.member_id, "learner-1");
+    let actor = client
+        .register(RegisterRequest {
+            role: Role::Actor as i32,
+            advertise_addr: String::new(),
+            name: "gpu0".to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(actor.member_id, "actor-1");
+    assert_eq!(actor.run_config_toml, RUN_CONFIG);
+    assert_eq!(actor.learner_addr, LEARNER_ADDR);
+    assert_eq!((actor.learner_version, actor.max_lag), (0, 3));
+    assert_eq!(actor.heartbeat_interval_ms, 500);
+    let actor_id = actor.member_id;
+
+    let beat = client
+        .heartbeat(HeartbeatRequest {
+            member_id: actor_id.clone(),
+            version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!beat.stop && !beat.unknown_member);
+    assert_eq!(beat.learner_addr, LEARNER_ADDR);
+
+    let before = wall_ms();
+    let lease = client
+        .lease(LeaseRequest {
+            member_id: actor_id.clone(),
+            version: 0,
+            max_prompts: 4,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lease.refused, "");
+    assert_eq!(lease.lease_id, "lease-1");
+    let deadline_in = lease.deadline_unix_ms.saturating_sub(before);
+    assert!(
+        (59_000..=61_000).contains(&deadline_in),
+        "deadline {deadline_in} ms away, want about 60 s"
+    );
+    let ids: Vec<&str> = lease
+        .prompts
+        .iter()
+        .map(|p| p.problem_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "addition-2/train/0",
+            "addition-2/train/1",
+            "addition-2/train/2",
+            "addition-2/train/3"
+        ]
+    );
+    for prompt in &lease.prompts {
+        let (a, b) = prompt.prompt.trim_end_matches('=').split_once('+').unwrap();
+        let sum: u64 = a.parse::<u64>().unwrap() + b.parse::<u64>().unwrap();
+        assert_eq!(prompt.answer, sum.to_string(), "{}", prompt.prompt);
+    }
+
+    for (problem_id, known, reason) in [
+        ("addition-2/train/2", true, ""),
+        ("addition-2/train/9", false, "problem not in lease"),
+    ] {
+        let check = client
+            .check_lease(CheckLeaseRequest {
+                lease_id: lease.lease_id.clone(),
+                problem_id: problem_id.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((check.known, check.reason.as_str()), (known, reason));
+    }
+    let unknown = client
+        .check_lease(CheckLeaseRequest {
+            lease_id: "lease-7".to_string(),
+            problem_id: "addition-2/train/0".to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (unknown.known, unknown.reason.as_str()),
+        (false, "unknown lease")
+    );
+
+    // The first problem is solved every time (4 samples = retire_min_samples): it retires.
+    let results: Vec<ProblemResult> = lease
+        .prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ProblemResult {
+            problem_id: p.problem_id.clone(),
+            rewards: vec![if i == 0 { 1.0 } else { 0.0 }; 4],
+        })
+        .collect();
+    let complete = CompleteRequest {
+        member_id: actor_id.clone(),
+        lease_id: lease.lease_id.clone(),
+        results,
+    };
+    let accepted = client
+        .complete(complete.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(accepted.accepted);
+    let again = client.complete(complete).await.unwrap().into_inner();
+    assert!(!again.accepted, "a lease completes once");
+
+    client
+        .publish_version(PublishVersionRequest {
+            version: 1,
+            zero_variance_problem_ids: vec!["addition-2/train/1".to_string()],
+            done: false,
+        })
+        .await
+        .unwrap();
+
+    let status = client.status(StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.learner_version, 1);
+    assert_eq!(status.actors.len(), 1);
+    let actor_status = &status.actors[0];
+    assert_eq!(
+        (actor_status.member_id.as_str(), actor_status.name.as_str()),
+        ("actor-1", "gpu0")
+    );
+    assert!(actor_status.alive);
+    assert!(actor_status.last_heartbeat_ms_ago < 10_000);
+    assert_eq!((status.pool_active, status.pool_retired), (3, 1));
+    assert_eq!((status.leases_outstanding, status.leases_expired), (0, 0));
+    assert_eq!(status.prompts_completed, 4);
+    assert_eq!(status.zero_variance_groups, 1);
+    assert!(!status.done);
+    assert_eq!(status.max_lag, 3);
+
+    // Unknown members are NotFound; a finished run refuses leases with "stopping".
+    let err = client
+        .lease(LeaseRequest {
+            member_id: "actor-42".to_string(),
+            version: 1,
+            max_prompts: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    client
+        .publish_version(PublishVersionRequest {
+            version: 2,
+            zero_variance_problem_ids: Vec::new(),
+            done: true,
+        })
+        .await
+        .unwrap();
+    let beat = client
+        .heartbeat(HeartbeatRequest {
+            member_id: actor_id.clone(),
+            version: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(beat.stop);
+    assert_eq!(beat.learner_version, 2);
+    let refused = client
+        .lease(LeaseRequest {
+            member_id: actor_id,
+            version: 2,
+            max_prompts: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refused.refused, "stopping");
+    assert!(refused.prompts.is_empty());
+
+    drop(client);
+    server
+        .stop()
+        .await
+        .expect("serve returns Ok after shutdown");
+}
+
+#[tokio::test]
+async fn a_bad_registration_is_invalid_argument() {
+    let server = start_coordinator(settings()).await;
+    let mut client = server.client().await;
+    let err = client
+        .register(RegisterRequest {
+            role: Role::Learner as i32,
+            advertise_addr: String::new(),
+            name: "learner".to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("advertise_addr"),
+        "{}",
+        err.message()
+    );
+    drop(client);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn stale_weights_are_refused_over_the_wire() {
+    let server = start_coordinator(settings()).await;
+    let mut client = server.client().await;
+    let actor = client
+        .register(RegisterRequest {
+            role: Role::Actor as i32,
+            advertise_addr: String::new(),
+            name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member_id;
+    client
+        .publish_version(PublishVersionRequest {
+            version: 10,
+            ..PublishVersionRequest::default()
+        })
+        .await
+        .unwrap();
+    let lease = |version| LeaseRequest {
+        member_id: actor.clone(),
+        version,
+        max_prompts: 1,
+    };
+    let stale = client.lease(lease(6)).await.unwrap().into_inner();
+    assert_eq!(
+        (stale.refused.as_str(), stale.learner_version),
+        ("stale_weights", 10)
+    );
+    let fresh = client.lease(lease(7)).await.unwrap().into_inner();
+    assert_eq!(fresh.refused, "", "7 + k (3) == 10 is allowed");
+    assert_eq!(fresh.prompts.len(), 1);
+    drop(client);
+    server.stop().await.unwrap();
+}

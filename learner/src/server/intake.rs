@@ -1,0 +1,79 @@
+//! Admission of one pushed group: wire conversion, validation, lease check, deduplication,
+//! then the bounded queue (awaiting it is the backpressure actors feel).
+
+use super::Shared;
+use proto::push_ack::Outcome;
+use proto::PushAck;
+use std::sync::atomic::Ordering;
+
+/// Decides what to do with `msg` and answers with its acknowledgement.
+pub(crate) async fn admit(shared: &Shared, msg: proto::RolloutGroup) -> PushAck {
+    let (lease_id, group) = rollout::wire::from_wire(msg);
+    let group_id = group.group_id.clone();
+    let ack = |outcome: Outcome, reason: String| PushAck {
+        group_id: group_id.clone(),
+        outcome: outcome as i32,
+        reason,
+        learner_version: shared.version.load(Ordering::Relaxed),
+    };
+    if let Err(e) = group.validate(shared.vocab_size) {
+        shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(group = %group_id, reason = %e, "rejected group");
+        return ack(Outcome::Rejected, e.to_string());
+    }
+    if let Err(reason) = check_lease(shared, &lease_id, &group.problem_id).await {
+        shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(group = %group_id, lease = %lease_id, %reason, "rejected group");
+        return ack(Outcome::Rejected, reason);
+    }
+    // Insert before queueing: a second copy arriving while the first waits is a duplicate.
+    let fresh = shared
+        .seen_groups
+        .lock()
+        .expect("seen set")
+        .insert(group_id.clone());
+    if !fresh {
+        shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+        return ack(Outcome::Duplicate, "already received".into());
+    }
+    if shared.queue.send(group).await.is_err() {
+        shared
+            .seen_groups
+            .lock()
+            .expect("seen set")
+            .remove(&group_id);
+        return ack(Outcome::Rejected, "the learner is shutting down".into());
+    }
+    shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+    ack(Outcome::Accepted, String::new())
+}
+
+async fn check_lease(shared: &Shared, lease_id: &str, problem_id: &str) -> Result<(), String> {
+    let key = format!("{lease_id}\u{0}{problem_id}");
+    if shared
+        .known_leases
+        .lock()
+        .expect("lease cache")
+        .contains(&key)
+    {
+        return Ok(());
+    }
+    let reply = shared
+        .coordinator
+        .clone()
+        .check_lease(proto::CheckLeaseRequest {
+            lease_id: lease_id.to_string(),
+            problem_id: problem_id.to_string(),
+        })
+        .await
+        .map_err(|s| format!("could not check lease {lease_id}: {}", s.message()))?
+        .into_inner();
+    if !reply.known {
+        return Err(format!(
+            "lease {lease_id:?} for problem {problem_id:?}: {}",
+            reply.reason
+        ));
+    }
+    shared.known_leases.lock().expect("lease cache").insert(key);
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! The tonic `Learner` service: PushRollouts (acknowledged per group, in order) and
+//! SubscribeWeights (every new version, chunked), plus gRPC health.
+
+use super::{intake, Shared};
+use crate::error::{LearnerError, Result};
+use proto::learner_server::{Learner, LearnerServer};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
+
+struct LearnerService {
+    shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl Learner for LearnerService {
+    type PushRolloutsStream = BoxStream<proto::PushAck>;
+    type SubscribeWeightsStream = BoxStream<proto::WeightsChunk>;
+
+    async fn push_rollouts(
+        &self,
+        request: Request<Streaming<proto::RolloutGroup>>,
+    ) -> std::result::Result<Response<Self::PushRolloutsStream>, Status> {
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = incoming.next().await {
+                let ack = match msg {
+                    Ok(group) => Ok(intake::admit(&shared, group).await),
+                    Err(status) => Err(status),
+                };
+                let failed = ack.is_err();
+                if tx.send(ack).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn subscribe_weights(
+        &self,
+        request: Request<proto::SubscribeWeightsRequest>,
+    ) -> std::result::Result<Response<Self::SubscribeWeightsStream>, Status> {
+        let after = request.get_ref().after_version;
+        let mut versions = self.shared.weights.subscribe();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut sent: Option<u64> = None;
+            loop {
+                let current = versions.borrow_and_update().clone();
+                let newer = match sent {
+                    None => current.version > after || after == 0,
+                    Some(v) => current.version > v,
+                };
+                if newer {
+                    for chunk in &current.chunks {
+                        if tx.send(Ok(chunk.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    sent = Some(current.version);
+                }
+                if versions.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Serves until `stop` is set.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<LearnerServer<LearnerService>>().await;
+    let service = LearnerServer::new(LearnerService { shared })
+        .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
+    let until = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until)
+        .await
+        .map_err(|e| LearnerError::Remote(format!("learner server: {e}")))
+}

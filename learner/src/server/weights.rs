@@ -1,0 +1,34 @@
+//! A version's weights, encoded once for the wire and shared by every subscriber.
+
+use crate::error::Result;
+use crate::params::TrainableModel;
+use proto::weights::{encode, NamedTensor};
+use proto::WeightsChunk;
+
+/// The chunks of one version.
+pub struct EncodedVersion {
+    pub version: u64,
+    pub chunks: Vec<WeightsChunk>,
+    pub bytes: usize,
+}
+
+impl EncodedVersion {
+    /// Encodes the model's current weights as `version`.
+    pub fn encode(version: u64, model: &TrainableModel) -> Result<Self> {
+        let mut tensors = Vec::new();
+        for (name, t) in model.snapshot()? {
+            tensors.push(NamedTensor {
+                shape: t.dims().to_vec(),
+                data: t.flatten_all()?.to_vec1::<f32>()?,
+                name,
+            });
+        }
+        tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        let bytes = tensors.iter().map(|t| t.data.len() * 4).sum();
+        Ok(EncodedVersion {
+            version,
+            chunks: encode(version, &tensors, proto::WEIGHTS_CHUNK_BYTES),
+            bytes,
+        })
+    }
+}

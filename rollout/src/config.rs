@@ -1,0 +1,194 @@
+//! Run configuration: plain serde data shared by every role (the coordinator hands the
+//! run's TOML to the learner and actors), so no role depends on another for its config.
+//! Every struct has defaults and rejects unknown keys.
+
+use policy::SamplingParams;
+use serde::{Deserialize, Serialize};
+
+/// Everything a training run needs to know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Model directory, or `default` for the embedded default.
+    pub model: String,
+    /// Task spec (`addition:2`, `FILE.jsonl`, ...).
+    pub task: String,
+    pub seed: u64,
+    /// Optimizer steps of the run.
+    pub steps: u64,
+    /// Prompts (groups) per optimizer step.
+    pub prompts_per_step: usize,
+    /// Completions per prompt (G).
+    pub group_size: usize,
+    /// Greedy held-out evaluation every N steps (0 = never; always at the end when > 0).
+    pub eval_every: u64,
+    pub eval_n: usize,
+    /// Checkpoint every N steps (0 = only at the end).
+    pub checkpoint_every: u64,
+    /// Actors' sampling (temperature 1 for RL; stop tokens are the model's EOS).
+    pub sampling: SamplingParams,
+    pub update: UpdateConfig,
+    /// The multi-process pipeline (ignored by `--sync`).
+    pub pipeline: PipelineConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            model: "default".into(),
+            task: "addition:2".into(),
+            seed: 0,
+            steps: 60,
+            prompts_per_step: 64,
+            group_size: 16,
+            eval_every: 10,
+            eval_n: 500,
+            checkpoint_every: 20,
+            sampling: SamplingParams {
+                max_new_tokens: 8,
+                ..SamplingParams::default()
+            },
+            update: UpdateConfig::default(),
+            pipeline: PipelineConfig::default(),
+        }
+    }
+}
+
+/// Hyper-parameters of the RL update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpdateConfig {
+    pub objective: Objective,
+    pub aggregation: Aggregation,
+    pub advantage_norm: AdvantageNorm,
+    pub lr: f64,
+    /// Linear warm-up steps.
+    pub warmup: u64,
+    pub optimizer: AdamWConfig,
+    /// Pipeline lag bound k: a group with a token sampled more than k versions before the
+    /// version being trained is dropped.
+    pub max_lag: u64,
+    /// Sequences per forward/backward pass (gradients are summed across them).
+    pub micro_batch: usize,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            objective: Objective::default(),
+            aggregation: Aggregation::Prompt,
+            advantage_norm: AdvantageNorm::Batch,
+            lr: 1e-5,
+            warmup: 10,
+            optimizer: AdamWConfig::default(),
+            max_lag: 8,
+            micro_batch: 256,
+        }
+    }
+}
+
+/// Optimizer hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0 = off).
+    pub max_grad_norm: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-15,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+        }
+    }
+}
+
+/// Which surrogate objective to optimise.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Objective {
+    /// Truncated importance-sampling REINFORCE.
+    Cispo { eps_max: f64 },
+    /// PPO's clipped surrogate (GRPO; DAPO's clip-higher when `eps_high > eps_low`).
+    PpoClip { eps_low: f64, eps_high: f64 },
+    /// Sequence-level ratio with PPO clipping.
+    Gspo { eps_low: f64, eps_high: f64 },
+}
+
+impl Default for Objective {
+    fn default() -> Self {
+        Objective::Cispo { eps_max: 4.0 }
+    }
+}
+
+/// How token terms are averaged into the objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// Mean over prompts of (sum over the group's tokens / the group's token count): ScaleRL.
+    #[default]
+    Prompt,
+    /// Mean over samples of the per-sample token mean (GRPO).
+    Sample,
+    /// Mean over all tokens of the batch (DAPO).
+    Token,
+}
+
+/// How group-centred advantages are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdvantageNorm {
+    /// Divide by the standard deviation of every advantage in the batch (ScaleRL).
+    #[default]
+    Batch,
+    /// Divide by each group's own standard deviation (GRPO).
+    Group,
+    /// Leave them as `r - mean(r)`.
+    None,
+}
+
+/// The asynchronous pipeline: processes, leases, liveness, curriculum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Actor processes `oxrl run` starts.
+    pub actors: usize,
+    /// Prompts per lease (an actor samples `group_size` completions of each in one batch).
+    pub prompts_per_lease: usize,
+    /// A lease not completed within this many seconds returns its prompts to the pool.
+    pub lease_timeout_s: f64,
+    /// How often actors heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// An actor silent this long is declared dead and its leases return to the pool.
+    pub actor_timeout_s: f64,
+    /// No-Positive-Resampling: retire a prompt whose pass rate reaches this.
+    pub retire_pass_rate: f64,
+    /// Samples of a prompt needed before its pass rate can retire it.
+    pub retire_min_samples: usize,
+    /// Groups the learner queues before backpressure reaches the actors. Keep it near
+    /// `prompts_per_step`: a queued group ages one version per step it waits.
+    pub learner_queue: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            actors: 2,
+            prompts_per_lease: 16,
+            lease_timeout_s: 60.0,
+            heartbeat_interval_ms: 500,
+            actor_timeout_s: 5.0,
+            retire_pass_rate: 0.9,
+            retire_min_samples: 16,
+            learner_queue: 64,
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Pipeline suite: the same number of samples through `oxrl run` with lag bound k against
+//! k = 0 (on-policy, the baseline), measured in the same invocation: wall time and the
+//! actors' idle fraction.
+
+use anyhow::Context;
+use std::path::Path;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Optimizer steps per run.
+    #[arg(long, default_value_t = 20)]
+    steps: u64,
+    #[arg(long, default_value_t = 32)]
+    prompts_per_step: usize,
+    #[arg(long, default_value_t = 8)]
+    group_size: usize,
+    /// The lag bound compared with k = 0.
+    #[arg(long, default_value_t = 8)]
+    k: u64,
+    #[arg(long, default_value_t = 2)]
+    actors: usize,
+}
+
+struct Outcome {
+    wall_s: f64,
+    idle_frac: f64,
+    dropped: u64,
+    samples: u64,
+}
+
+fn one_run(a: &Args, k: u64, dir: &Path) -> anyhow::Result<Outcome> {
+    let exe = std::env::current_exe()?;
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(exe)
+        .args([
+            "run",
+            "--out",
+            &dir.display().to_string(),
+            "--eval-every",
+            "0",
+        ])
+        .args([
+            "--steps",
+            &a.steps.to_string(),
+            "--prompts-per-step",
+            &a.prompts_per_step.to_string(),
+        ])
+        .args([
+            "--group-size",
+            &a.group_size.to_string(),
+            "--max-lag",
+            &k.to_string(),
+            "--actors",
+            &a.actors.to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .context("running oxrl run")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "oxrl run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wall_s = started.elapsed().as_secs_f64();
+    let (mut idle, mut busy) = (0.0, 0.0);
+    for i in 0..a.actors {
+        let text = std::fs::read_to_string(dir.join(format!("logs/actor-{i}.json")))?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        idle += v["idle_s"].as_f64().unwrap_or(0.0);
+        busy += v["busy_s"].as_f64().unwrap_or(0.0);
+    }
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl"))?;
+    let (mut dropped, mut samples) = (0, 0);
+    for line in metrics.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        dropped += v["dropped_stale"].as_u64().unwrap_or(0);
+        samples += v["samples"].as_u64().unwrap_or(0);
+    }
+    Ok(Outcome {
+        wall_s,
+        idle_frac: idle / (idle + busy).max(1e-9),
+        dropped,
+        samples,
+    })
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let tmp = std::env::temp_dir().join(format!("oxrl-bench-pipeline-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let base = one_run(&a, 0, &tmp.join("k0"))?;
+    let piped = one_run(&a, a.k, &tmp.join(format!("k{}", a.k)))?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    println!(
+        "{:<8} {:>10} {:>12} {:>14} {:>10}",
+        "k", "wall s", "actor idle", "dropped stale", "samples"
+    );
+    for (k, o) in [(0, &base), (a.k, &piped)] {
+        println!(
+            "{k:<8} {:>10.1} {:>11.0}% {:>14} {:>10}",
+            o.wall_s,
+            100.0 * o.idle_frac,
+            o.dropped,
+            o.samples
+        );
+    }
+    println!(
+        "speed-up k={} over k=0: {:.2}x",
+        a.k,
+        base.wall_s / piped.wall_s
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "suite": "pipeline", "steps": a.steps, "prompts_per_step": a.prompts_per_step, "group_size": a.group_size,
+            "actors": a.actors, "k": a.k, "wall_s_k0": base.wall_s, "wall_s_k": piped.wall_s,
+            "speedup": base.wall_s / piped.wall_s, "actor_idle_frac_k0": base.idle_frac, "actor_idle_frac_k": piped.idle_frac,
+            "dropped_stale_k0": base.dropped, "dropped_stale_k": piped.dropped,
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! `oxrl coordinator`, `oxrl learner`, `oxrl actor`: one role per process, as `oxrl run`
+//! starts them on one machine or a cluster runs them on many. Each prints
+//! `OXRL_LISTENING <addr>` on stdout once its server is bound (servers bind port 0 fine).
+
+use crate::commands::run::load_config;
+use anyhow::Context;
+use std::path::PathBuf;
+
+/// The line a role prints once its listener is bound.
+pub const LISTENING: &str = "OXRL_LISTENING";
+
+#[derive(clap::Args)]
+pub struct CoordinatorArgs {
+    /// Address to listen on (port 0: the OS picks one).
+    #[arg(long, default_value = "0.0.0.0:7000")]
+    listen: String,
+    /// Run config (TOML); handed to the learner and actors when they register.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Exit when standard input closes (set by `oxrl run`, so no child outlives it).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
+}
+
+#[derive(clap::Args)]
+pub struct LearnerArgs {
+    /// Coordinator URL, e.g. http://127.0.0.1:7000.
+    #[arg(long)]
+    coordinator: String,
+    #[arg(long, default_value = "0.0.0.0:7001")]
+    listen: String,
+    /// URL actors use to reach this learner (default: http://<bound address>).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Run directory: metrics.jsonl, checkpoints/, final/ (resumes from its checkpoints).
+    #[arg(long, default_value = "runs/latest")]
+    out: PathBuf,
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ActorArgs {
+    /// Coordinator URL, e.g. http://127.0.0.1:7000.
+    #[arg(long)]
+    coordinator: String,
+    /// Name shown in the coordinator's status.
+    #[arg(long, default_value = "actor")]
+    name: String,
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
+}
+
+/// Resolves on Ctrl-C, SIGTERM, or (with `exit_with_parent`) when stdin closes.
+async fn shutdown_signal(exit_with_parent: bool) {
+    let parent_gone = async {
+        if exit_with_parent {
+            use tokio::io::AsyncReadExt;
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 64];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) => break tracing::info!("standard input closed: the parent is gone"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        break tracing::info!(error = %e, "standard input failed: the parent is gone")
+                    }
+                }
+            }
+        } else {
+            std::future::pending::<()>().await
+        }
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+        _ = term.recv() => tracing::info!("terminated"),
+        _ = parent_gone => {}
+    }
+}
+
+async fn bind(addr: &str) -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    println!("{LISTENING} {local}");
+    Ok((listener, local))
+}
+
+/// Runs a role to completion. The runtime is shut down in the background: the stdin
+/// watcher sits in a blocking read that would otherwise keep the process alive.
+fn block_on<T>(role: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let out = rt.block_on(role);
+    rt.shutdown_background();
+    out
+}
+
+pub fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
+    let cfg = match &a.config {
+        Some(p) => load_config(p)?,
+        None => learner::RunConfig::default(),
+    };
+    let p = &cfg.pipeline;
+    let settings = coordinator::CoordinatorSettings {
+        task: cfg.task.clone(),
+        seed: cfg.seed,
+        max_lag: cfg.update.max_lag,
+        run_config_toml: toml::to_string(&cfg)?,
+        lease_timeout: std::time::Duration::from_secs_f64(p.lease_timeout_s),
+        heartbeat_interval: std::time::Duration::from_millis(p.heartbeat_interval_ms),
+        actor_timeout: std::time::Duration::from_secs_f64(p.actor_timeout_s),
+        retire_pass_rate: p.retire_pass_rate,
+        retire_min_samples: p.retire_min_samples,
+    };
+    let state = coordinator::Coordinator::new(settings).context("starting the coordinator")?;
+    block_on(async {
+        let (listener, _) = bind(&a.listen).await?;
+        coordinator::serve(state, listener, shutdown_signal(a.exit_with_parent)).await?;
+        Ok(())
+    })
+}
+
+pub fn learner(a: LearnerArgs) -> anyhow::Result<()> {
+    block_on(async {
+        let (listener, local) = bind(&a.listen).await?;
+        let advertise = a
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
+        let summary = learner::server::run_learner(
+            &a.coordinator,
+            listener,
+            advertise,
+            a.out.clone(),
+            shutdown_signal(a.exit_with_parent),
+        )
+        .await?;
+        tracing::info!(steps = summary.steps, version = summary.version, eval = ?summary.last_eval, "learner finished");
+        Ok(())
+    })
+}
+
+pub fn actor(a: ActorArgs) -> anyhow::Result<()> {
+    block_on(async {
+        let summary =
+            actor::run_actor(&a.coordinator, &a.name, shutdown_signal(a.exit_with_parent)).await?;
+        // One machine-readable line for `oxrl run` and the benchmarks.
+        println!(
+            "{}",
+            serde_json::json!({
+                "actor": a.name, "leases": summary.leases, "groups_accepted": summary.groups_accepted,
+                "groups_rejected": summary.groups_rejected, "in_flight_swaps": summary.in_flight_swaps,
+                "idle_s": summary.idle_s, "busy_s": summary.busy_s,
+            })
+        );
+        Ok(())
+    })
+}

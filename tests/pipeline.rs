@@ -1,0 +1,96 @@
+//! The asynchronous pipeline, as `oxrl run` starts it: separate processes on loopback.
+
+mod common;
+
+use common::{held_out_pass_rate as eval, oxrl, read_jsonl};
+
+#[test]
+fn pipelined_run_with_two_actors_learns_within_the_lag_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let before = eval("default");
+    oxrl(&[
+        "run",
+        "--out",
+        run.to_str().unwrap(),
+        "--steps",
+        "24",
+        "--eval-every",
+        "0",
+        "--seed",
+        "1",
+        "--actors",
+        "2",
+    ]);
+    let after = eval(run.join("final").to_str().unwrap());
+    assert!(
+        after > before + 0.05,
+        "held-out greedy pass@1 {before:.3} -> {after:.3}"
+    );
+
+    let lines = read_jsonl(&run.join("metrics.jsonl"));
+    assert_eq!(lines.len(), 24);
+    let k = 8;
+    let mut mixed = 0;
+    for l in &lines {
+        assert!(
+            l["lag_max"].as_u64().unwrap() <= k,
+            "a token trained past the lag bound: {l}"
+        );
+        for lag in l["lag_hist"].as_object().unwrap().keys() {
+            assert!(lag.parse::<u64>().unwrap() <= k);
+        }
+        mixed += l["mixed_version_samples"].as_u64().unwrap();
+    }
+    assert!(
+        lines.iter().any(|l| l["lag_max"].as_u64().unwrap() > 0),
+        "k = 8 should let some lag through"
+    );
+    assert!(
+        mixed > 0,
+        "no sequence spanned two versions: in-flight updates never happened"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("learner_summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["duplicates"], 0);
+    // Both actors did work and exited by themselves.
+    for i in 0..2 {
+        let path = run.join(format!("logs/actor-{i}.json"));
+        let actor: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(actor["groups_accepted"].as_u64().unwrap() > 0, "{actor}");
+    }
+}
+
+#[test]
+fn with_k_zero_every_token_is_on_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    oxrl(&[
+        "run",
+        "--out",
+        run.to_str().unwrap(),
+        "--steps",
+        "5",
+        "--prompts-per-step",
+        "8",
+        "--group-size",
+        "4",
+        "--eval-every",
+        "0",
+        "--max-lag",
+        "0",
+        "--actors",
+        "2",
+    ]);
+    let lines = read_jsonl(&run.join("metrics.jsonl"));
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        assert_eq!(l["lag_max"], 0, "{l}");
+        let hist = l["lag_hist"].as_object().unwrap();
+        assert!(hist.keys().all(|k| k == "0"), "{l}");
+        assert_eq!(l["mixed_version_samples"], 0);
+    }
+    assert!(lines.iter().any(|l| l["tokens"].as_u64().unwrap() > 0));
+}
