@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::tokenizer::char_tokenizer;
 use candle_core::Device;
 
-/// The default model's config: about 1.3 M parameters, 4 layers, grouped-query attention.
+/// The default model's config: about 1.1 M parameters, 4 layers, grouped-query attention.
 pub fn default_config() -> ModelConfig {
     let tok = char_tokenizer();
     let mut cfg = ModelConfig::tiny(tok.vocab_size(), 160, 4, 4, 2);

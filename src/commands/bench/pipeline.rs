@@ -26,6 +26,15 @@ struct Outcome {
     idle_frac: f64,
     dropped: u64,
     samples: u64,
+    /// Groups the actors delivered (accepted by the learner).
+    delivered: u64,
+}
+
+impl Outcome {
+    /// Fraction of delivered groups that were trained on (the rest went stale or unused).
+    fn used_frac(&self, prompts: u64) -> f64 {
+        prompts as f64 / self.delivered.max(1) as f64
+    }
 }
 
 fn one_run(a: &Args, k: u64, dir: &Path) -> anyhow::Result<Outcome> {
@@ -62,12 +71,13 @@ fn one_run(a: &Args, k: u64, dir: &Path) -> anyhow::Result<Outcome> {
         String::from_utf8_lossy(&out.stderr)
     );
     let wall_s = started.elapsed().as_secs_f64();
-    let (mut idle, mut busy) = (0.0, 0.0);
+    let (mut idle, mut busy, mut delivered) = (0.0, 0.0, 0);
     for i in 0..a.actors {
         let text = std::fs::read_to_string(dir.join(format!("logs/actor-{i}.json")))?;
         let v: serde_json::Value = serde_json::from_str(&text)?;
         idle += v["idle_s"].as_f64().unwrap_or(0.0);
         busy += v["busy_s"].as_f64().unwrap_or(0.0);
+        delivered += v["groups_accepted"].as_u64().unwrap_or(0);
     }
     let metrics = std::fs::read_to_string(dir.join("metrics.jsonl"))?;
     let (mut dropped, mut samples) = (0, 0);
@@ -81,6 +91,7 @@ fn one_run(a: &Args, k: u64, dir: &Path) -> anyhow::Result<Outcome> {
         idle_frac: idle / (idle + busy).max(1e-9),
         dropped,
         samples,
+        delivered,
     })
 }
 
@@ -90,17 +101,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let base = one_run(&a, 0, &tmp.join("k0"))?;
     let piped = one_run(&a, a.k, &tmp.join(format!("k{}", a.k)))?;
     let _ = std::fs::remove_dir_all(&tmp);
+    let prompts = a.steps * a.prompts_per_step as u64;
     println!(
-        "{:<8} {:>10} {:>12} {:>14} {:>10}",
-        "k", "wall s", "actor idle", "dropped stale", "samples"
+        "{:<8} {:>10} {:>12} {:>14} {:>10} {:>16}",
+        "k", "wall s", "actor idle", "dropped stale", "samples", "groups used"
     );
     for (k, o) in [(0, &base), (a.k, &piped)] {
         println!(
-            "{k:<8} {:>10.1} {:>11.0}% {:>14} {:>10}",
+            "{k:<8} {:>10.1} {:>11.0}% {:>14} {:>10} {:>15.0}%",
             o.wall_s,
             100.0 * o.idle_frac,
             o.dropped,
-            o.samples
+            o.samples,
+            100.0 * o.used_frac(prompts)
         );
     }
     println!(
@@ -115,6 +128,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "actors": a.actors, "k": a.k, "wall_s_k0": base.wall_s, "wall_s_k": piped.wall_s,
             "speedup": base.wall_s / piped.wall_s, "actor_idle_frac_k0": base.idle_frac, "actor_idle_frac_k": piped.idle_frac,
             "dropped_stale_k0": base.dropped, "dropped_stale_k": piped.dropped,
+            "groups_used_frac_k0": base.used_frac(prompts), "groups_used_frac_k": piped.used_frac(prompts),
         })
     );
     Ok(())
