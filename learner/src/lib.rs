@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod collective;
 pub mod error;
 pub mod metrics;
 pub mod objective;

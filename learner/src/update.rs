@@ -6,6 +6,7 @@
 //! micro-batches whose gradients are summed, and AdamW takes one step.
 
 use crate::batch::TokenBatch;
+use crate::collective::{Collective, SingleProcess};
 use crate::error::{LearnerError, Result};
 use crate::objective::{self, ObjectiveInputs};
 use crate::optim::{accumulate, learning_rate, AdamW, Grads};
@@ -49,12 +50,13 @@ pub struct StepReport {
     pub zero_variance_ids: Vec<String>,
 }
 
-/// The learner's state: weights, optimizer, version.
+/// The learner's state: weights, optimizer, version, and its data-parallel group.
 pub struct Learner {
     pub model: TrainableModel,
     pub optimizer: AdamW,
     pub config: UpdateConfig,
     version: u64,
+    collective: Box<dyn Collective>,
 }
 
 impl Learner {
@@ -65,7 +67,17 @@ impl Learner {
             model,
             config,
             version,
+            collective: Box::new(SingleProcess),
         }
+    }
+
+    /// Makes this learner one rank of a data-parallel group. Every rank must start from
+    /// the same weights and receive the same groups: advantages and aggregation weights stay
+    /// global, each rank runs forward/backward on its share of the micro-batches, and the
+    /// summed gradients make every rank take the same optimizer step as one process would.
+    pub fn with_collective(mut self, collective: Box<dyn Collective>) -> Self {
+        self.collective = collective;
+        self
     }
 
     /// The version of the current weights (one per optimizer step).
@@ -172,10 +184,20 @@ impl Learner {
         let device = self.model.policy().device().clone();
         let mut grads = Grads::new();
         let (mut loss_sum, mut rho_sum, mut clip_sum, mut tok_sum) = (0f64, 0f64, 0f64, 0usize);
-        for chunk in (0..rows.len())
+        let (rank, world) = (self.collective.rank(), self.collective.world_size());
+        let chunk_size = self
+            .config
+            .micro_batch
+            .min(rows.len().div_ceil(world))
+            .max(1);
+        for (ci, chunk) in (0..rows.len())
             .collect::<Vec<_>>()
-            .chunks(self.config.micro_batch.max(1))
+            .chunks(chunk_size)
+            .enumerate()
         {
+            if ci % world != rank {
+                continue;
+            }
             let pairs: Vec<(&[u32], &[u32])> = chunk
                 .iter()
                 .map(|&r| {
@@ -224,6 +246,22 @@ impl Learner {
             tok_sum += t;
             accumulate(&mut grads, self.model.vars(), &loss.backward()?)?;
         }
+        if world > 1 {
+            grads = self.all_reduce(grads)?;
+            let mut sums = [
+                loss_sum as f32,
+                rho_sum as f32,
+                clip_sum as f32,
+                tok_sum as f32,
+            ];
+            self.collective.all_reduce_sum(&mut sums)?;
+            (loss_sum, rho_sum, clip_sum, tok_sum) = (
+                sums[0] as f64,
+                sums[1] as f64,
+                sums[2] as f64,
+                sums[3] as usize,
+            );
+        }
         let stats = self.optimizer.step(self.model.vars(), &grads, report.lr)?;
         self.version += 1;
         report.version = self.version;
@@ -233,5 +271,31 @@ impl Learner {
         report.rho_mean = rho_sum / tok_sum.max(1) as f64;
         report.clip_frac = clip_sum / tok_sum.max(1) as f64;
         Ok(report)
+    }
+
+    /// Sums gradients over the group: one flat buffer in parameter-name order, zeros where
+    /// this rank computed none.
+    fn all_reduce(&mut self, grads: Grads) -> Result<Grads> {
+        let mut flat = Vec::new();
+        for (name, var) in self.model.vars() {
+            match grads.get(name) {
+                Some(g) => flat.extend(g.flatten_all()?.to_vec1::<f32>()?),
+                None => flat.extend(std::iter::repeat_n(0f32, var.elem_count())),
+            }
+        }
+        self.collective.all_reduce_sum(&mut flat)?;
+        let mut out = Grads::new();
+        let mut offset = 0;
+        for (name, var) in self.model.vars() {
+            let n = var.elem_count();
+            let t = candle_core::Tensor::from_slice(
+                &flat[offset..offset + n],
+                var.dims(),
+                var.device(),
+            )?;
+            out.insert(name.clone(), t);
+            offset += n;
+        }
+        Ok(out)
     }
 }
