@@ -33,7 +33,8 @@ enum Command {
     Actor(commands::roles::ActorArgs),
     /// Supervised fine-tuning on task solutions (the warm start of the default model).
     Sft(commands::sft::Args),
-    /// Greedy pass@1 on held-out problems.
+    /// Evaluate samplers on held-out problems: greedy, sampling, beam, best-of-N, majority
+    /// vote, pass@k, power sampling.
     Eval(commands::eval::Args),
     /// Teacher-forced log-probs of texts (JSONL in, JSONL out).
     Score(commands::score::Args),

@@ -1,6 +1,7 @@
 //! Rollouts: a policy's scored answers to problems. The domain types that flow from actors
 //! to the learner ([`RolloutGroup`], [`Sample`]) and the code that makes them (sample G
-//! completions per prompt, decode, verify), plus greedy evaluation on held-out problems.
+//! completions per prompt, decode, verify), greedy evaluation on held-out problems, and
+//! test-time compute (`ttc`: beam search, best-of-N, majority vote, pass@k, power sampling).
 //!
 //! **Architecture Invariant:** `rollout` does no network I/O; it is shared by the actor, the
 //! learner's synchronous loop and `oxrl eval`, so none of them depends on another role.
@@ -8,6 +9,7 @@
 pub mod config;
 pub mod eval;
 pub mod group;
+pub mod ttc;
 pub mod wire;
 
 pub use eval::{greedy_eval, EvalReport};

@@ -1,10 +1,37 @@
-//! `oxrl eval`: greedy pass@1 on held-out problems, as a table and as JSON.
+//! `oxrl eval`: samplers side by side on held-out problems (greedy by default), as a table and
+//! as JSON.
 
 use crate::model_arg;
 use anyhow::Context;
+use policy::SamplingParams;
+use rollout::ttc::{self, PowerParams, Sampler, SamplerReport, TtcOptions};
 use std::path::PathBuf;
 
+/// The help text after the options: every sampler and what the report holds.
+const SAMPLERS: &str = "\
+Samplers (repeat --sampler, or separate with commas; all run on the same problems):
+  greedy             argmax decoding
+  sample             one sample at --temperature / --top-p / --top-k / --min-p
+  beam:W             beam search of width W, best total log-prob
+  beam-mean:W        beam search, best mean log-prob per token (length-normalised)
+  best-of:N          of N samples, the highest total log-prob (under the model, T = 1)
+  best-of-mean:N     of N samples, the highest mean log-prob per token
+  best-of-oracle:N   of N samples, a correct one if any: an upper bound (= pass@N)
+  majority:N         the answer most of N samples give (the task's verifier extracts it)
+  pass:N             N samples: accuracy is their mean reward (pass@1), plus pass@k
+  power, power:N     power sampling (Karan & Du 2025): 1 or N chains whose target is
+                     p(x)^alpha, proposals at temperature 1/alpha (--alpha, --block,
+                     --mcmc-steps)
+
+Samplers with the same N share one set of draws. Each row reports accuracy, unbiased pass@k
+for each --k up to its samples per problem, tokens generated (all samples, beams and MCMC
+proposals) and seconds. The last stdout line is the JSON report (also written to --json):
+{\"model\", \"task\", \"n\", \"max_new_tokens\", \"seed\", \"samplers\": [{\"sampler\", \"accuracy\",
+\"pass_at_k\", \"tokens\", \"wall_s\", ...}], \"wall_s\"}. See docs/test-time-compute.md.";
+
+/// Arguments of `oxrl eval`.
 #[derive(clap::Args)]
+#[command(after_help = SAMPLERS)]
 pub struct Args {
     /// Model directory, or `default` for the embedded default.
     #[arg(long, default_value = model_arg::DEFAULT_MODEL)]
@@ -13,11 +40,43 @@ pub struct Args {
     /// JSONL file (`FILE.jsonl`, `FILE.jsonl@exact`).
     #[arg(long, default_value = "addition:2")]
     task: String,
-    /// Number of held-out problems.
+    /// A JSONL dataset of {"prompt", "answer"} lines instead of --task (`FILE.jsonl`, scored
+    /// by `numeric`, or `FILE.jsonl@VERIFIER`).
+    #[arg(long, conflicts_with = "task")]
+    data: Option<String>,
+    /// Number of held-out problems (all of a dataset's if it has fewer).
     #[arg(long, default_value_t = 500)]
     n: usize,
+    /// Sampler(s) to compare; see the list below.
+    #[arg(long = "sampler", value_delimiter = ',', default_value = "greedy")]
+    samplers: Vec<Sampler>,
+    /// Length budget of every completion.
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
+    /// Sampling temperature of sample / best-of / majority / pass.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// The k of pass@k (comma-separated); default 1 and each sampler's N.
+    #[arg(long = "k", value_delimiter = ',')]
+    ks: Vec<usize>,
+    /// Power sampling: the target is p(x)^alpha.
+    #[arg(long, default_value_t = 4.0)]
+    alpha: f32,
+    /// Power sampling: block size B (tokens added before each round of MCMC steps).
+    #[arg(long, default_value_t = 192)]
+    block: usize,
+    /// Power sampling: Metropolis-Hastings steps after each block.
+    #[arg(long, default_value_t = 10)]
+    mcmc_steps: usize,
+    /// Sequences decoded together (prompts x samples per prompt).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Also write the report as JSON to this file.
@@ -26,36 +85,116 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    let spec = match &a.data {
+        Some(data) => {
+            let path = data.rsplit_once('@').map_or(data.as_str(), |(p, _)| p);
+            anyhow::ensure!(
+                path.ends_with(".jsonl"),
+                "--data takes a .jsonl file (optionally FILE.jsonl@VERIFIER), got {data:?}"
+            );
+            data.clone()
+        }
+        None => a.task.clone(),
+    };
+    anyhow::ensure!(a.batch >= 1, "--batch must be >= 1");
     let m = model_arg::load(&a.model)?;
-    let source = tasks::from_spec(&a.task, a.seed, &tasks::VerifierRegistry::new())?;
+    let source = tasks::from_spec(&spec, a.seed, &tasks::VerifierRegistry::new())
+        .with_context(|| format!("loading task {spec:?}"))?;
     let policy = m.policy()?;
+    let opts = TtcOptions {
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_p: a.top_p,
+            top_k: a.top_k,
+            min_p: a.min_p,
+            max_new_tokens: a.max_new_tokens,
+            stop_tokens: m.eos_ids(),
+            seed: a.seed,
+        },
+        ks: a.ks.clone(),
+        power: PowerParams {
+            alpha: a.alpha,
+            block: a.block,
+            mcmc_steps: a.mcmc_steps,
+            ..Default::default()
+        },
+        batch_rows: a.batch,
+    };
     let started = std::time::Instant::now();
-    let r = rollout::greedy_eval(
+    let reports = ttc::evaluate(
         &policy,
         &m.tokenizer,
         source.as_ref(),
         a.n,
-        a.max_new_tokens,
-        &m.eos_ids(),
+        &a.samplers,
+        &opts,
     )?;
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "{:<20} {:>8} {:>8} {:>10} {:>8}",
-        "task", "n", "correct", "pass@1", "secs"
-    );
-    println!(
-        "{:<20} {:>8} {:>8} {:>10.3} {:>8.1}",
-        r.task, r.n, r.correct, r.pass_rate, secs
-    );
-    for (p, c, reward) in &r.examples {
-        println!("  {p:?} -> {c:?} ({reward})");
-    }
-    let json =
-        serde_json::json!({"model": a.model, "sampler": "greedy", "report": r, "wall_s": secs});
+    print_table(&reports, &a.model);
+    let n = reports.first().map_or(0, |r| r.n);
+    let json = serde_json::json!({
+        "model": a.model,
+        "task": source.name(),
+        "n": n,
+        "max_new_tokens": a.max_new_tokens,
+        "seed": a.seed,
+        "samplers": reports,
+        "wall_s": secs,
+    });
     println!("{json}");
     if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+fn print_table(reports: &[SamplerReport], model: &str) {
+    let Some(first) = reports.first() else {
+        return;
+    };
+    println!("model {model}, task {}, {} problems", first.task, first.n);
+    let mut ks: Vec<usize> = reports
+        .iter()
+        .flat_map(|r| r.pass_at_k.keys().copied())
+        .collect();
+    ks.sort_unstable();
+    ks.dedup();
+    let mut head = format!("{:<26} {:>7} {:>9}", "sampler", "samples", "accuracy");
+    for k in &ks {
+        head += &format!(" {:>9}", format!("pass@{k}"));
+    }
+    head += &format!(" {:>10} {:>9} {:>8}", "tokens", "tok/prob", "secs");
+    println!("{head}");
+    for r in reports {
+        let name = if r.upper_bound {
+            format!("{} (oracle)", r.sampler)
+        } else {
+            r.sampler.clone()
+        };
+        let mut row = format!(
+            "{name:<26} {:>7} {:>9.3}",
+            r.samples_per_problem, r.accuracy
+        );
+        for k in &ks {
+            row += &match r.pass_at_k.get(k) {
+                Some(p) => format!(" {p:>9.3}"),
+                None => format!(" {:>9}", "-"),
+            };
+        }
+        row += &format!(
+            " {:>10} {:>9.1} {:>8.1}",
+            r.tokens, r.tokens_per_problem, r.wall_s
+        );
+        if let Some(rate) = r.acceptance_rate {
+            row += &format!("  (MCMC acceptance {rate:.3})");
+        }
+        println!("{row}");
+    }
+    for e in first.examples.iter().take(3) {
+        println!(
+            "  {}: {:?} -> {:?} ({})",
+            first.sampler, e.prompt, e.completion, e.reward
+        );
+    }
 }

@@ -66,7 +66,7 @@ pub fn held_out_pass_rate(model: &str) -> f64 {
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    json["report"]["pass_rate"].as_f64().unwrap()
+    json["samplers"][0]["accuracy"].as_f64().unwrap()
 }
 
 /// Parses every line of a JSONL file.

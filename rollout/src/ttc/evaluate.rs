@@ -1,0 +1,331 @@
+//! Samplers side by side on the same held-out problems: accuracy, pass@k, tokens generated
+//! and wall time per sampler (what `oxrl eval` prints).
+//!
+//! Samplers that need N samples per prompt (`best-of*:N`, `majority:N`, `pass:N`) share one
+//! set of draws per N, so they differ only in how they choose; each reports the tokens and
+//! time those draws cost (what it would cost alone) plus its own selection time.
+
+use super::beam::BeamParams;
+use super::best_of::{self, Selection};
+use super::draws::{Drawn, Draws, EvalSet};
+use super::passk::mean_pass_at_k;
+use super::power::PowerParams;
+use super::sampler::Sampler;
+use super::vote::majority_vote;
+use policy::{Policy, SamplingParams, Tokenizer};
+use serde::{Deserialize, Serialize};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+use tasks::{Problem, ProblemSource, Split, Verifier};
+
+/// Options shared by the samplers of one evaluation.
+#[derive(Debug, Clone)]
+pub struct TtcOptions {
+    /// How `sample`, `best-of*`, `majority` and `pass` draw (temperature, top-p, top-k, min-p);
+    /// its `max_new_tokens`, `stop_tokens` and `seed` apply to every sampler.
+    pub sampling: SamplingParams,
+    /// The k of pass@k, each reported where k <= the samples per problem; empty means 1 and N.
+    pub ks: Vec<usize>,
+    /// Power sampling's alpha, block and MCMC steps (its length budget, stop tokens and seed
+    /// are taken from `sampling`).
+    pub power: PowerParams,
+    /// Sequences decoded together (prompts x samples per prompt).
+    pub batch_rows: usize,
+}
+
+/// One prompt with the answer a sampler chose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    pub prompt: String,
+    pub completion: String,
+    pub reward: f32,
+}
+
+/// What one sampler scored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SamplerReport {
+    /// The sampler's spec, e.g. `best-of:16`.
+    pub sampler: String,
+    /// The problem source, e.g. `addition-2`.
+    pub task: String,
+    /// Problems evaluated.
+    pub n: usize,
+    /// Samples (or chains) drawn per problem.
+    pub samples_per_problem: usize,
+    /// Mean over problems of the chosen answer's reward; for `pass:N` and `power:N`, of the
+    /// fraction of samples that are correct (pass@1).
+    pub accuracy: f64,
+    /// True for the oracle (`best-of-oracle`): it needs the reference answer to choose.
+    pub upper_bound: bool,
+    /// Unbiased pass@k from the samples, for each asked k <= samples per problem.
+    pub pass_at_k: BTreeMap<usize, f64>,
+    /// Tokens generated in all (every sample, beam extension and MCMC proposal).
+    pub tokens: usize,
+    /// `tokens / n`.
+    pub tokens_per_problem: f64,
+    /// Seconds the sampler took (for shared draws, the draws' time plus its own).
+    pub wall_s: f64,
+    /// Power sampling only: the fraction of MCMC proposals accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceptance_rate: Option<f64>,
+    /// The first few problems with the chosen answers.
+    pub examples: Vec<Example>,
+}
+
+/// A sampler's result on one problem.
+struct Outcome {
+    /// Reward of the chosen answer (or fraction correct).
+    score: f64,
+    samples: usize,
+    correct: usize,
+    shown: (String, f32),
+}
+
+/// Runs every sampler on the first `n` held-out problems of `source` (all of them if it has
+/// fewer), in the order given.
+pub fn evaluate(
+    policy: &Policy,
+    tok: &Tokenizer,
+    source: &dyn ProblemSource,
+    n: usize,
+    samplers: &[Sampler],
+    opts: &TtcOptions,
+) -> policy::Result<Vec<SamplerReport>> {
+    let n = source.len(Split::Eval).map_or(n, |len| n.min(len as usize));
+    let problems: Vec<Problem> = (0..n as u64)
+        .map(|i| source.problem(Split::Eval, i))
+        .collect();
+    let verifier = source.verifier();
+    let set = EvalSet {
+        policy,
+        tok,
+        problems: &problems,
+        verifier: &verifier,
+        batch_rows: opts.batch_rows,
+    };
+    let mut shared: HashMap<usize, Draws> = HashMap::new();
+    let mut reports = Vec::with_capacity(samplers.len());
+    for &sampler in samplers {
+        let mut acceptance_rate = None;
+        let (outcomes, tokens, wall_s) = match sampler {
+            Sampler::Greedy | Sampler::Sample => {
+                let mut params = opts.sampling.clone();
+                if sampler == Sampler::Greedy {
+                    params.temperature = 0.0;
+                }
+                let d = set.sample(1, &params)?;
+                let out = d.per_problem.iter().map(|s| choose(s, 0)).collect();
+                (out, d.tokens, d.wall_s)
+            }
+            Sampler::Beam {
+                width,
+                length_normalised,
+            } => {
+                let d = set.beam(&BeamParams {
+                    width,
+                    length_normalised,
+                    max_new_tokens: opts.sampling.max_new_tokens,
+                    stop_tokens: opts.sampling.stop_tokens.clone(),
+                })?;
+                let out = d.per_problem.iter().map(|s| choose(s, 0)).collect();
+                (out, d.tokens, d.wall_s)
+            }
+            Sampler::BestOf { n: k, .. }
+            | Sampler::Majority { n: k }
+            | Sampler::PassAtK { n: k } => {
+                let d = match shared.entry(k) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(set.sample(k, &opts.sampling)?),
+                };
+                let selecting = Instant::now();
+                let by_logprob = matches!(
+                    sampler,
+                    Sampler::BestOf { selection, .. } if selection != Selection::Oracle
+                );
+                if by_logprob {
+                    set.model_logprobs(d)?;
+                }
+                let out = d
+                    .per_problem
+                    .iter()
+                    .map(|samples| select(sampler, samples, verifier.as_ref()))
+                    .collect();
+                (out, d.tokens, d.wall_s + selecting.elapsed().as_secs_f64())
+            }
+            Sampler::Power { chains } => {
+                let (d, rate) = set.power(
+                    chains,
+                    &PowerParams {
+                        max_new_tokens: opts.sampling.max_new_tokens,
+                        stop_tokens: opts.sampling.stop_tokens.clone(),
+                        seed: opts.sampling.seed,
+                        ..opts.power.clone()
+                    },
+                )?;
+                acceptance_rate = Some(rate);
+                let out = d.per_problem.iter().map(|s| fraction_correct(s)).collect();
+                (out, d.tokens, d.wall_s)
+            }
+        };
+        let report = report(
+            sampler,
+            source.name(),
+            &problems,
+            outcomes,
+            tokens,
+            wall_s,
+            opts,
+        );
+        tracing::info!(
+            sampler = %report.sampler,
+            accuracy = report.accuracy,
+            tokens = report.tokens,
+            wall_s = report.wall_s,
+            "sampler evaluated"
+        );
+        reports.push(SamplerReport {
+            acceptance_rate,
+            ..report
+        });
+    }
+    Ok(reports)
+}
+
+fn report(
+    sampler: Sampler,
+    task: &str,
+    problems: &[Problem],
+    outcomes: Vec<Outcome>,
+    tokens: usize,
+    wall_s: f64,
+    opts: &TtcOptions,
+) -> SamplerReport {
+    let n = problems.len();
+    let per = sampler.samples_per_problem();
+    let ks: Vec<usize> = if opts.ks.is_empty() {
+        vec![1, per]
+    } else {
+        opts.ks.clone()
+    };
+    let counts: Vec<(usize, usize)> = outcomes.iter().map(|o| (o.samples, o.correct)).collect();
+    let pass_at_k = ks
+        .into_iter()
+        .filter(|&k| k >= 1 && k <= per)
+        .filter_map(|k| Some((k, mean_pass_at_k(&counts, k)?)))
+        .collect();
+    let examples = problems
+        .iter()
+        .zip(&outcomes)
+        .take(5)
+        .map(|(p, o)| Example {
+            prompt: p.prompt.clone(),
+            completion: o.shown.0.clone(),
+            reward: o.shown.1,
+        })
+        .collect();
+    SamplerReport {
+        sampler: sampler.to_string(),
+        task: task.to_string(),
+        n,
+        samples_per_problem: per,
+        accuracy: outcomes.iter().map(|o| o.score).sum::<f64>() / n.max(1) as f64,
+        upper_bound: sampler.is_oracle(),
+        pass_at_k,
+        tokens,
+        tokens_per_problem: tokens as f64 / n.max(1) as f64,
+        wall_s,
+        acceptance_rate: None,
+        examples,
+    }
+}
+
+/// The outcome of returning sample `i` of `samples` as the answer.
+fn choose(samples: &[Drawn], i: usize) -> Outcome {
+    let correct = samples.iter().filter(|s| s.reward > 0.5).count();
+    let shown = samples
+        .get(i)
+        .map(|s| (s.text.clone(), s.reward))
+        .unwrap_or_default();
+    Outcome {
+        score: shown.1 as f64,
+        samples: samples.len(),
+        correct,
+        shown,
+    }
+}
+
+/// How `best-of*`, `majority` and `pass` turn N samples into an outcome.
+fn select(sampler: Sampler, samples: &[Drawn], verifier: &dyn Verifier) -> Outcome {
+    let rewards: Vec<f32> = samples.iter().map(|s| s.reward).collect();
+    match sampler {
+        Sampler::BestOf { selection, .. } => {
+            let logprobs: Vec<Vec<f32>> = samples.iter().map(|s| s.logprobs.clone()).collect();
+            choose(
+                samples,
+                best_of::select(&logprobs, &rewards, selection).unwrap_or(0),
+            )
+        }
+        Sampler::Majority { .. } => {
+            let answers: Vec<Option<String>> =
+                samples.iter().map(|s| verifier.extract(&s.text)).collect();
+            match majority_vote(&answers) {
+                Some(vote) => choose(samples, vote.first),
+                // Nobody answered: the vote is wrong, whatever sample 0 says.
+                None => Outcome {
+                    score: 0.0,
+                    ..choose(samples, 0)
+                },
+            }
+        }
+        _ => fraction_correct(samples),
+    }
+}
+
+/// The outcome of N samples all counted: their fraction correct (pass@1).
+fn fraction_correct(samples: &[Drawn]) -> Outcome {
+    let mut o = choose(samples, 0);
+    o.score = o.correct as f64 / samples.len().max(1) as f64;
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tasks::NumericVerifier;
+
+    fn drawn(text: &str, logprobs: &[f32], reward: f32) -> Drawn {
+        Drawn {
+            text: text.into(),
+            tokens: vec![5; logprobs.len()],
+            logprobs: logprobs.to_vec(),
+            reward,
+        }
+    }
+
+    #[test]
+    fn each_sampler_chooses_from_the_same_draws() {
+        let samples = [
+            drawn("41", &[-0.1, -0.1], 0.0),
+            drawn("42", &[-2.0, -0.1], 1.0),
+            drawn("41", &[-0.5, -0.5], 0.0),
+            drawn("x", &[-0.01], 0.0),
+        ];
+        let v = NumericVerifier;
+        let run = |s: &str| select(s.parse().unwrap(), &samples, &v);
+        // Highest total log-prob: "x" (-0.01); the oracle finds the correct one.
+        assert_eq!(run("best-of:4").shown.0, "x");
+        assert_eq!(run("best-of-oracle:4").score, 1.0);
+        // "41" has two votes ("x" has no number and does not vote).
+        let m = run("majority:4");
+        assert_eq!((m.shown.0.as_str(), m.score), ("41", 0.0));
+        let p = run("pass:4");
+        assert_eq!((p.score, p.correct, p.samples), (0.25, 1, 4));
+        // Nobody answers: the vote is wrong.
+        let silent = [drawn("?", &[-1.0], 0.0), drawn("!", &[-1.0], 0.0)];
+        assert_eq!(
+            select("majority:2".parse().unwrap(), &silent, &v).score,
+            0.0
+        );
+    }
+}

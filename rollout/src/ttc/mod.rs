@@ -1,0 +1,31 @@
+//! Test-time compute: ways to spend more inference on the same model for better answers
+//! (DESIGN.md section 8), and their evaluation side by side.
+//!
+//! - [`beam`]: beam search (width W, optionally length-normalised), exact at large W.
+//! - [`best_of`]: best-of-N by sequence log-prob, or by the verifier (oracle upper bound).
+//! - [`vote`]: majority vote over verifier-extracted answers, ties broken deterministically.
+//! - [`passk`]: the unbiased pass@k estimator.
+//! - [`power`]: power sampling (Karan & Du 2025), target `p(x)^alpha` by Metropolis-Hastings.
+//! - [`sampler`]: the `--sampler` spellings; [`evaluate`]: runs samplers on held-out problems.
+//!
+//! Beam search and power sampling work on token ids through [`stepper`]; text appears only in
+//! [`evaluate`], where completions are decoded and verified.
+
+pub mod beam;
+pub mod best_of;
+mod draws;
+pub mod evaluate;
+pub mod passk;
+pub mod power;
+pub mod sampler;
+pub mod stepper;
+pub mod vote;
+
+pub use beam::{beam_search, Beam, BeamOutput, BeamParams};
+pub use best_of::Selection;
+pub use evaluate::{evaluate, Example, SamplerReport, TtcOptions};
+pub use passk::{mean_pass_at_k, pass_at_k};
+pub use power::{power_sample, PowerParams, PowerSample};
+pub use sampler::{Sampler, SamplerSpecError};
+pub use stepper::Stepper;
+pub use vote::{majority_vote, Vote};

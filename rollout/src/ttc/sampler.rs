@@ -1,0 +1,202 @@
+//! The samplers `oxrl eval --sampler` names, and their spelling.
+//!
+//! | spec | what it returns per prompt |
+//! |---|---|
+//! | `greedy` | the argmax continuation |
+//! | `sample` | one sample at the sampling options (temperature, top-p, top-k, min-p) |
+//! | `beam:W`, `beam-mean:W` | the best of a width-W beam search, by total / mean log-prob |
+//! | `best-of:N`, `best-of-mean:N` | of N samples, the one with the highest total / mean log-prob |
+//! | `best-of-oracle:N` | of N samples, a correct one if any (an upper bound, = pass@N) |
+//! | `majority:N` | the answer most of N samples agree on (the verifier extracts answers) |
+//! | `pass:N` | N samples, scored by their mean reward (pass@1) and pass@k |
+//! | `power`, `power:N` | 1 (or N) power-sampled completions, target `p^alpha` |
+
+use super::best_of::Selection;
+use std::fmt;
+use std::str::FromStr;
+
+/// One way of turning a model and a prompt into an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sampler {
+    /// Argmax decoding.
+    Greedy,
+    /// One sample at the sampling options.
+    Sample,
+    /// Beam search of width `width`.
+    Beam {
+        width: usize,
+        length_normalised: bool,
+    },
+    /// Best of `n` samples by `selection`.
+    BestOf { n: usize, selection: Selection },
+    /// Majority vote over the answers of `n` samples.
+    Majority { n: usize },
+    /// `n` samples per prompt, for pass@k.
+    PassAtK { n: usize },
+    /// `chains` independent power-sampling chains per prompt.
+    Power { chains: usize },
+}
+
+/// A `--sampler` value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "bad sampler {spec:?}: {reason}; samplers are greedy, sample, beam:W, beam-mean:W, \
+     best-of:N, best-of-mean:N, best-of-oracle:N, majority:N, pass:N, power, power:N"
+)]
+pub struct SamplerSpecError {
+    /// The value given.
+    pub spec: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl Sampler {
+    /// Samples (or chains, or beams' results) each prompt's answer is chosen from.
+    pub fn samples_per_problem(&self) -> usize {
+        match *self {
+            Sampler::Greedy | Sampler::Sample | Sampler::Beam { .. } => 1,
+            Sampler::BestOf { n, .. } | Sampler::Majority { n } | Sampler::PassAtK { n } => n,
+            Sampler::Power { chains } => chains,
+        }
+    }
+
+    /// Whether the figure needs the reference answer to pick (not a deployable method).
+    pub fn is_oracle(&self) -> bool {
+        matches!(
+            self,
+            Sampler::BestOf {
+                selection: Selection::Oracle,
+                ..
+            }
+        )
+    }
+}
+
+impl FromStr for Sampler {
+    type Err = SamplerSpecError;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let err = |reason: &str| SamplerSpecError {
+            spec: spec.to_string(),
+            reason: reason.to_string(),
+        };
+        let (name, count) = match spec.trim().split_once(':') {
+            Some((name, n)) => {
+                let n: usize = n
+                    .trim()
+                    .parse()
+                    .map_err(|_| err("the count after ':' must be a whole number"))?;
+                if n == 0 {
+                    return Err(err("the count after ':' must be >= 1"));
+                }
+                (name.trim(), Some(n))
+            }
+            None => (spec.trim(), None),
+        };
+        let need = |n: Option<usize>| n.ok_or_else(|| err("this sampler needs a count, e.g. :16"));
+        let none = |n: Option<usize>, s: Sampler| match n {
+            Some(_) => Err(err("this sampler takes no count")),
+            None => Ok(s),
+        };
+        match name {
+            "greedy" => none(count, Sampler::Greedy),
+            "sample" => none(count, Sampler::Sample),
+            "beam" | "beam-mean" => Ok(Sampler::Beam {
+                width: need(count)?,
+                length_normalised: name == "beam-mean",
+            }),
+            "best-of" | "best-of-mean" | "best-of-oracle" => Ok(Sampler::BestOf {
+                n: need(count)?,
+                selection: match name {
+                    "best-of" => Selection::TotalLogprob,
+                    "best-of-mean" => Selection::MeanLogprob,
+                    _ => Selection::Oracle,
+                },
+            }),
+            "majority" => Ok(Sampler::Majority { n: need(count)? }),
+            "pass" => Ok(Sampler::PassAtK { n: need(count)? }),
+            "power" => Ok(Sampler::Power {
+                chains: count.unwrap_or(1),
+            }),
+            _ => Err(err("unknown sampler")),
+        }
+    }
+}
+
+impl fmt::Display for Sampler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Sampler::Greedy => write!(f, "greedy"),
+            Sampler::Sample => write!(f, "sample"),
+            Sampler::Beam {
+                width,
+                length_normalised,
+            } => {
+                let name = if length_normalised {
+                    "beam-mean"
+                } else {
+                    "beam"
+                };
+                write!(f, "{name}:{width}")
+            }
+            Sampler::BestOf { n, selection } => {
+                let name = match selection {
+                    Selection::TotalLogprob => "best-of",
+                    Selection::MeanLogprob => "best-of-mean",
+                    Selection::Oracle => "best-of-oracle",
+                };
+                write!(f, "{name}:{n}")
+            }
+            Sampler::Majority { n } => write!(f, "majority:{n}"),
+            Sampler::PassAtK { n } => write!(f, "pass:{n}"),
+            Sampler::Power { chains: 1 } => write!(f, "power"),
+            Sampler::Power { chains } => write!(f, "power:{chains}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_round_trips() {
+        for spec in [
+            "greedy",
+            "sample",
+            "beam:4",
+            "beam-mean:8",
+            "best-of:16",
+            "best-of-mean:16",
+            "best-of-oracle:16",
+            "majority:16",
+            "pass:16",
+            "power",
+            "power:4",
+        ] {
+            let s: Sampler = spec.parse().unwrap();
+            assert_eq!(s.to_string(), spec);
+        }
+        assert_eq!(
+            " best-of : 3 ".parse::<Sampler>().unwrap(),
+            Sampler::BestOf {
+                n: 3,
+                selection: Selection::TotalLogprob
+            }
+        );
+    }
+
+    #[test]
+    fn bad_specs_say_what_is_wrong() {
+        for (spec, reason) in [
+            ("beam", "needs a count"),
+            ("greedy:2", "takes no count"),
+            ("majority:x", "whole number"),
+            ("pass:0", ">= 1"),
+            ("nucleus", "unknown sampler"),
+        ] {
+            let e = spec.parse::<Sampler>().unwrap_err().to_string();
+            assert!(e.contains(reason) && e.contains("best-of:N"), "{spec}: {e}");
+        }
+    }
+}
