@@ -11,9 +11,10 @@ pub struct Args {
     /// Single process: sample with the current weights, update, repeat (every lag is 0).
     #[arg(long)]
     sync: bool,
-    /// Run directory: config.toml, metrics.jsonl, checkpoints/, final/.
-    #[arg(long, default_value = "runs/latest")]
-    out: PathBuf,
+    /// Run directory: config.toml, metrics.jsonl, checkpoints/, final/ (default: a new
+    /// `runs/run-<unix time>-<pid>`, so repeating the command never clashes with an earlier run).
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Continue the run in this directory from its latest checkpoint (uses its config.toml).
     #[arg(long, conflicts_with = "out")]
     resume: Option<PathBuf>,
@@ -104,7 +105,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 Some(p) => load_config(p)?,
                 None => RunConfig::default(),
             };
-            (a.out.clone(), cfg)
+            let out = a.out.clone().unwrap_or_else(|| {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                PathBuf::from(format!("runs/run-{secs}-{}", std::process::id()))
+            });
+            (out, cfg)
         }
     };
     a.apply(&mut cfg);
