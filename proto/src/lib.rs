@@ -1,7 +1,7 @@
 //! The wire protocol (`oxrl.v1`): generated gRPC types and services, plus the limits every
 //! server and client applies.
 //!
-//! **Architecture Invariant:** only `proto` and the roles' service modules see prost types;
+//! **Architecture Invariant:** only `proto`, `rollout::wire` and the modules that talk gRPC see prost types;
 //! the rest of each crate works on domain types.
 
 #[allow(clippy::all, missing_docs)]
