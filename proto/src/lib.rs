@@ -10,6 +10,8 @@ mod generated {
 }
 pub use generated::*;
 
+pub mod metrics_http;
+pub mod transport;
 pub mod weights;
 
 /// Largest message a server or client accepts (a rollout group or a weights chunk).

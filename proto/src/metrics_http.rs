@@ -1,0 +1,121 @@
+//! The HTTP side of every role's observability: Prometheus `/metrics` rendered from a
+//! prometheus-client registry, plus whatever routes a role adds (the coordinator's dashboard),
+//! served on one listener until shutdown. It lives here because every role depends on `proto`
+//! and on no other role.
+//!
+//! Each role defines its metric families in its own `metrics` module; this module holds only
+//! what they share: the server, the text rendering, and the `oxrl_rejected_total{reason}`
+//! family that the learner and the coordinator both expose.
+
+use std::future::Future;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+/// The content type of `/metrics` (OpenMetrics text, which Prometheus scrapes natively).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The labels of `oxrl_rejected_total`: one, `reason`.
+pub type ReasonLabels = [(&'static str, &'static str); 1];
+
+/// `oxrl_rejected_total{reason="..."}`: everything a server refused, by reason.
+pub type Rejections = Family<ReasonLabels, Counter>;
+
+/// Registers `oxrl_rejected_total` in `registry` and returns the family to count into.
+pub fn register_rejections(registry: &mut Registry) -> Rejections {
+    let family = Rejections::default();
+    registry.register(
+        "oxrl_rejected",
+        "Requests or data this server refused, by reason",
+        family.clone(),
+    );
+    family
+}
+
+/// Counts one rejection for `reason` (a short snake_case word, e.g. `duplicate_group`).
+pub fn count_rejection(family: &Rejections, reason: &'static str) {
+    family.get_or_create(&[("reason", reason)]).inc();
+}
+
+/// `registry` in the OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing into a String cannot fail; an error here would be a bug in an encoder.
+    encode(&mut text, registry).expect("metrics encode into a String");
+    text
+}
+
+/// A router answering `GET /metrics` with what `scrape` returns (usually `render` of the
+/// role's registry, after refreshing the gauges that mirror state).
+pub fn metrics_router(scrape: impl Fn() -> String + Clone + Send + Sync + 'static) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let scrape = scrape.clone();
+            async move { ([(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], scrape()) }
+        }),
+    )
+}
+
+/// Serves `router` over HTTP/1 on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn serves_the_registry_and_stops_on_shutdown() {
+        let mut registry = Registry::default();
+        let rejections = register_rejections(&mut registry);
+        count_rejection(&rejections, "bad_checksum");
+        count_rejection(&rejections, "bad_checksum");
+        let registry = std::sync::Arc::new(registry);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let router =
+            metrics_router(move || render(&registry)).route("/hello", get(|| async { "hi" }));
+        let server = tokio::spawn(serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+
+        let metrics = http_get(addr, "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains(OPENMETRICS_CONTENT_TYPE), "{metrics}");
+        assert!(
+            metrics.contains("oxrl_rejected_total{reason=\"bad_checksum\"} 2"),
+            "{metrics}"
+        );
+        assert!(http_get(addr, "/hello").await.ends_with("hi"));
+        assert!(http_get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+}
