@@ -59,6 +59,14 @@ impl Curriculum {
         meets.then_some(history)
     }
 
+    /// The history of `problem_id` if it meets the retirement rule.
+    pub(crate) fn history_if_learned(&self, problem_id: &str) -> Option<PassRate> {
+        let history = *self.history.get(problem_id)?;
+        let meets =
+            history.count >= self.retire_min_samples && history.rate() >= self.retire_pass_rate;
+        meets.then_some(history)
+    }
+
     /// Counts one dropped zero-variance group for each id (an id may repeat).
     pub(crate) fn count_zero_variance<'a>(
         &mut self,
@@ -80,6 +88,24 @@ impl Curriculum {
     #[cfg(test)]
     pub(crate) fn zero_variance(&self, problem_id: &str) -> u64 {
         self.zero_variance.get(problem_id).copied().unwrap_or(0)
+    }
+
+    /// Histories and counts in a canonical order, to compare a replayed curriculum with the
+    /// live one.
+    #[cfg(test)]
+    pub(crate) fn describe(&self) -> String {
+        let mut history: Vec<_> = self
+            .history
+            .iter()
+            .map(|(id, h)| format!("{id} {}/{}", h.sum, h.count))
+            .collect();
+        history.sort();
+        let mut zero: Vec<_> = self.zero_variance.iter().collect();
+        zero.sort();
+        format!(
+            "{history:?} zero {zero:?} total {}",
+            self.zero_variance_total
+        )
     }
 
     /// Zero-variance groups counted over all problems.

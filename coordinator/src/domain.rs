@@ -71,6 +71,8 @@ pub(crate) struct LeaseRequest {
 pub(crate) struct Grant {
     pub lease_id: String,
     pub prompts: Vec<Problem>,
+    /// The id of each prompt's group, in the order of `prompts`.
+    pub group_ids: Vec<String>,
     pub deadline: Instant,
 }
 

@@ -25,12 +25,46 @@ pub enum CoordinatorError {
     #[error("coordinator gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 
+    /// The TLS or token configuration is unusable (`proto::transport`).
+    #[error("coordinator security settings: {0}")]
+    Security(#[from] proto::transport::TransportError),
+
     /// A request named a member the coordinator does not know (never registered, or declared
     /// dead).
     #[error("unknown member '{member_id}': register again")]
     UnknownMember {
         /// The id as given.
         member_id: String,
+    },
+
+    /// The journal could not be read or written.
+    #[error("coordinator journal {}: {source}", path.display())]
+    JournalIo {
+        /// The journal file.
+        path: std::path::PathBuf,
+        /// What the file system said.
+        source: std::io::Error,
+    },
+
+    /// A line of the journal cannot be replayed.
+    #[error("coordinator journal {} line {line}: {reason}", path.display())]
+    Journal {
+        /// The journal file.
+        path: std::path::PathBuf,
+        /// The line, 1-based.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An earlier write to the journal failed: the coordinator serves nothing more, since
+    /// what it answered could not be made durable.
+    #[error("the coordinator journal {} failed ({reason}): the coordinator is stopping; restart it to replay the journal", path.display())]
+    JournalFailed {
+        /// The journal file.
+        path: std::path::PathBuf,
+        /// The first failure.
+        reason: String,
     },
 
     /// A request is malformed.

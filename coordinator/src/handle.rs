@@ -1,15 +1,20 @@
 //! `Coordinator`: the one owner of the run's state, shared by the gRPC service and the reaper.
+//! With a journal, it replays the journal into the state on start and appends the records of
+//! every operation before the operation's answer leaves.
 //!
-//! The state sits behind a std mutex: every operation is short, synchronous logic, and the
-//! lock is never held across an `.await`.
+//! The state sits behind a std mutex: every operation is short, synchronous logic (plus, with a
+//! journal, one buffered-by-the-kernel write), and the lock is never held across an `.await`.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tasks::{ProblemSource, Split, VerifierRegistry};
-use tracing::info;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{error, info};
 
 use crate::error::CoordinatorError;
+use crate::journal::{Journal, SyncHandle};
 use crate::settings::CoordinatorSettings;
 use crate::state::State;
 
@@ -17,11 +22,23 @@ use crate::state::State;
 /// Cheap to clone; clones share the state.
 #[derive(Clone)]
 pub struct Coordinator {
-    state: Arc<Mutex<State>>,
+    inner: Arc<Mutex<Inner>>,
+    /// Syncs the journal without the lock (the reaper's tick); None without a journal.
+    sync: Option<SyncHandle>,
+    /// Becomes true when the journal fails: the server stops.
+    failed: watch::Sender<bool>,
+}
+
+struct Inner {
+    state: State,
+    journal: Option<Journal>,
+    /// The journal's first failure; every later operation is refused with it.
+    failure: Option<CoordinatorError>,
 }
 
 impl Coordinator {
-    /// A coordinator for a fresh run over the train split of `settings.task`.
+    /// A coordinator over the train split of `settings.task`: a fresh run, or with
+    /// `settings.journal` naming an existing journal, the run it records.
     pub fn new(settings: CoordinatorSettings) -> Result<Self, CoordinatorError> {
         settings.validate()?;
         let source = tasks::from_spec(&settings.task, settings.seed, &VerifierRegistry::new())
@@ -36,27 +53,142 @@ impl Coordinator {
             max_lag = settings.max_lag,
             lease_timeout_ms = settings.lease_timeout.as_millis() as u64,
             actor_timeout_ms = settings.actor_timeout.as_millis() as u64,
+            journal = ?settings.journal,
             "coordinator ready"
         );
-        Ok(Self::from_source(settings, source))
+        Self::open(settings, source)
     }
 
-    /// A coordinator over an already-built source (tests use small fixed ones).
+    /// A coordinator over an already-built source (tests use small fixed ones), replaying
+    /// `settings.journal` if it names one.
+    pub(crate) fn open(
+        settings: CoordinatorSettings,
+        source: Box<dyn ProblemSource>,
+    ) -> Result<Self, CoordinatorError> {
+        let journal_path = settings.journal.clone();
+        let (task, seed) = (settings.task.clone(), settings.seed);
+        let mut state = State::new(settings, source);
+        let journal = match journal_path {
+            None => None,
+            Some(path) => {
+                let opened = Journal::open(&path, &task, seed)?;
+                let replayed =
+                    state
+                        .replay(opened.entries, Instant::now())
+                        .map_err(|(line, reason)| CoordinatorError::Journal {
+                            path: path.clone(),
+                            line,
+                            reason,
+                        })?;
+                if replayed.records > 0 {
+                    info!(
+                        journal = %path.display(),
+                        records = replayed.records,
+                        outstanding_leases = replayed.outstanding_leases,
+                        learner_version = replayed.learner_version,
+                        "replayed the journal: the run continues where it stood"
+                    );
+                }
+                Some(opened.journal)
+            }
+        };
+        let sync = journal.as_ref().map(Journal::sync_handle);
+        let (failed, _) = watch::channel(false);
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Inner {
+                state,
+                journal,
+                failure: None,
+            })),
+            sync,
+            failed,
+        })
+    }
+
+    /// A coordinator over an already-built source, without a journal.
+    #[cfg(test)]
     pub(crate) fn from_source(
         settings: CoordinatorSettings,
         source: Box<dyn ProblemSource>,
     ) -> Self {
-        Self {
-            state: Arc::new(Mutex::new(State::new(settings, source))),
+        let settings = CoordinatorSettings {
+            journal: None,
+            ..settings
+        };
+        Self::open(settings, source).expect("no journal to fail")
+    }
+
+    /// Runs one synchronous operation on the state under the lock, then journals what it
+    /// changed. Fails, without running it, once the journal has failed.
+    pub(crate) fn with_state<R>(
+        &self,
+        operation: impl FnOnce(&mut State) -> R,
+    ) -> Result<R, CoordinatorError> {
+        // A panic inside an operation is a bug; the state is still the best there is, so
+        // keep serving rather than failing every later request.
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(failure) = &inner.failure {
+            return Err(failed_again(failure));
+        }
+        let answer = operation(&mut inner.state);
+        let records = inner.state.take_records();
+        let Some(journal) = inner.journal.as_mut() else {
+            return Ok(answer);
+        };
+        match journal.append(&records) {
+            Ok(()) => Ok(answer),
+            Err(e) => {
+                error!(error = %e, "the journal failed: the coordinator stops");
+                let refused = failed_again(&e);
+                inner.failure = Some(e);
+                self.failed.send_replace(true);
+                Err(refused)
+            }
         }
     }
 
-    /// Runs one synchronous operation on the state under the lock.
-    pub(crate) fn with_state<R>(&self, operation: impl FnOnce(&mut State) -> R) -> R {
-        // A panic inside an operation is a bug; the state is still the best there is, so
-        // keep serving rather than failing every later request.
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        operation(&mut state)
+    /// Syncs the journal to disk if anything was written since the last sync (the reaper calls
+    /// this every tick); a failure stops the coordinator like a failed write.
+    pub(crate) fn sync_journal(&self) {
+        let Some(sync) = &self.sync else {
+            return;
+        };
+        if let Err(e) = sync.sync() {
+            error!(error = %e, "syncing the journal failed: the coordinator stops");
+            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            inner.failure.get_or_insert(e);
+            self.failed.send_replace(true);
+        }
+    }
+
+    /// Resolves once the journal has failed (never without a journal).
+    pub(crate) async fn journal_failed(&self) {
+        let mut failed = self.failed.subscribe();
+        let _ = failed.wait_for(|f| *f).await;
+    }
+
+    /// The journal's failure, if it failed.
+    pub(crate) fn failure(&self) -> Option<CoordinatorError> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.failure.as_ref().map(failed_again)
+    }
+}
+
+/// The error later operations get after the journal failed with `failure`.
+fn failed_again(failure: &CoordinatorError) -> CoordinatorError {
+    match failure {
+        CoordinatorError::JournalFailed { path, reason } => CoordinatorError::JournalFailed {
+            path: path.clone(),
+            reason: reason.clone(),
+        },
+        CoordinatorError::JournalIo { path, source } => CoordinatorError::JournalFailed {
+            path: path.clone(),
+            reason: source.to_string(),
+        },
+        other => CoordinatorError::JournalFailed {
+            path: Default::default(),
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -84,7 +216,9 @@ mod tests {
     #[test]
     fn a_builtin_task_starts() {
         let coordinator = Coordinator::new(CoordinatorSettings::default()).unwrap();
-        let status = coordinator.with_state(|state| state.status(tokio::time::Instant::now()));
+        let status = coordinator
+            .with_state(|state| state.status(tokio::time::Instant::now()))
+            .unwrap();
         assert_eq!(status.pool_active, 0);
         assert_eq!(status.max_lag, 8);
     }

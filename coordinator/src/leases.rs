@@ -6,12 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::time::Instant;
 
-/// A prompt inside a lease: the pool index (to release or give it back) and the problem id (to
-/// check groups against).
+/// A prompt inside a lease: the pool index (to release or give it back), the problem id (to
+/// check groups against) and the id its group gets (kept if the prompt is leased again).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LeasedPrompt {
     pub index: u64,
     pub problem_id: String,
+    pub group_id: String,
 }
 
 /// Where a lease stands.
@@ -74,6 +75,67 @@ impl LeaseBook {
         );
         self.outstanding.insert(seq);
         lease_id(seq)
+    }
+
+    /// The id the next `issue` will return.
+    pub(crate) fn next_id(&self) -> String {
+        lease_id(self.next_seq + 1)
+    }
+
+    /// Replays the issue of `lease_id`, which must be the next id in sequence.
+    pub(crate) fn replay_issue(
+        &mut self,
+        lease_id: &str,
+        member_id: &str,
+        prompts: Vec<LeasedPrompt>,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        if lease_id != self.next_id() {
+            return Err(format!(
+                "{lease_id} granted where {} was expected next",
+                self.next_id()
+            ));
+        }
+        self.issue(member_id, prompts, deadline);
+        Ok(())
+    }
+
+    /// Moves an outstanding lease's deadline (after a restart); false if it is not outstanding.
+    pub(crate) fn set_deadline(&mut self, lease_id: &str, deadline: Instant) -> bool {
+        let Some(seq) = parse_lease_id(lease_id).filter(|s| self.outstanding.contains(s)) else {
+            return false;
+        };
+        match self.leases.get_mut(&seq) {
+            Some(lease) => {
+                lease.state = LeaseState::Outstanding { deadline };
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ids of all outstanding leases, oldest first.
+    pub(crate) fn outstanding_ids(&self) -> Vec<String> {
+        self.outstanding_where(|_| true)
+    }
+
+    /// Every lease in issue order without deadlines, to compare a replayed book with the live
+    /// one.
+    #[cfg(test)]
+    pub(crate) fn describe(&self) -> String {
+        let mut out = format!("next {} expired {}", self.next_seq, self.expired);
+        for (seq, lease) in &self.leases {
+            let state = match lease.state {
+                LeaseState::Outstanding { .. } => "outstanding",
+                LeaseState::Completed => "completed",
+                LeaseState::Expired => "expired",
+            };
+            out.push_str(&format!(
+                "\n{seq} {} {state} {:?}",
+                lease.member_id, lease.prompts
+            ));
+        }
+        out
     }
 
     /// The lease with this id, whatever its state.
@@ -162,6 +224,7 @@ mod tests {
             .map(|&index| LeasedPrompt {
                 index,
                 problem_id: format!("p/{index}"),
+                group_id: format!("g/{index}"),
             })
             .collect()
     }

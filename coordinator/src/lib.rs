@@ -17,9 +17,11 @@ mod curriculum;
 mod domain;
 mod error;
 mod handle;
+mod journal;
 mod leases;
 mod pool;
 mod reaper;
+mod record;
 mod registry;
 mod service;
 mod settings;
@@ -28,10 +30,10 @@ mod state;
 use std::future::Future;
 
 use proto::coordinator_server::CoordinatorServer;
+use proto::transport::Security;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tracing::{error, info};
 
@@ -39,14 +41,26 @@ pub use error::CoordinatorError;
 pub use handle::Coordinator;
 pub use settings::CoordinatorSettings;
 
-/// Serves the Coordinator service and grpc.health.v1 (SERVING for "oxrl.v1.Coordinator" and
-/// "") on `listener` until `shutdown` resolves, running the reaper alongside. Message size
-/// limits are `proto::MAX_MESSAGE_BYTES` both ways.
+/// [`serve_secured`] with no token and no TLS (loopback, tests).
 pub async fn serve(
     coordinator: Coordinator,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
+    serve_secured(coordinator, listener, Security::default(), shutdown).await
+}
+
+/// Serves the Coordinator service and grpc.health.v1 (SERVING for "oxrl.v1.Coordinator" and
+/// "") on `listener` until `shutdown` resolves, running the reaper alongside. Message size
+/// limits are `proto::MAX_MESSAGE_BYTES` both ways. `security` sets TLS, the bearer token
+/// every call but health checks must carry, and HTTP/2 keepalive (`proto::transport`).
+pub async fn serve_secured(
+    coordinator: Coordinator,
+    listener: TcpListener,
+    security: Security,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CoordinatorError> {
+    let mut server = security.server()?;
     let local_addr = listener.local_addr().ok();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CoordinatorServer<Coordinator>>().await;
@@ -54,13 +68,22 @@ pub async fn serve(
 
     let (stop_reaper, reaper_stop) = oneshot::channel();
     let reaper = tokio::spawn(reaper::run(coordinator.clone(), reaper_stop));
+    // A failed journal stops the server too: what it would answer could not be made durable.
+    let journaled = coordinator.clone();
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = journaled.journal_failed() => {}
+        }
+    };
+    let journal = coordinator.clone();
 
     let service = CoordinatorServer::new(coordinator)
         .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     info!(addr = ?local_addr, "coordinator serving");
-    let served = Server::builder()
+    let served = server
         .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -71,6 +94,8 @@ pub async fn serve(
     if let Err(join_error) = reaper.await {
         error!(error = %join_error, "coordinator reaper failed");
     }
+    journal.sync_journal();
     info!(addr = ?local_addr, ok = served.is_ok(), "coordinator stopped");
-    served.map_err(CoordinatorError::Transport)
+    served.map_err(CoordinatorError::Transport)?;
+    journal.failure().map_or(Ok(()), Err)
 }

@@ -61,6 +61,43 @@ impl PromptPool {
         taken
     }
 
+    /// Where fresh problems continue from (journaled with each grant).
+    pub(crate) fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Replays a `take` that handed out `indices` (in order) and left the cursor at `cursor`:
+    /// an index found in the returned queue came from there, after `take` had skipped the
+    /// entries before it; any other came fresh, after `take` had drained the queue.
+    pub(crate) fn replay_take(&mut self, indices: &[u64], cursor: u64) {
+        for &index in indices {
+            match self.returned.iter().position(|&i| i == index) {
+                Some(at) => drop(self.returned.drain(..=at)),
+                None => self.returned.clear(),
+            }
+            self.leased.insert(index);
+        }
+        self.cursor = cursor;
+    }
+
+    /// Whether `index` is retired.
+    pub(crate) fn is_retired(&self, index: u64) -> bool {
+        self.retired.contains(&index)
+    }
+
+    /// The pool's bookkeeping in a canonical order, to compare a replayed pool with the live one.
+    #[cfg(test)]
+    pub(crate) fn describe(&self) -> String {
+        let mut leased: Vec<_> = self.leased.iter().collect();
+        leased.sort();
+        let mut retired: Vec<_> = self.retired.iter().collect();
+        retired.sort();
+        format!(
+            "cursor {} returned {:?} leased {leased:?} retired {retired:?}",
+            self.cursor, self.returned
+        )
+    }
+
     /// Ends the lease of `indices` without returning them (the lease was completed).
     pub(crate) fn release(&mut self, indices: impl IntoIterator<Item = u64>) {
         for index in indices {
@@ -213,6 +250,45 @@ pub(crate) mod tests {
         // The cursor stands at 1 (retired): the next epoch goes on with 2, then 0.
         assert_eq!(indices(&pool.take(5)), [2, 0]);
         assert_eq!(pool.active(), 2);
+    }
+
+    #[test]
+    fn replaying_takes_rebuilds_the_same_pool() {
+        for len in [None, Some(5)] {
+            let mut live = pool(len);
+            let mut replayed = pool(len);
+            let mut takes = Vec::new();
+            let mut take = |live: &mut PromptPool, n: usize| {
+                let got = indices(&live.take(n));
+                takes.push((got.clone(), live.cursor()));
+                got
+            };
+            take(&mut live, 3);
+            live.give_back([1, 0]);
+            live.retire(1);
+            // 1 is skipped (retired), 0 comes back, then fresh ones.
+            take(&mut live, 2);
+            live.release([0]);
+            live.give_back([2]);
+            take(&mut live, 1);
+            take(&mut live, 2);
+
+            let mut replay = takes.into_iter();
+            let mut next = |p: &mut PromptPool| {
+                let (indices, cursor) = replay.next().unwrap();
+                p.replay_take(&indices, cursor);
+            };
+            next(&mut replayed);
+            replayed.give_back([1, 0]);
+            replayed.retire(1);
+            next(&mut replayed);
+            replayed.release([0]);
+            replayed.give_back([2]);
+            next(&mut replayed);
+            next(&mut replayed);
+            assert_eq!(replayed.describe(), live.describe(), "len {len:?}");
+            assert_eq!(indices(&replayed.take(3)), indices(&live.take(3)));
+        }
     }
 
     #[test]

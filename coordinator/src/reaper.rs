@@ -1,5 +1,6 @@
 //! The background reaper: every ~100 ms of tokio time it expires overdue leases and declares
-//! silent actors dead, so prompts come back even when no request arrives to trigger it.
+//! silent actors dead, so prompts come back even when no request arrives to trigger it, and
+//! syncs the journal to disk when anything was written.
 
 use std::time::Duration;
 
@@ -19,7 +20,9 @@ pub(crate) async fn run(coordinator: Coordinator, mut stop: oneshot::Receiver<()
         tokio::select! {
             _ = &mut stop => break,
             _ = ticks.tick() => {
-                coordinator.with_state(|state| state.reap(Instant::now()));
+                // After a journal failure the server is stopping; nothing more to reap.
+                let _ = coordinator.with_state(|state| state.reap(Instant::now()));
+                coordinator.sync_journal();
             }
         }
     }
@@ -55,7 +58,9 @@ mod tests {
 
     /// The state as the reaper left it: no request has reaped it on the way.
     fn snapshot(coordinator: &Coordinator) -> StatusSnapshot {
-        coordinator.with_state(|state| state.snapshot(Instant::now()))
+        coordinator
+            .with_state(|state| state.snapshot(Instant::now()))
+            .unwrap()
     }
 
     async fn register(coordinator: &Coordinator, name: &str) -> String {

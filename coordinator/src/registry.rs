@@ -70,6 +70,63 @@ impl Registry {
         member_id
     }
 
+    /// Replays the registration of `member_id`, heard from at `now` (a restarted coordinator
+    /// gives every member it knew a full `actor_timeout` to be heard again).
+    pub(crate) fn restore(
+        &mut self,
+        member_id: &str,
+        role: MemberRole,
+        name: &str,
+        advertise_addr: &str,
+        now: Instant,
+    ) -> Result<(), String> {
+        let number = member_id
+            .strip_prefix(role.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| format!("member id {member_id:?} is not {}-<n>", role.as_str()))?;
+        if self.members.contains_key(member_id) {
+            return Err(format!("member {member_id} registered twice"));
+        }
+        let counter = match role {
+            MemberRole::Actor => &mut self.next_actor,
+            MemberRole::Learner => &mut self.next_learner,
+        };
+        *counter = (*counter).max(number);
+        if role == MemberRole::Learner {
+            self.learner_addr = Some(advertise_addr.to_string());
+        }
+        self.next_seq += 1;
+        self.members.insert(
+            member_id.to_string(),
+            Member {
+                role,
+                name: name.to_string(),
+                version: 0,
+                last_heard: now,
+                seq: self.next_seq,
+            },
+        );
+        Ok(())
+    }
+
+    /// Members, counters and the learner's address in a canonical order, to compare a
+    /// replayed registry with the live one.
+    #[cfg(test)]
+    pub(crate) fn describe(&self) -> String {
+        let mut members: Vec<_> = self
+            .members
+            .iter()
+            .map(|(id, m)| format!("{id} {} {} #{}", m.role.as_str(), m.name, m.seq))
+            .collect();
+        members.sort();
+        let dead: Vec<_> = self.dead.iter().map(|(id, _)| id.as_str()).collect();
+        format!(
+            "{members:?} dead {dead:?} next {} {} {} learner {:?}",
+            self.next_seq, self.next_actor, self.next_learner, self.learner_addr
+        )
+    }
+
     /// Notes that `member_id` was heard from; false if it is unknown.
     pub(crate) fn touch(&mut self, member_id: &str, now: Instant) -> bool {
         match self.members.get_mut(member_id) {

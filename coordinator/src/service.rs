@@ -22,7 +22,9 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<proto::RegisterReply>, Status> {
         let registration = Registration::try_from(request.into_inner()).map_err(to_status)?;
         let now = Instant::now();
-        let registered = self.with_state(|state| state.register(registration, now));
+        let registered = self
+            .with_state(|state| state.register(registration, now))
+            .map_err(to_status)?;
         Ok(Response::new(registered.into()))
     }
 
@@ -32,7 +34,9 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<proto::HeartbeatReply>, Status> {
         let beat = request.into_inner();
         let now = Instant::now();
-        let answer = self.with_state(|state| state.heartbeat(&beat.member_id, beat.version, now));
+        let answer = self
+            .with_state(|state| state.heartbeat(&beat.member_id, beat.version, now))
+            .map_err(to_status)?;
         Ok(Response::new(answer.into()))
     }
 
@@ -44,6 +48,7 @@ impl CoordinatorService for Coordinator {
         let now = Instant::now();
         let answer = self
             .with_state(|state| state.lease(request, now))
+            .and_then(|answer| answer)
             .map_err(to_status)?;
         Ok(Response::new(lease_reply(answer, now, SystemTime::now())))
     }
@@ -54,7 +59,9 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<proto::CompleteReply>, Status> {
         let completion = Completion::try_from(request.into_inner()).map_err(to_status)?;
         let now = Instant::now();
-        let outcome = self.with_state(|state| state.complete(completion, now));
+        let outcome = self
+            .with_state(|state| state.complete(completion, now))
+            .map_err(to_status)?;
         Ok(Response::new(proto::CompleteReply {
             accepted: outcome.accepted(),
         }))
@@ -65,7 +72,9 @@ impl CoordinatorService for Coordinator {
         request: Request<proto::CheckLeaseRequest>,
     ) -> Result<Response<proto::CheckLeaseReply>, Status> {
         let check = request.into_inner();
-        let answer = self.with_state(|state| state.check_lease(&check.lease_id, &check.problem_id));
+        let answer = self
+            .with_state(|state| state.check_lease(&check.lease_id, &check.problem_id))
+            .map_err(to_status)?;
         Ok(Response::new(proto::CheckLeaseReply {
             known: answer.known(),
             reason: answer.reason().to_string(),
@@ -78,7 +87,8 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<proto::PublishVersionReply>, Status> {
         let publication = Publication::from(request.into_inner());
         let now = Instant::now();
-        self.with_state(|state| state.publish_version(publication, now));
+        self.with_state(|state| state.publish_version(publication, now))
+            .map_err(to_status)?;
         Ok(Response::new(proto::PublishVersionReply {}))
     }
 
@@ -87,7 +97,9 @@ impl CoordinatorService for Coordinator {
         _request: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusReply>, Status> {
         let now = Instant::now();
-        let status = self.with_state(|state| state.status(now));
+        let status = self
+            .with_state(|state| state.status(now))
+            .map_err(to_status)?;
         Ok(Response::new(status.into()))
     }
 }
@@ -99,9 +111,15 @@ pub(crate) fn to_status(error: CoordinatorError) -> Status {
     match error {
         CoordinatorError::UnknownMember { .. } => Status::not_found(message),
         CoordinatorError::InvalidRequest { .. } => Status::invalid_argument(message),
+        // The coordinator is going down; a restarted one will answer.
+        CoordinatorError::JournalFailed { .. } | CoordinatorError::JournalIo { .. } => {
+            Status::unavailable(message)
+        }
         CoordinatorError::Task { .. }
         | CoordinatorError::InvalidSettings { .. }
-        | CoordinatorError::Transport(_) => Status::internal(message),
+        | CoordinatorError::Journal { .. }
+        | CoordinatorError::Transport(_)
+        | CoordinatorError::Security(_) => Status::internal(message),
     }
 }
 
@@ -175,6 +193,7 @@ fn lease_reply(answer: LeaseAnswer, now: Instant, wall_now: SystemTime) -> proto
         Ok(Grant {
             lease_id,
             prompts,
+            group_ids,
             deadline,
         }) => {
             let deadline = wall_now + deadline.saturating_duration_since(now);
@@ -182,10 +201,12 @@ fn lease_reply(answer: LeaseAnswer, now: Instant, wall_now: SystemTime) -> proto
                 lease_id,
                 prompts: prompts
                     .into_iter()
-                    .map(|problem| proto::Prompt {
+                    .zip(group_ids)
+                    .map(|(problem, group_id)| proto::Prompt {
                         problem_id: problem.id,
                         prompt: problem.prompt,
                         answer: problem.answer,
+                        group_id,
                     })
                     .collect(),
                 deadline_unix_ms: deadline.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0),
@@ -340,6 +361,7 @@ mod tests {
                     answer: "2".to_string(),
                     solution: "2".to_string(),
                 }],
+                group_ids: vec!["lease-1/p/0".to_string()],
                 deadline: now + Duration::from_secs(60),
             }),
         };
@@ -347,6 +369,7 @@ mod tests {
         assert_eq!(reply.deadline_unix_ms, 1_060_000);
         assert_eq!(reply.prompts[0].problem_id, "p/0");
         assert_eq!(reply.prompts[0].answer, "2");
+        assert_eq!(reply.prompts[0].group_id, "lease-1/p/0");
         assert_eq!((reply.learner_version, reply.refused.as_str()), (4, ""));
 
         let refused = LeaseAnswer {

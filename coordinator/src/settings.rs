@@ -1,6 +1,7 @@
-//! What a coordinator is started with: the task, the pipeline lag bound, the timeouts and the
-//! curriculum's retirement rule.
+//! What a coordinator is started with: the task, the pipeline lag bound, the timeouts, the
+//! curriculum's retirement rule and where its journal is.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::CoordinatorError;
@@ -26,6 +27,10 @@ pub struct CoordinatorSettings {
     pub retire_pass_rate: f64,
     /// ...once it has at least this many scored samples.
     pub retire_min_samples: usize,
+    /// Append-only journal of the run's state changes: replayed on start (a restarted
+    /// coordinator continues the run), appended to while serving. None: nothing survives a
+    /// restart.
+    pub journal: Option<PathBuf>,
 }
 
 impl Default for CoordinatorSettings {
@@ -40,6 +45,7 @@ impl Default for CoordinatorSettings {
             actor_timeout: Duration::from_secs(5),
             retire_pass_rate: 0.9,
             retire_min_samples: 16,
+            journal: None,
         }
     }
 }

@@ -1,19 +1,27 @@
 //! The coordinator's state and every operation on it, as pure logic: each operation takes the
 //! current `now` and first brings the state up to it (expired leases, dead actors), so the
 //! answer never depends on when the background reaper last ran.
+//!
+//! Every change that must survive a restart is also written down as a journal record
+//! (`record.rs`), queued in the state until the handle appends it to the journal file;
+//! `replay.rs` applies such records to a fresh state.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tasks::ProblemSource;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::curriculum::Curriculum;
 use crate::domain::{
     CompleteOutcome, Completion, Grant, HeartbeatAnswer, LeaseAnswer, LeaseCheck, LeaseRequest,
-    ProblemResult, Publication, Refusal, Registered, Registration, StatusSnapshot,
+    MemberRole, ProblemResult, Publication, Refusal, Registered, Registration, StatusSnapshot,
 };
 use crate::error::CoordinatorError;
 use crate::leases::{LeaseBook, LeaseState, LeasedPrompt};
 use crate::pool::PromptPool;
+use crate::record::{Entry, GrantedPrompt, Record, RecordedResult};
 use crate::registry::Registry;
 use crate::settings::CoordinatorSettings;
 
@@ -28,6 +36,42 @@ pub(crate) struct Reaped {
     pub expired_leases: Vec<String>,
 }
 
+/// The wall clock's reading (unix milliseconds).
+pub(crate) fn wall_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Maps the operations' `now` (tokio's clock, which tests pause) to wall-clock milliseconds
+/// for the journal: the two clocks are read once, together, when the state is made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WallClock {
+    instant: Instant,
+    unix_ms: u64,
+}
+
+impl WallClock {
+    fn start() -> Self {
+        Self {
+            instant: Instant::now(),
+            unix_ms: wall_ms_now(),
+        }
+    }
+
+    /// `at` on the wall clock, in unix milliseconds.
+    pub(crate) fn ms(&self, at: Instant) -> u64 {
+        let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if at >= self.instant {
+            self.unix_ms
+                .saturating_add(millis(at.duration_since(self.instant)))
+        } else {
+            self.unix_ms
+                .saturating_sub(millis(self.instant.duration_since(at)))
+        }
+    }
+}
+
 /// The whole run as the coordinator sees it.
 pub(crate) struct State {
     settings: CoordinatorSettings,
@@ -36,8 +80,17 @@ pub(crate) struct State {
     leases: LeaseBook,
     registry: Registry,
     learner_version: u64,
+    /// A learner (re)joined and has not published yet: its first version is taken even if
+    /// lower (a learner restarted from a checkpoint goes back to the checkpoint's version).
+    accept_any_version: bool,
     done: bool,
     prompts_completed: u64,
+    /// Group ids of prompts returned by expired leases, by pool index: leased again, a prompt
+    /// keeps its group id, so the learner takes at most one group per leased prompt.
+    reissue: HashMap<u64, String>,
+    clock: WallClock,
+    /// Journal records of the changes not yet taken by the handle.
+    pending: Vec<Entry>,
 }
 
 impl State {
@@ -51,9 +104,25 @@ impl State {
             leases: LeaseBook::default(),
             registry: Registry::default(),
             learner_version: 0,
+            accept_any_version: false,
             done: false,
             prompts_completed: 0,
+            reissue: HashMap::new(),
+            clock: WallClock::start(),
+            pending: Vec::new(),
         }
+    }
+
+    /// The journal records of the changes made since the last call, oldest first.
+    pub(crate) fn take_records(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.pending)
+    }
+
+    fn journal(&mut self, now: Instant, record: Record) {
+        self.pending.push(Entry {
+            t: self.clock.ms(now),
+            record,
+        });
     }
 
     /// Adds a member; a learner's address becomes the run's learner address.
@@ -65,6 +134,18 @@ impl State {
             name,
         } = registration;
         let member_id = self.registry.register(role, &name, &advertise_addr, now);
+        if role == MemberRole::Learner {
+            self.learner_joined();
+        }
+        self.journal(
+            now,
+            Record::Register {
+                member: member_id.clone(),
+                role: role.as_str().to_string(),
+                name: name.clone(),
+                addr: advertise_addr.clone(),
+            },
+        );
         info!(
             member_id = %member_id,
             role = role.as_str(),
@@ -148,19 +229,22 @@ impl State {
             LeaseState::Expired => CompleteOutcome::Expired,
         };
         let prompts = lease.prompts.clone();
-        if outcome.accepted() {
-            self.leases.complete(&completion.lease_id);
-            self.pool.release(prompts.iter().map(|p| p.index));
-        }
-        let recorded = self.record_results(&prompts, &completion.results);
-        if outcome.accepted() {
-            self.prompts_completed += recorded;
-        }
+        let results = recorded_results(&prompts, &completion.results);
+        self.journal(
+            now,
+            Record::Complete {
+                lease: completion.lease_id.clone(),
+                accepted: outcome.accepted(),
+                results: results.clone(),
+            },
+        );
+        self.apply_completion(&completion.lease_id, outcome.accepted(), &results);
+        self.retire_learned(&prompts, &results, now);
         debug!(
             lease_id = %completion.lease_id,
             member_id = %completion.member_id,
             outcome = ?outcome,
-            results = recorded,
+            results = results.len(),
             "lease completion"
         );
         outcome
@@ -175,12 +259,21 @@ impl State {
         }
     }
 
-    /// The learner's new version (never lower than before), its zero-variance groups, and
-    /// whether it has finished.
+    /// The learner's new version, its zero-variance groups, and whether it has finished.
+    /// The version never goes down, except for the first publication of a learner that has
+    /// just registered (a learner restarted from a checkpoint is back at its version).
     pub(crate) fn publish_version(&mut self, publication: Publication, now: Instant) {
         self.reap(now);
-        if publication.version >= self.learner_version {
-            self.learner_version = publication.version;
+        let mut version = self.learner_version;
+        if publication.version >= self.learner_version || self.accept_any_version {
+            if publication.version < self.learner_version {
+                warn!(
+                    from = self.learner_version,
+                    to = publication.version,
+                    "the learner's version went back: it restarted from a checkpoint"
+                );
+            }
+            version = publication.version;
         } else {
             debug!(
                 version = publication.version,
@@ -188,19 +281,17 @@ impl State {
                 "ignored an older version"
             );
         }
-        self.curriculum.count_zero_variance(
-            publication
-                .zero_variance_problem_ids
-                .iter()
-                .map(String::as_str),
-        );
-        if publication.done && !self.done {
-            info!(
-                learner_version = self.learner_version,
-                "learner done: run stopping"
-            );
-            self.done = true;
+        let done = self.done || publication.done;
+        if done && !self.done {
+            info!(learner_version = version, "learner done: run stopping");
         }
+        let record = Record::Publish {
+            version,
+            done,
+            zero_variance: publication.zero_variance_problem_ids,
+        };
+        self.apply_publication(&record);
+        self.journal(now, record);
     }
 
     /// The run at a glance.
@@ -235,15 +326,21 @@ impl State {
         {
             let held = self.leases.held_by(&member_id);
             for lease_id in &held {
-                self.expire_lease(lease_id);
+                self.expire_lease(lease_id, now);
             }
             self.registry.declare_dead(&member_id);
+            self.journal(
+                now,
+                Record::Dead {
+                    member: member_id.clone(),
+                },
+            );
             info!(member_id = %member_id, leases_returned = held.len(), "actor declared dead");
             reaped.dead_actors.push(member_id);
             reaped.expired_leases.extend(held);
         }
         for lease_id in self.leases.due(now) {
-            self.expire_lease(&lease_id);
+            self.expire_lease(&lease_id, now);
             debug!(lease_id = %lease_id, "lease expired");
             reaped.expired_leases.push(lease_id);
         }
@@ -263,15 +360,36 @@ impl State {
         if taken.is_empty() {
             return Err(Refusal::PoolEmpty);
         }
-        let leased = taken
+        let next_id = self.leases.next_id();
+        let leased: Vec<LeasedPrompt> = taken
             .iter()
             .map(|p| LeasedPrompt {
                 index: p.index,
                 problem_id: p.problem.id.clone(),
+                group_id: self
+                    .reissue
+                    .remove(&p.index)
+                    .unwrap_or_else(|| format!("{next_id}/{}", p.problem.id)),
             })
             .collect();
+        let group_ids = leased.iter().map(|p| p.group_id.clone()).collect();
         let deadline = now + self.settings.lease_timeout;
+        let record = Record::Grant {
+            lease: next_id,
+            member: request.member_id.clone(),
+            prompts: leased
+                .iter()
+                .map(|p| GrantedPrompt {
+                    index: p.index,
+                    problem: p.problem_id.clone(),
+                    group: p.group_id.clone(),
+                })
+                .collect(),
+            cursor: self.pool.cursor(),
+            deadline_ms: self.clock.ms(deadline),
+        };
         let lease_id = self.leases.issue(&request.member_id, leased, deadline);
+        self.journal(now, record);
         debug!(
             lease_id = %lease_id,
             member_id = %request.member_id,
@@ -282,30 +400,101 @@ impl State {
         Ok(Grant {
             lease_id,
             prompts: taken.into_iter().map(|p| p.problem).collect(),
+            group_ids,
             deadline,
         })
     }
 
-    fn expire_lease(&mut self, lease_id: &str) {
-        if let Some(lease) = self.leases.expire(lease_id) {
-            self.pool.give_back(lease.indices());
+    fn expire_lease(&mut self, lease_id: &str, now: Instant) {
+        if self.apply_expiry(lease_id) {
+            self.journal(
+                now,
+                Record::Expire {
+                    lease: lease_id.to_string(),
+                },
+            );
         }
     }
 
-    /// Feeds each result whose problem was in the lease to the curriculum, retiring problems
-    /// that meet the rule; returns how many results were recorded.
-    fn record_results(&mut self, prompts: &[LeasedPrompt], results: &[ProblemResult]) -> u64 {
-        let mut recorded = 0;
+    /// Expires an outstanding lease, its prompts back to the pool under their group ids;
+    /// false if it was not outstanding.
+    fn apply_expiry(&mut self, lease_id: &str) -> bool {
+        let Some(lease) = self.leases.expire(lease_id) else {
+            return false;
+        };
+        let prompts = lease.prompts.clone();
+        self.pool.give_back(prompts.iter().map(|p| p.index));
+        for prompt in prompts {
+            if !self.pool.is_retired(prompt.index) {
+                self.reissue.insert(prompt.index, prompt.group_id);
+            }
+        }
+        true
+    }
+
+    /// Ends an accepted lease (prompts released) and adds the results to the pass rates.
+    fn apply_completion(&mut self, lease_id: &str, accepted: bool, results: &[RecordedResult]) {
+        if accepted {
+            if let Some(lease) = self.leases.complete(lease_id) {
+                let indices: Vec<u64> = lease.indices().collect();
+                self.pool.release(indices);
+            }
+            self.prompts_completed += results.len() as u64;
+        }
         for result in results {
-            let Some(prompt) = prompts.iter().find(|p| p.problem_id == result.problem_id) else {
-                debug!(problem_id = %result.problem_id, "result for a problem not in the lease ignored");
+            self.curriculum.record(&result.problem, &result.rewards);
+        }
+    }
+
+    fn apply_publication(&mut self, record: &Record) {
+        if let Record::Publish {
+            version,
+            done,
+            zero_variance,
+        } = record
+        {
+            self.learner_version = *version;
+            self.accept_any_version = false;
+            self.done = *done;
+            self.curriculum
+                .count_zero_variance(zero_variance.iter().map(String::as_str));
+        }
+    }
+
+    /// A learner registered: the run is not over while it trains, and its first version is
+    /// taken as it comes.
+    fn learner_joined(&mut self) {
+        self.accept_any_version = true;
+        self.done = false;
+    }
+
+    fn apply_retirement(&mut self, index: u64) -> bool {
+        self.reissue.remove(&index);
+        self.pool.retire(index)
+    }
+
+    /// Retires the problems of `results` whose pass rate now meets the rule.
+    fn retire_learned(
+        &mut self,
+        prompts: &[LeasedPrompt],
+        results: &[RecordedResult],
+        now: Instant,
+    ) {
+        for result in results {
+            let Some(history) = self.curriculum.history_if_learned(&result.problem) else {
                 continue;
             };
-            recorded += 1;
-            let Some(history) = self.curriculum.record(&prompt.problem_id, &result.rewards) else {
+            let Some(prompt) = prompts.iter().find(|p| p.problem_id == result.problem) else {
                 continue;
             };
-            if self.pool.retire(prompt.index) {
+            if self.apply_retirement(prompt.index) {
+                self.journal(
+                    now,
+                    Record::Retire {
+                        index: prompt.index,
+                        problem: prompt.problem_id.clone(),
+                    },
+                );
                 info!(
                     problem_id = %prompt.problem_id,
                     pass_rate = history.rate(),
@@ -314,9 +503,28 @@ impl State {
                 );
             }
         }
-        recorded
     }
 }
+
+/// The results whose problem was in the lease (others are ignored).
+fn recorded_results(prompts: &[LeasedPrompt], results: &[ProblemResult]) -> Vec<RecordedResult> {
+    results
+        .iter()
+        .filter(|result| {
+            let known = prompts.iter().any(|p| p.problem_id == result.problem_id);
+            if !known {
+                debug!(problem_id = %result.problem_id, "result for a problem not in the lease ignored");
+            }
+            known
+        })
+        .map(|result| RecordedResult {
+            problem: result.problem_id.clone(),
+            rewards: result.rewards.clone(),
+        })
+        .collect()
+}
+
+mod replay;
 
 #[cfg(test)]
 mod tests;

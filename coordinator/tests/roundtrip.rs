@@ -176,6 +176,7 @@ async fn register_lease_complete_status_then_shut_down() {
             version: 1,
             zero_variance_problem_ids: vec!["addition-2/train/1".to_string()],
             done: false,
+            stats: None,
         })
         .await
         .unwrap();
@@ -212,6 +213,7 @@ async fn register_lease_complete_status_then_shut_down() {
             version: 2,
             zero_variance_problem_ids: Vec::new(),
             done: true,
+            stats: None,
         })
         .await
         .unwrap();
