@@ -6,13 +6,13 @@ use crate::generate::{generate_lease, Follow};
 use crate::subscriber::{follow, Versioned};
 use proto::coordinator_client::CoordinatorClient;
 use proto::learner_client::LearnerClient;
+use proto::transport::{ClientChannel, Security};
 use rollout::config::RunConfig;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tasks::Problem;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 /// What an actor did.
 #[derive(Debug, Default, Clone)]
@@ -32,15 +32,26 @@ fn remote(what: &str) -> impl Fn(tonic::Status) -> ActorError + '_ {
     move |s| ActorError::Remote(format!("{what}: {}", s.message()))
 }
 
-async fn connect(url: &str, deadline: Duration) -> Result<CoordinatorClient<Channel>, ActorError> {
+/// Connects to the coordinator, retrying with backoff while it is unreachable (it may start
+/// after us, or be restarting); configuration errors (bad URL, TLS files) fail at once.
+async fn connect(
+    url: &str,
+    security: &Security,
+    deadline: Duration,
+) -> Result<CoordinatorClient<ClientChannel>, ActorError> {
     let started = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(50);
     loop {
-        match CoordinatorClient::connect(url.to_string()).await {
-            Ok(c) => return Ok(c.max_decoding_message_size(proto::MAX_MESSAGE_BYTES)),
+        match security.channel(url).await {
+            Ok(c) => {
+                return Ok(CoordinatorClient::new(c)
+                    .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(proto::MAX_MESSAGE_BYTES))
+            }
+            Err(e) if !e.is_unreachable() => return Err(ActorError::Remote(e.to_string())),
             Err(e) if started.elapsed() > deadline => {
                 return Err(ActorError::Remote(format!(
-                    "coordinator {url} unreachable: {e}"
+                    "coordinator {url} unreachable for {deadline:?}: {e}"
                 )))
             }
             Err(_) => {
@@ -52,12 +63,15 @@ async fn connect(url: &str, deadline: Duration) -> Result<CoordinatorClient<Chan
 }
 
 /// Runs one actor against the coordinator at `coordinator_url`.
+/// `security` (token, TLS, timeouts) applies to its connections to the coordinator and the
+/// learner.
 pub async fn run_actor(
     coordinator_url: &str,
     name: &str,
+    security: Security,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<ActorSummary, ActorError> {
-    let mut coord = connect(coordinator_url, Duration::from_secs(60)).await?;
+    let mut coord = connect(coordinator_url, &security, Duration::from_secs(60)).await?;
     let reg = coord
         .register(proto::RegisterRequest {
             role: proto::Role::Actor as i32,
@@ -139,6 +153,7 @@ pub async fn run_actor(
     let (slot_tx, mut slot_rx) = watch::channel::<Option<Versioned>>(None);
     tokio::spawn(follow(
         learner_addr.clone(),
+        security.clone(),
         model.config.clone(),
         slot_tx,
         learner_version.clone(),
@@ -151,10 +166,13 @@ pub async fn run_actor(
             _ = stop_rx.wait_for(|s| *s) => return Ok(ActorSummary::default()),
         }
     }
-    let mut learner = LearnerClient::connect(learner_addr.clone())
-        .await
-        .map_err(|e| ActorError::Remote(format!("learner {learner_addr}: {e}")))?
-        .max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
+    let mut learner = LearnerClient::new(
+        security
+            .channel(&learner_addr)
+            .await
+            .map_err(|e| ActorError::Remote(format!("learner {learner_addr}: {e}")))?,
+    )
+    .max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
 
     let mut summary = ActorSummary::default();
     let tok = model.tokenizer.clone();

@@ -4,6 +4,7 @@
 use crate::error::ActorError;
 use policy::{ModelConfig, Policy, Weights};
 use proto::learner_client::LearnerClient;
+use proto::transport::Security;
 use proto::weights::Assembler;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ fn build(
 /// newest announced version (header seen) into `announced`.
 pub async fn follow(
     learner_addr: String,
+    security: Security,
     cfg: ModelConfig,
     slot: watch::Sender<Option<Versioned>>,
     announced: Arc<AtomicU64>,
@@ -42,10 +44,12 @@ pub async fn follow(
         }
         let after = slot.borrow().as_ref().map_or(0, |v| v.0);
         let result = async {
-            let mut client = LearnerClient::connect(learner_addr.clone())
+            let channel = security
+                .channel(&learner_addr)
                 .await
-                .map_err(|e| e.to_string())?
-                .max_decoding_message_size(proto::MAX_MESSAGE_BYTES);
+                .map_err(|e| e.to_string())?;
+            let mut client =
+                LearnerClient::new(channel).max_decoding_message_size(proto::MAX_MESSAGE_BYTES);
             let mut stream = client
                 .subscribe_weights(proto::SubscribeWeightsRequest {
                     after_version: after,

@@ -158,7 +158,9 @@ impl AdamW {
                         ),
                     });
                 }
-                moments.insert(name.clone(), (m, v));
+                // Moments live where their parameter does (a GPU for `--gpus`).
+                let d = var.device();
+                moments.insert(name.clone(), (m.to_device(d)?, v.to_device(d)?));
             }
         }
         Ok(AdamW {

@@ -1,9 +1,11 @@
 //! The trainable copy of the policy: fp32 master weights held as candle `Var`s, and the
 //! `Policy` built over them (it shares their storage, so updates are seen at once).
+//! On a GPU ([`Placement`] from `--gpus` / `OXRL_TEST_DEVICE`) the master weights stay fp32
+//! and the policy body computes in bf16 (`Policy::with_compute_dtype`).
 
 use crate::error::Result;
-use candle_core::{DType, Tensor, Var};
-use policy::{ModelConfig, Policy, Tokenizer, Weights};
+use candle_core::{DType, Device, Tensor, Var};
+use policy::{ModelConfig, Placement, Policy, Tokenizer, Weights};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -16,10 +18,36 @@ pub struct TrainableModel {
 }
 
 impl TrainableModel {
-    /// Takes ownership of `weights` as fp32 variables.
+    /// Takes ownership of `weights` as fp32 variables (on the weights' device, computing in
+    /// fp32).
     pub fn new(config: ModelConfig, tokenizer: Tokenizer, weights: &Weights) -> Result<Self> {
+        Self::build(config, tokenizer, weights, None, DType::F32)
+    }
+
+    /// Copies `weights` to `at.device` as fp32 variables; the policy body computes in
+    /// `at.dtype` (bf16 on a GPU), the LM head in fp32.
+    pub fn new_on(
+        config: ModelConfig,
+        tokenizer: Tokenizer,
+        weights: &Weights,
+        at: &Placement,
+    ) -> Result<Self> {
+        Self::build(config, tokenizer, weights, Some(&at.device), at.dtype)
+    }
+
+    fn build(
+        config: ModelConfig,
+        tokenizer: Tokenizer,
+        weights: &Weights,
+        device: Option<&Device>,
+        compute: DType,
+    ) -> Result<Self> {
         let mut vars = BTreeMap::new();
         for (name, t) in weights {
+            let t = match device {
+                Some(d) => t.to_device(d)?,
+                None => t.clone(),
+            };
             vars.insert(
                 name.clone(),
                 Var::from_tensor(&t.to_dtype(DType::F32)?.copy()?)?,
@@ -29,7 +57,7 @@ impl TrainableModel {
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
-        let policy = Policy::new(&config, &tensors)?;
+        let policy = Policy::new(&config, &tensors)?.with_compute_dtype(compute);
         Ok(TrainableModel {
             config,
             tokenizer,
@@ -40,8 +68,13 @@ impl TrainableModel {
 
     /// Loads a Hugging Face directory for training.
     pub fn load(dir: &Path) -> Result<Self> {
-        let m = policy::ModelDir::load(dir, &candle_core::Device::Cpu, DType::F32)?;
-        Self::new(m.config, m.tokenizer, &m.weights)
+        Self::load_on(dir, &Placement::cpu())
+    }
+
+    /// [`TrainableModel::load`] onto `at` (fp32 master weights there, body in `at.dtype`).
+    pub fn load_on(dir: &Path, at: &Placement) -> Result<Self> {
+        let m = policy::ModelDir::load(dir, &at.device, DType::F32)?;
+        Self::new_on(m.config, m.tokenizer, &m.weights, at)
     }
 
     /// The policy over the live weights (gradients flow into the variables).
@@ -89,7 +122,7 @@ impl TrainableModel {
                         path: "<weights>".into(),
                         message: format!("no tensor {name}"),
                     })?;
-            v.set(&src.to_dtype(DType::F32)?)?;
+            v.set(&src.to_device(v.device())?.to_dtype(DType::F32)?)?;
         }
         Ok(())
     }

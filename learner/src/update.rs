@@ -273,27 +273,40 @@ impl Learner {
         Ok(report)
     }
 
-    /// Sums gradients over the group: one flat buffer in parameter-name order, zeros where
-    /// this rank computed none.
+    /// Makes this rank's weights rank 0's (call once when a data-parallel group forms, so
+    /// every rank starts from the same weights whatever each loaded).
+    pub fn sync_weights(&mut self) -> Result<()> {
+        crate::collective::broadcast_vars(self.collective.as_mut(), self.model.vars())
+    }
+
+    /// This learner's rank and the size of its data-parallel group.
+    pub fn rank_and_world(&self) -> (usize, usize) {
+        (self.collective.rank(), self.collective.world_size())
+    }
+
+    /// Sums gradients over the group: one flat buffer in parameter-name order (on the
+    /// weights' device, so NCCL reduces it in place on the GPU), zeros where this rank
+    /// computed none.
     fn all_reduce(&mut self, grads: Grads) -> Result<Grads> {
-        let mut flat = Vec::new();
+        use candle_core::{DType, Tensor};
+        let mut parts = Vec::with_capacity(self.model.vars().len());
         for (name, var) in self.model.vars() {
-            match grads.get(name) {
-                Some(g) => flat.extend(g.flatten_all()?.to_vec1::<f32>()?),
-                None => flat.extend(std::iter::repeat_n(0f32, var.elem_count())),
-            }
+            parts.push(match grads.get(name) {
+                Some(g) => g.flatten_all()?.to_dtype(DType::F32)?,
+                None => Tensor::zeros(var.elem_count(), DType::F32, var.device())?,
+            });
         }
-        self.collective.all_reduce_sum(&mut flat)?;
+        let flat = self
+            .collective
+            .all_reduce_sum_tensor(&Tensor::cat(&parts, 0)?)?;
         let mut out = Grads::new();
         let mut offset = 0;
         for (name, var) in self.model.vars() {
             let n = var.elem_count();
-            let t = candle_core::Tensor::from_slice(
-                &flat[offset..offset + n],
-                var.dims(),
-                var.device(),
-            )?;
-            out.insert(name.clone(), t);
+            out.insert(
+                name.clone(),
+                flat.narrow(0, offset, n)?.reshape(var.dims())?,
+            );
             offset += n;
         }
         Ok(out)

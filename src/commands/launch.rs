@@ -6,6 +6,7 @@ use super::roles::LISTENING;
 use crate::progress;
 use anyhow::{bail, Context};
 use learner::RunConfig;
+use proto::transport::{AuthToken, TOKEN_ENV};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -21,14 +22,16 @@ struct Role {
     stdin: Option<tokio::process::ChildStdin>,
 }
 
-/// Starts `oxrl <args>` with stdin held open, stdout piped, stderr to `log`.
-fn spawn(name: &str, args: &[String], log: &Path) -> anyhow::Result<Role> {
+/// Starts `oxrl <args>` with stdin held open, stdout piped, stderr to `log`, and `token` as
+/// the run's bearer token (in the environment, not on the command line).
+fn spawn(name: &str, args: &[String], log: &Path, token: &AuthToken) -> anyhow::Result<Role> {
     let exe = std::env::current_exe().context("locating the oxrl binary")?;
     let log_file =
         std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let child = Command::new(exe)
         .args(args)
         .arg("--exit-with-parent")
+        .env(TOKEN_ENV, token.expose())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))
@@ -94,6 +97,9 @@ async fn pipeline(cfg: &RunConfig, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&logs)?;
     let config = dir.join("config.toml");
     let s = |v: &str| v.to_string();
+    // Even on loopback the roles authenticate: a token fresh for this run, so no other
+    // process on the machine can push rollouts or take leases.
+    let token = AuthToken::random().context("making the run's auth token")?;
     let mut roles = Vec::new();
     let log = logs.join("coordinator.log");
     roles.push(spawn(
@@ -106,6 +112,7 @@ async fn pipeline(cfg: &RunConfig, dir: &Path) -> anyhow::Result<()> {
             config.display().to_string(),
         ],
         &log,
+        &token,
     )?);
     let coordinator = format!("http://{}", listening(&mut roles[0], &log).await?);
     let log = logs.join("learner.log");
@@ -121,6 +128,7 @@ async fn pipeline(cfg: &RunConfig, dir: &Path) -> anyhow::Result<()> {
             dir.display().to_string(),
         ],
         &log,
+        &token,
     )?);
     listening(&mut roles[1], &log).await?;
     for i in 0..cfg.pipeline.actors {
@@ -136,6 +144,7 @@ async fn pipeline(cfg: &RunConfig, dir: &Path) -> anyhow::Result<()> {
                 name.clone(),
             ],
             &log,
+            &token,
         )?;
         let stdout = role.child.stdout.take().expect("piped stdout");
         let summary_path = logs.join(format!("{name}.json"));

@@ -9,6 +9,43 @@ use std::path::PathBuf;
 /// The line a role prints once its listener is bound.
 pub const LISTENING: &str = "OXRL_LISTENING";
 
+/// Authentication and TLS, the same flags on every role. The token itself may also come from
+/// `OXRL_AUTH_TOKEN` (never a flag: command lines are visible to every user of a machine).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct SecurityArgs {
+    /// File holding the bearer token every RPC must carry (servers) and sends (clients);
+    /// without it, `OXRL_AUTH_TOKEN` is the token; with neither, no token is required.
+    #[arg(long, env = "OXRL_AUTH_TOKEN_FILE")]
+    auth_token_file: Option<PathBuf>,
+    /// This process's TLS certificate chain (PEM); its servers then speak TLS only.
+    #[arg(long, env = proto::transport::TLS_CERT_ENV, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = proto::transport::TLS_KEY_ENV, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that signed the servers' certificates; clients then dial TLS only.
+    #[arg(long, env = proto::transport::TLS_CA_ENV)]
+    tls_ca: Option<PathBuf>,
+}
+
+impl SecurityArgs {
+    /// Reads the token and certificates; any unreadable or malformed file is an error here,
+    /// at start-up.
+    pub fn load(&self) -> anyhow::Result<proto::transport::Security> {
+        let files = proto::transport::SecurityFiles {
+            auth_token_file: self.auth_token_file.clone(),
+            auth_token_env: std::env::var(proto::transport::TOKEN_ENV).ok(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_ca: self.tls_ca.clone(),
+        };
+        let security = proto::transport::Security::load(&files)
+            .context("loading the auth token / TLS files")?;
+        tracing::info!(?security, "transport security");
+        Ok(security)
+    }
+}
+
 #[derive(clap::Args)]
 pub struct CoordinatorArgs {
     /// Address to listen on (port 0: the OS picks one).
@@ -17,6 +54,12 @@ pub struct CoordinatorArgs {
     /// Run config (TOML); handed to the learner and actors when they register.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Append-only journal of the pool, leases and curriculum; a coordinator restarted with
+    /// the same journal carries on the run where it stopped.
+    #[arg(long)]
+    journal: Option<PathBuf>,
+    #[command(flatten)]
+    security: SecurityArgs,
     /// Exit when standard input closes (set by `oxrl run`, so no child outlives it).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -35,6 +78,8 @@ pub struct LearnerArgs {
     /// Run directory: metrics.jsonl, checkpoints/, final/ (resumes from its checkpoints).
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
+    #[command(flatten)]
+    security: SecurityArgs,
     #[arg(long, hide = true)]
     exit_with_parent: bool,
 }
@@ -47,6 +92,8 @@ pub struct ActorArgs {
     /// Name shown in the coordinator's status.
     #[arg(long, default_value = "actor")]
     name: String,
+    #[command(flatten)]
+    security: SecurityArgs,
     #[arg(long, hide = true)]
     exit_with_parent: bool,
 }
@@ -117,24 +164,34 @@ pub fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         actor_timeout: std::time::Duration::from_secs_f64(p.actor_timeout_s),
         retire_pass_rate: p.retire_pass_rate,
         retire_min_samples: p.retire_min_samples,
+        journal: a.journal.clone(),
     };
+    let security = a.security.load()?;
     let state = coordinator::Coordinator::new(settings).context("starting the coordinator")?;
     block_on(async {
         let (listener, _) = bind(&a.listen).await?;
-        coordinator::serve(state, listener, shutdown_signal(a.exit_with_parent)).await?;
+        coordinator::serve_secured(
+            state,
+            listener,
+            security,
+            shutdown_signal(a.exit_with_parent),
+        )
+        .await?;
         Ok(())
     })
 }
 
 pub fn learner(a: LearnerArgs) -> anyhow::Result<()> {
+    let security = a.security.load()?;
     block_on(async {
         let (listener, local) = bind(&a.listen).await?;
         let advertise = a
             .advertise
             .clone()
-            .unwrap_or_else(|| format!("http://{local}"));
+            .unwrap_or_else(|| security.advertise_url(local));
         let summary = learner::server::run_learner(
             &a.coordinator,
+            security,
             listener,
             advertise,
             a.out.clone(),
@@ -147,9 +204,15 @@ pub fn learner(a: LearnerArgs) -> anyhow::Result<()> {
 }
 
 pub fn actor(a: ActorArgs) -> anyhow::Result<()> {
+    let security = a.security.load()?;
     block_on(async {
-        let summary =
-            actor::run_actor(&a.coordinator, &a.name, shutdown_signal(a.exit_with_parent)).await?;
+        let summary = actor::run_actor(
+            &a.coordinator,
+            &a.name,
+            security,
+            shutdown_signal(a.exit_with_parent),
+        )
+        .await?;
         // One machine-readable line for `oxrl run` and the benchmarks.
         println!(
             "{}",

@@ -14,6 +14,7 @@ mod weights;
 use crate::error::{LearnerError, Result};
 use crate::params::TrainableModel;
 use proto::coordinator_client::CoordinatorClient;
+use proto::transport::{ClientChannel, Security};
 use rollout::config::RunConfig;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -21,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Channel;
 
 pub use weights::EncodedVersion;
 
@@ -41,23 +41,29 @@ pub(crate) struct Shared {
     pub known_leases: Mutex<HashSet<String>>,
     pub queue: mpsc::Sender<rollout::RolloutGroup>,
     pub vocab_size: usize,
-    pub coordinator: CoordinatorClient<Channel>,
+    pub coordinator: CoordinatorClient<ClientChannel>,
     pub counters: IntakeCounters,
 }
 
-/// Connects to the coordinator, retrying until `deadline` (it may start after us).
+/// Connects to the coordinator with `security` (TLS, token, timeouts), retrying until
+/// `deadline` while it is unreachable (it may start after us); configuration errors fail at
+/// once.
 pub async fn connect_coordinator(
     url: &str,
+    security: &Security,
     deadline: Duration,
-) -> Result<CoordinatorClient<Channel>> {
+) -> Result<CoordinatorClient<ClientChannel>> {
     let started = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(50);
     loop {
-        match CoordinatorClient::connect(url.to_string()).await {
-            Ok(c) => {
-                return Ok(c
+        match security.channel(url).await {
+            Ok(channel) => {
+                return Ok(CoordinatorClient::new(channel)
                     .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(proto::MAX_MESSAGE_BYTES))
+            }
+            Err(e) if !e.is_unreachable() => {
+                return Err(LearnerError::Remote(format!("coordinator {url}: {e}")))
             }
             Err(e) if started.elapsed() < deadline => {
                 tracing::debug!(url, error = %e, "coordinator not reachable yet");
@@ -83,14 +89,17 @@ pub struct LearnerSummary {
 
 /// Runs the learner role until the run's last step (or `shutdown`).
 /// `listener` is already bound; `advertise` is the URL actors should use to reach it.
+/// `security` applies to its server and to its connection to the coordinator.
 pub async fn run_learner(
     coordinator_url: &str,
+    security: Security,
     listener: tokio::net::TcpListener,
     advertise: String,
     out: PathBuf,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<LearnerSummary> {
-    let mut coordinator = connect_coordinator(coordinator_url, Duration::from_secs(60)).await?;
+    let mut coordinator =
+        connect_coordinator(coordinator_url, &security, Duration::from_secs(60)).await?;
     let reply = coordinator
         .register(proto::RegisterRequest {
             role: proto::Role::Learner as i32,
@@ -141,7 +150,12 @@ pub async fn run_learner(
         shutdown.await;
         let _ = outside.send(true);
     });
-    let server = tokio::spawn(service::serve(shared.clone(), listener, stop_rx.clone()));
+    let server = tokio::spawn(service::serve(
+        shared.clone(),
+        listener,
+        security,
+        stop_rx.clone(),
+    ));
     let handle = tokio::runtime::Handle::current();
     let trainer_shared = shared.clone();
     let out_dir = out.clone();

@@ -1,5 +1,6 @@
 //! The tonic `Learner` service: PushRollouts (acknowledged per group, in order) and
-//! SubscribeWeights (every new version, chunked), plus gRPC health.
+//! SubscribeWeights (every new version, chunked), plus gRPC health; TLS, the bearer-token
+//! check (health exempt) and keepalive come from `proto::transport::Security`.
 
 use super::{intake, Shared};
 use crate::error::{LearnerError, Result};
@@ -80,8 +81,12 @@ impl Learner for LearnerService {
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
+    security: proto::transport::Security,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
+    let mut server = security
+        .server()
+        .map_err(|e| LearnerError::Remote(format!("learner server: {e}")))?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<LearnerServer<LearnerService>>().await;
     let service = LearnerServer::new(LearnerService { shared })
@@ -90,7 +95,7 @@ pub(crate) async fn serve(
     let until = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    tonic::transport::Server::builder()
+    server
         .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until)

@@ -8,13 +8,13 @@ use crate::error::{LearnerError, Result};
 use crate::metrics::MetricsLog;
 use crate::params::TrainableModel;
 use crate::sync_loop::{open_run, record_step, Start as RunStart};
-use crate::update::Learner;
+use crate::update::{Learner, StepReport};
 use rollout::config::RunConfig;
 use rollout::RolloutGroup;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// The learner and counters the server starts with.
@@ -119,6 +119,8 @@ pub(crate) fn train(
             shared.version.store(state.version, Ordering::Relaxed);
             shared.weights.send_replace(Arc::new(encoded));
         }
+        // Published before the evaluation record_step may run, so actors never wait on it.
+        let stats = step_stats(&report, state.step, state.wall_s, step_started.elapsed());
         publish(
             &shared,
             &handle,
@@ -126,6 +128,7 @@ pub(crate) fn train(
                 version: state.version,
                 zero_variance_problem_ids: zero_variance,
                 done: false,
+                stats: Some(stats),
             },
         );
         let line = record_step(
@@ -169,6 +172,28 @@ pub(crate) fn train(
         version: state.version,
         last_eval,
     })
+}
+
+/// One step as the coordinator's dashboard shows it (the numbers of its metrics.jsonl line).
+fn step_stats(r: &StepReport, step: u64, wall_s: f64, took: Duration) -> proto::StepStats {
+    let longest = r.lag_hist.keys().next_back().map_or(0, |&k| k as usize + 1);
+    let mut lag_tokens = vec![0u64; longest];
+    for (&lag, &tokens) in &r.lag_hist {
+        lag_tokens[lag as usize] = tokens;
+    }
+    let step_seconds = took.as_secs_f64();
+    proto::StepStats {
+        step,
+        reward_mean: r.reward_mean,
+        pass_rate: r.pass_rate,
+        tokens_per_s: r.tokens as f64 / step_seconds.max(1e-9),
+        step_seconds,
+        lag_tokens,
+        dropped_stale: r.dropped_stale as u64,
+        zero_variance_groups: r.zero_variance_groups as u64,
+        tokens: r.tokens as u64,
+        wall_s,
+    }
 }
 
 /// The largest lag of any token of `g` if it were trained at `version`.

@@ -1,39 +1,12 @@
-//! Collectives for a data-parallel learner, behind one small trait.
-//!
-//! Production multi-GPU runs are meant to implement [`Collective`] with NCCL (through
-//! cudarc's bindings; not built yet, see the README's GPU section). [`TcpCollective`] is
-//! test scaffolding: it lets the data-parallel logic be tested on a CPU with several ranks
-//! on loopback. It is not a cluster layer: across machines, use Kubernetes and NCCL.
+//! [`TcpCollective`]: test scaffolding that lets the data-parallel logic be tested on a CPU
+//! with several ranks on loopback (a star through rank 0). It is not a cluster layer: GPUs
+//! use NCCL (`nccl.rs`). Its byte broadcast also carries NCCL's unique id from rank 0 to
+//! ranks in other processes.
 
+use super::Collective;
 use crate::error::{LearnerError, Result};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-
-/// The operations a data-parallel learner needs from its process group.
-pub trait Collective: Send {
-    /// This process's rank, `0..world_size()`.
-    fn rank(&self) -> usize;
-    /// Number of ranks.
-    fn world_size(&self) -> usize;
-    /// Element-wise sum of `data` over every rank, written back into `data` on every rank.
-    fn all_reduce_sum(&mut self, data: &mut [f32]) -> Result<()>;
-}
-
-/// The trivial group of one process.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SingleProcess;
-
-impl Collective for SingleProcess {
-    fn rank(&self) -> usize {
-        0
-    }
-    fn world_size(&self) -> usize {
-        1
-    }
-    fn all_reduce_sum(&mut self, _data: &mut [f32]) -> Result<()> {
-        Ok(())
-    }
-}
 
 /// A star over TCP: rank 0 sums what every other rank sends and sends the sum back.
 pub struct TcpCollective {
@@ -89,26 +62,51 @@ impl TcpCollective {
 
 fn send(s: &mut TcpStream, data: &[f32]) -> Result<()> {
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    s.write_all(&(data.len() as u64).to_le_bytes())
-        .map_err(io)?;
-    s.write_all(&bytes).map_err(io)
+    send_bytes(s, data.len(), &bytes)
 }
 
-fn recv(s: &mut TcpStream, expected: usize) -> Result<Vec<f32>> {
+/// A frame: the element count (u64, little-endian), then the payload.
+fn send_bytes(s: &mut TcpStream, count: usize, bytes: &[u8]) -> Result<()> {
+    s.write_all(&(count as u64).to_le_bytes()).map_err(io)?;
+    s.write_all(bytes).map_err(io)
+}
+
+/// Reads a frame of `expected` elements of `width` bytes each.
+fn recv_bytes(s: &mut TcpStream, expected: usize, width: usize) -> Result<Vec<u8>> {
     let mut len = [0u8; 8];
     s.read_exact(&mut len).map_err(io)?;
     let len = u64::from_le_bytes(len) as usize;
     if len != expected {
         return Err(LearnerError::Remote(format!(
-            "all-reduce of {expected} values met a peer sending {len}"
+            "a collective of {expected} values met a peer sending {len}"
         )));
     }
-    let mut bytes = vec![0u8; len * 4];
+    let mut bytes = vec![0u8; len * width];
     s.read_exact(&mut bytes).map_err(io)?;
+    Ok(bytes)
+}
+
+fn recv(s: &mut TcpStream, expected: usize) -> Result<Vec<f32>> {
+    let bytes = recv_bytes(s, expected, 4)?;
     Ok(bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect())
+}
+
+impl TcpCollective {
+    /// Rank 0's `bytes` on every rank (every rank passes a buffer of the same length). This
+    /// is how rank 0 hands NCCL's unique id to ranks in other processes.
+    pub fn broadcast_bytes(&mut self, bytes: &mut [u8]) -> Result<()> {
+        if self.rank == 0 {
+            for peer in &mut self.peers {
+                send_bytes(peer, bytes.len(), bytes)?;
+            }
+        } else {
+            bytes.copy_from_slice(&recv_bytes(&mut self.peers[0], bytes.len(), 1)?);
+        }
+        Ok(())
+    }
 }
 
 impl Collective for TcpCollective {
@@ -132,6 +130,16 @@ impl Collective for TcpCollective {
             }
         } else {
             send(&mut self.peers[0], data)?;
+            data.copy_from_slice(&recv(&mut self.peers[0], data.len())?);
+        }
+        Ok(())
+    }
+    fn broadcast(&mut self, data: &mut [f32]) -> Result<()> {
+        if self.rank == 0 {
+            for peer in &mut self.peers {
+                send(peer, data)?;
+            }
+        } else {
             data.copy_from_slice(&recv(&mut self.peers[0], data.len())?);
         }
         Ok(())
@@ -163,5 +171,49 @@ mod tests {
         for h in others {
             assert_eq!(h.join().unwrap(), vec![3.5, 30.25]);
         }
+    }
+
+    #[test]
+    fn rank_zero_broadcasts_values_and_bytes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let others: Vec<_> = (1..3)
+            .map(|rank| {
+                std::thread::spawn(move || {
+                    let mut c = TcpCollective::connect(addr, rank, 3).unwrap();
+                    let mut data = vec![rank as f32; 3];
+                    c.broadcast(&mut data).unwrap();
+                    let mut id = [0u8; 128];
+                    c.broadcast_bytes(&mut id).unwrap();
+                    (data, id)
+                })
+            })
+            .collect();
+        let mut root = TcpCollective::root(listener, 3).unwrap();
+        let mut data = vec![1.5, -2.0, 7.0];
+        root.broadcast(&mut data).unwrap();
+        let mut id = [0u8; 128];
+        id.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        root.broadcast_bytes(&mut id).unwrap();
+        assert_eq!(data, vec![1.5, -2.0, 7.0]);
+        for h in others {
+            let (d, got) = h.join().unwrap();
+            assert_eq!(d, vec![1.5, -2.0, 7.0]);
+            assert_eq!(got, id);
+        }
+    }
+
+    #[test]
+    fn a_length_mismatch_is_an_error_not_garbage() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let other = std::thread::spawn(move || {
+            let mut c = TcpCollective::connect(addr, 1, 2).unwrap();
+            c.broadcast(&mut [0.0; 2])
+        });
+        let mut root = TcpCollective::root(listener, 2).unwrap();
+        root.broadcast(&mut [1.0; 3]).unwrap();
+        let e = other.join().unwrap().unwrap_err().to_string();
+        assert!(e.contains("3"), "{e}");
     }
 }
