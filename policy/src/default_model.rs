@@ -2,6 +2,7 @@
 
 use crate::checkpoint::{random_weights, ModelDir};
 use crate::config::ModelConfig;
+use crate::device::Placement;
 use crate::error::Result;
 use crate::tokenizer::char_tokenizer;
 use candle_core::Device;
@@ -40,14 +41,17 @@ pub fn embedded() -> Result<ModelDir> {
 }
 
 /// Loads a model by the name a config or flag gives: `default` for the embedded default,
-/// otherwise a Hugging Face directory.
+/// otherwise a Hugging Face directory. On the CPU in fp32.
 pub fn load_model(name: &str) -> Result<ModelDir> {
-    if name == "default" {
-        return embedded();
-    }
-    ModelDir::load(
-        std::path::Path::new(name),
-        &Device::Cpu,
-        candle_core::DType::F32,
-    )
+    load_model_on(name, &Placement::cpu())
+}
+
+/// [`load_model`] with the weights cast to `at.dtype` on `at.device` (bf16 on a GPU).
+pub fn load_model_on(name: &str, at: &Placement) -> Result<ModelDir> {
+    let dir = if name == "default" {
+        EMBEDDED_DIR
+    } else {
+        name
+    };
+    ModelDir::load(std::path::Path::new(dir), &at.device, at.dtype)
 }

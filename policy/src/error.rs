@@ -39,6 +39,8 @@ pub enum PolicyError {
     Input(String),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error("device {0}")]
+    Device(String),
 }
 
 /// Result alias for the policy crate.

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod default_model;
+pub mod device;
 pub mod error;
 pub mod logprobs;
 pub mod model;
@@ -16,6 +17,7 @@ pub mod tokenizer;
 
 pub use checkpoint::{random_weights, save_model_dir, ModelDir, Weights};
 pub use config::{Architecture, ModelConfig};
+pub use device::{DeviceSpec, Placement};
 pub use error::{PolicyError, Result};
 pub use logprobs::{next_token_logprobs, score_sequences};
 pub use model::{KvCache, Policy};

@@ -5,7 +5,10 @@
 //! cache and needs every position; actors decode incrementally with a [`KvCache`] kept outside
 //! the weights, so weights can be swapped between decode steps. Only differentiable candle ops
 //! are used (written-out RMSNorm and RoPE, `ops::softmax`): the fused ones record no gradient.
-//! The LM head runs in fp32 whatever the body's dtype.
+//! The LM head runs in fp32 whatever the body's dtype. The body computes in the dtype of the
+//! weights unless [`Policy::with_compute_dtype`] says otherwise (the learner on a GPU keeps
+//! fp32 master weights and computes in bf16: each weight is cast where it is used, and the
+//! gradient flows back through the cast to the fp32 variable).
 
 use crate::batch::StepInput;
 use crate::config::ModelConfig;
@@ -57,9 +60,10 @@ struct Linear {
 impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, i) = x.dims3()?;
-        let y = x.reshape((b * t, i))?.matmul(&self.weight.t()?)?;
+        let w = self.weight.to_dtype(x.dtype())?;
+        let y = x.reshape((b * t, i))?.matmul(&w.t()?)?;
         let y = match &self.bias {
-            Some(bias) => y.broadcast_add(bias)?,
+            Some(bias) => y.broadcast_add(&bias.to_dtype(x.dtype())?)?,
             None => y,
         };
         Ok(y.reshape((b, t, ()))?)
@@ -87,6 +91,8 @@ pub struct Policy {
     lm_head: Tensor,
     inv_freq: Tensor,
     device: Device,
+    /// The dtype of the body's activations (the LM head is always fp32).
+    compute: DType,
 }
 
 impl std::fmt::Debug for Policy {
@@ -161,6 +167,7 @@ impl Policy {
             get("lm_head.weight")
         };
         let device = embed.device().clone();
+        let compute = embed.dtype();
         let hd = cfg.head_dim();
         let inv_freq: Vec<f32> = (0..hd / 2)
             .map(|i| (1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32)
@@ -173,7 +180,20 @@ impl Policy {
             lm_head,
             inv_freq: Tensor::from_vec(inv_freq, (1, 1, hd / 2), &device)?,
             device,
+            compute,
         })
+    }
+
+    /// Computes the body in `dtype` whatever the weights' dtype (e.g. bf16 over fp32 master
+    /// weights); the LM head and log-softmax stay in fp32.
+    pub fn with_compute_dtype(mut self, dtype: DType) -> Self {
+        self.compute = dtype;
+        self
+    }
+
+    /// The dtype the body computes in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
     }
 
     /// The model's config.
@@ -209,7 +229,8 @@ impl Policy {
         let mut x = self
             .embed
             .index_select(&input.ids.flatten_all()?, 0)?
-            .reshape((b, t, ()))?;
+            .reshape((b, t, ()))?
+            .to_dtype(self.compute)?;
         let (cos, sin) = self.rope_tables(&input.positions)?;
         let mask = input.mask.to_dtype(x.dtype())?;
         if let Some(c) = cache.as_deref_mut() {
@@ -247,7 +268,7 @@ impl Policy {
             .broadcast_mul(&self.inv_freq)?;
         let cos = Tensor::cat(&[&angles.cos()?, &angles.cos()?], 2)?.unsqueeze(1)?;
         let sin = Tensor::cat(&[&angles.sin()?, &angles.sin()?], 2)?.unsqueeze(1)?;
-        let dt = self.embed.dtype();
+        let dt = self.compute;
         Ok((cos.to_dtype(dt)?, sin.to_dtype(dt)?))
     }
 
@@ -256,7 +277,7 @@ impl Policy {
         let x32 = x.to_dtype(DType::F32)?;
         let ms = x32.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = x32.broadcast_div(&(ms + self.cfg.rms_norm_eps)?.sqrt()?)?;
-        Ok(normed.to_dtype(dt)?.broadcast_mul(weight)?)
+        Ok(normed.to_dtype(dt)?.broadcast_mul(&weight.to_dtype(dt)?)?)
     }
 
     fn block_forward(
