@@ -2,6 +2,7 @@
 //! config and calls into the libraries; nothing else lives here.
 
 mod commands;
+mod fit;
 mod model_arg;
 mod progress;
 
@@ -42,6 +43,8 @@ enum Command {
     Generate(commands::generate::Args),
     /// Benchmarks (figures as ratios against a baseline measured in the same run).
     Bench(commands::bench::Args),
+    /// Fit ScaleRL's reward-against-compute curve to a run's metrics and predict its end.
+    Fit(commands::fit::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Command::Score(a) => commands::score::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Fit(a) => commands::fit::run(a),
     }
 }
 
