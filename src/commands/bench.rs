@@ -3,7 +3,9 @@
 
 mod decode;
 mod learner_step;
+mod load;
 mod pipeline;
+mod torch;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,6 +21,9 @@ enum Suite {
     Learner(learner_step::Args),
     /// Pipelined (lag k) against on-policy (k = 0) runs: wall time, actor idle fraction.
     Pipeline(pipeline::Args),
+    /// Simulated actors against a real coordinator and learner: groups/s, lease latency,
+    /// errors, lost and duplicated groups, server memory.
+    Load(load::Args),
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -26,6 +31,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Suite::Decode(a) => decode::run(a),
         Suite::Learner(a) => learner_step::run(a),
         Suite::Pipeline(a) => pipeline::run(a),
+        Suite::Load(a) => load::run(a),
     }
 }
 

@@ -1,5 +1,7 @@
-//! Decode suite: batched sampling and teacher-forced scoring throughput per model.
+//! Decode suite: batched sampling and teacher-forced scoring throughput per model; with
+//! `--torch`, the same in PyTorch (transformers) on the same checkpoint for comparison.
 
+use super::torch::{self, Outcome};
 use super::{bench_models, best_of};
 use policy::{generate, score_sequences, SamplingParams};
 
@@ -16,10 +18,18 @@ pub struct Args {
     quick: bool,
     #[arg(long, default_value_t = 2)]
     reps: usize,
+    /// Also run the PyTorch baseline (bench/torch_baseline.sh; creates its environment on
+    /// first use). Skipped with a message when unavailable.
+    #[arg(long)]
+    torch: bool,
+    /// With --torch: skip instead of creating a missing PyTorch environment.
+    #[arg(long, hide = true)]
+    torch_no_setup: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
+    let tmp = std::env::temp_dir().join(format!("oxrl-bench-decode-{}", std::process::id()));
     println!(
         "{:<8} {:>10} {:>14} {:>14} {:>10} {:>14} {:>10}",
         "model", "params", "decode b=1", "decode b=N", "ratio", "score b=N", "ratio"
@@ -61,15 +71,80 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             score_n,
             score_n / decode1
         );
-        rows.push(serde_json::json!({
+        let mut row = serde_json::json!({
             "model": name, "params": m.config.num_parameters(), "batch": a.batch, "new_tokens": a.new_tokens,
             "decode_b1_tok_s": decode1, "decode_batched_tok_s": decode_n, "decode_batched_ratio": decode_n / decode1,
             "score_tok_s": score_n, "score_ratio": score_n / decode1,
-        }));
+        });
+        if a.torch {
+            row["torch"] = torch_row(&a, &name, &m, &prompt, &tmp, [decode1, decode_n, score_n])?;
+        }
+        rows.push(row);
     }
+    let _ = std::fs::remove_dir_all(&tmp);
     println!(
         "{}",
         serde_json::json!({"suite": "decode", "results": rows})
     );
     Ok(())
+}
+
+/// Runs the PyTorch baseline on model `name` and prints its row with oxrl's figures as
+/// ratios against it; returns the JSON for the results (or the skip reason).
+fn torch_row(
+    a: &Args,
+    name: &str,
+    m: &policy::ModelDir,
+    prompt: &[u32],
+    tmp: &std::path::Path,
+    [decode1, decode_n, score_n]: [f64; 3],
+) -> anyhow::Result<serde_json::Value> {
+    let dir = torch::model_dir(name, m, tmp)?;
+    let extra: Vec<String> = [
+        ("--batch", a.batch),
+        ("--new-tokens", a.new_tokens),
+        ("--reps", a.reps),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect();
+    match torch::run("decode", &dir, prompt, &extra, !a.torch_no_setup) {
+        Outcome::Ran(v) => {
+            let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+            let (t1, tn, ts) = (
+                f("decode_b1_tok_s"),
+                f("decode_batched_tok_s"),
+                f("score_tok_s"),
+            );
+            println!(
+                "{:<8} {:>10} {:>10.0} t/s {:>10.0} t/s {:>10} {:>10.0} t/s   (PyTorch {})",
+                format!("{name}/pt"),
+                v["params"],
+                t1,
+                tn,
+                "",
+                ts,
+                v["torch"].as_str().unwrap_or("?")
+            );
+            println!(
+                "{:<8} oxrl / PyTorch: decode b=1 {:.2}x, decode b=N {:.2}x, scoring {:.2}x",
+                "",
+                decode1 / t1,
+                decode_n / tn,
+                score_n / ts
+            );
+            let mut v = v;
+            v["oxrl_over_torch_decode_b1"] = (decode1 / t1).into();
+            v["oxrl_over_torch_decode_batched"] = (decode_n / tn).into();
+            v["oxrl_over_torch_score"] = (score_n / ts).into();
+            Ok(v)
+        }
+        Outcome::Skipped(why) => {
+            println!(
+                "{:<8} PyTorch baseline skipped: {why}",
+                format!("{name}/pt")
+            );
+            Ok(serde_json::json!({ "skipped": why }))
+        }
+    }
 }

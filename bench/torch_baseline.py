@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""PyTorch baseline for `oxrl bench decode|learner --torch` (run it through
+torch_baseline.sh, which provides the environment).
+
+The same model directory (a Hugging Face Llama/Qwen2 checkpoint), the same token ids and the
+same batch shapes as the Rust suites, in transformers on the CPU in fp32, with
+`torch.set_num_threads(--threads)`. Prints one JSON line.
+
+  decode:  sampling at temperature 1 with a KV cache, one token per step for every sequence
+           (log-prob of each sampled token recorded, as oxrl does), batch 1 and batch N; then
+           teacher-forced log-probs of the N sampled sequences.
+  learner: one RL update on groups x group_size sequences of prompt + `tokens` completion
+           tokens: forward, fp32 log-softmax, the CISPO loss (truncated, detached importance
+           ratio times advantage times log-prob, averaged over tokens), backward, gradient
+           clipping at 1 and an AdamW step; against the forward pass alone.
+"""
+
+import argparse
+import json
+import time
+
+import torch
+from transformers import AutoModelForCausalLM
+
+
+def best_of(reps, f):
+    best = float("inf")
+    for _ in range(max(reps, 1)):
+        t = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def token_logprobs(logits, targets):
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def sample(model, prompt, batch, new_tokens, gen):
+    ids = torch.tensor([prompt] * batch)
+    steps = [ids]
+    with torch.no_grad():
+        out = model(input_ids=ids, use_cache=True)
+        for i in range(new_tokens):
+            logits = out.logits[:, -1, :].float()
+            nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen)
+            token_logprobs(logits, nxt.squeeze(-1))
+            steps.append(nxt)
+            if i + 1 < new_tokens:
+                out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+    return torch.cat(steps, dim=1)
+
+
+def score(model, seqs):
+    with torch.no_grad():
+        logits = model(input_ids=seqs).logits[:, :-1, :]
+        return token_logprobs(logits, seqs[:, 1:])
+
+
+def decode(a, model, prompt):
+    gen = torch.Generator().manual_seed(1)
+    one = best_of(a.reps, lambda: sample(model, prompt, 1, a.new_tokens, gen))
+    seqs = []
+    batched = best_of(a.reps, lambda: seqs.append(sample(model, prompt, a.batch, a.new_tokens, gen)))
+    last = seqs[-1]
+    scored = best_of(a.reps, lambda: score(model, last))
+    return {
+        "decode_b1_tok_s": a.new_tokens / one,
+        "decode_batched_tok_s": a.new_tokens * a.batch / batched,
+        "score_tok_s": last.shape[0] * (last.shape[1] - 1) / scored,
+    }
+
+
+def learner(a, model, prompt):
+    # The same synthetic groups as src/commands/bench/learner_step.rs.
+    rows, adv = [], []
+    for g in range(a.groups):
+        for s in range(a.group_size):
+            rows.append(prompt + [4 + (g + s + t) % 90 for t in range(a.tokens)])
+            adv.append(float(s % 2))
+    seqs = torch.tensor(rows)
+    rewards = torch.tensor(adv).view(a.groups, a.group_size)
+    advantages = rewards - rewards.mean(dim=1, keepdim=True)
+    advantages = (advantages / (advantages.std() + 1e-8)).view(-1, 1)
+    p = len(prompt)
+    logp_gen = torch.full((seqs.shape[0], a.tokens), -1.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.999), eps=1e-15, weight_decay=0.01)
+
+    def forward():
+        with torch.no_grad():
+            token_logprobs(model(input_ids=seqs).logits[:, p - 1 : -1, :], seqs[:, p:])
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logp = token_logprobs(model(input_ids=seqs).logits[:, p - 1 : -1, :], seqs[:, p:])
+        ratio = torch.exp(logp - logp_gen).clamp(max=4.0).detach()
+        loss = -(ratio * advantages * logp).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    tokens = a.groups * a.group_size * a.tokens
+    fwd = best_of(a.reps, forward)
+    model.train()
+    stp = best_of(a.reps, step)
+    return {"forward_tok_s": tokens / fwd, "train_step_tok_s": tokens / stp, "tokens_per_step": tokens}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("suite", choices=["decode", "learner"])
+    ap.add_argument("--model", required=True, help="Hugging Face model directory")
+    ap.add_argument("--prompt-ids", required=True, help="comma-separated prompt token ids")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=48)
+    ap.add_argument("--groups", type=int, default=8)
+    ap.add_argument("--group-size", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=32)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=torch.float32)
+    model.eval()
+    prompt = [int(t) for t in a.prompt_ids.split(",") if t]
+    out = decode(a, model, prompt) if a.suite == "decode" else learner(a, model, prompt)
+    out.update(
+        {
+            "suite": a.suite,
+            "params": sum(p.numel() for p in model.parameters()),
+            "torch": torch.__version__,
+            "threads": a.threads,
+        }
+    )
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
