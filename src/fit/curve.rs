@@ -333,27 +333,37 @@ pub fn fit(x: &[f64], y: &[f64], opts: &FitOptions) -> Result<Fit, FitError> {
             log_c.1 += 100f64.ln();
         }
     }
-    // Refine twice on 21 x 21 grids of ten times finer spacing around the best cell.
+    // Refine by local grids around the best cell: 11 x 11 cells over +-1 coarse step; while
+    // the best lands on the local grid's edge (the error valley runs on, as it does along the
+    // A-C_mid-B trade-off) recentre there at the same scale, else shrink the scale five-fold.
     let (mut da, mut dc) = (
         (a.1 - a.0) / (na - 1) as f64,
         (log_c.1 - log_c.0) / (nc - 1) as f64,
     );
-    for _ in 0..2 {
-        let ca = top.curve.a;
-        let cc = top.curve.c_mid.ln();
-        let fine = problem.grid(
-            ((ca - da).max(a.0), (ca + da).min(a.1)),
-            ((cc - dc).max(log_c.0), (cc + dc).min(log_c.1)),
-            21,
-            21,
-        );
-        let t = best(&fine);
-        if t.sse < top.sse {
+    for _level in 0..5 {
+        for _walk in 0..40 {
+            let ca = top.curve.a;
+            let cc = top.curve.c_mid.ln();
+            let fine = problem.grid(
+                ((ca - da).max(a.0), (ca + da).min(a.1)),
+                ((cc - dc).max(log_c.0), (cc + dc).min(log_c.1)),
+                11,
+                11,
+            );
+            let t = best(&fine);
+            cells.extend(fine);
+            if t.sse >= top.sse {
+                break;
+            }
             top = t;
+            let on_edge = (t.curve.a - ca).abs() > 0.75 * da
+                || (t.curve.c_mid.ln() - cc).abs() > 0.75 * dc;
+            if !on_edge {
+                break;
+            }
         }
-        cells.extend(fine);
-        da /= 10.0;
-        dc /= 10.0;
+        da /= 5.0;
+        dc /= 5.0;
     }
     let sigma2 = top.sse / (n - params).max(1) as f64;
     let threshold = top.sse + sigma2.max(1e-12);

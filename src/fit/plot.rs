@@ -50,6 +50,24 @@ pub fn write_png(path: &Path, p: &Plot) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Labels the log axis at 1, 2 and 5 times powers of ten only (`2e4`), so the minor ticks
+/// plotters places between them do not overprint each other.
+fn log_tick(v: &f64) -> String {
+    if !(*v > 0.0 && v.is_finite()) {
+        return String::new();
+    }
+    let exp = v.log10().floor();
+    let mantissa = v / 10f64.powf(exp);
+    match [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .find(|m| (mantissa / m - 1.0).abs() < 1e-6)
+    {
+        Some(m) if m == 10.0 => format!("1e{}", exp as i64 + 1),
+        Some(m) => format!("{m}e{}", exp as i64),
+        None => String::new(),
+    }
+}
+
 fn draw(buf: &mut [u8], p: &Plot) -> Result<(), Box<dyn std::error::Error>> {
     let root = BitMapBackend::with_buffer(buf, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
@@ -81,7 +99,7 @@ fn draw(buf: &mut [u8], p: &Plot) -> Result<(), Box<dyn std::error::Error>> {
         .x_desc(p.x_label)
         .y_desc(p.y_label)
         .label_style((FAMILY, 14))
-        .x_label_formatter(&|v| format!("{v:.3e}"))
+        .x_label_formatter(&log_tick)
         .y_label_formatter(&|v| format!("{v:.3}"))
         .draw()?;
     let grey = RGBColor(150, 150, 150);
@@ -136,6 +154,15 @@ fn draw(buf: &mut [u8], p: &Plot) -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_ticks_label_1_2_5_only() {
+        assert_eq!(log_tick(&1e4), "1e4");
+        assert_eq!(log_tick(&2e5), "2e5");
+        assert_eq!(log_tick(&5.0), "5e0");
+        assert_eq!(log_tick(&3e4), "");
+        assert_eq!(log_tick(&0.0), "");
+    }
 
     #[test]
     fn writes_a_png_with_the_expected_size() {

@@ -5,12 +5,14 @@
 //! - [`SingleProcess`]: the group of one (the default).
 //! - [`TcpCollective`] (`tcp.rs`): test scaffolding, a star over TCP, so the data-parallel
 //!   logic is tested on a CPU with several ranks on loopback. Not a cluster layer.
-//! - `NcclCollective` (`nccl.rs`, feature `nccl`): one rank per GPU over NCCL (cudarc's
-//!   bindings), reducing on the device; what `oxrl learner --gpus N` uses.
+//! - `NcclCollective` (`nccl.rs`, feature `nccl`): one rank per GPU of a node over NCCL
+//!   (cudarc's bindings), reducing in a device buffer; not yet run on a GPU.
 //!
-//! The tensor methods have host-memory defaults (copy out, reduce, copy back); NCCL
-//! overrides them to stay on the GPU.
+//! The tensor methods have host-memory defaults (copy out, reduce, copy back); keeping
+//! gradients on the GPU end to end is the NCCL implementation's next step.
 
+#[cfg(feature = "nccl")]
+pub mod nccl;
 mod tcp;
 
 pub use tcp::TcpCollective;
