@@ -172,6 +172,41 @@ pub(crate) struct Publication {
     pub version: u64,
     pub zero_variance_problem_ids: Vec<String>,
     pub done: bool,
+    /// What the step that made this version did; None on the first and the last publication.
+    pub stats: Option<StepStats>,
+}
+
+/// One optimizer step as the learner reports it (the numbers of its `metrics.jsonl` line).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct StepStats {
+    /// Optimizer steps taken in the run so far (1-based).
+    pub step: u64,
+    pub reward_mean: f64,
+    /// Fraction of samples with full reward.
+    pub pass_rate: f64,
+    /// Completion tokens trained per second of the step.
+    pub tokens_per_s: f64,
+    pub step_seconds: f64,
+    /// `lag_tokens[i]`: trained tokens sampled `i` versions before the trained version.
+    pub lag_tokens: Vec<u64>,
+    /// Groups dropped for lag past `max_lag`.
+    pub dropped_stale: u64,
+    /// Groups dropped because all their rewards were equal.
+    pub zero_variance_groups: u64,
+    /// Completion tokens trained on.
+    pub tokens: u64,
+    /// Seconds since the run started.
+    pub wall_s: f64,
+}
+
+impl StepStats {
+    /// The largest lag any trained token of the step had (0 when none was trained).
+    pub(crate) fn max_lag(&self) -> u64 {
+        self.lag_tokens
+            .iter()
+            .rposition(|&tokens| tokens > 0)
+            .map_or(0, |lag| lag as u64)
+    }
 }
 
 /// One actor as the status shows it.

@@ -2,6 +2,9 @@
 //! With a journal, it replays the journal into the state on start and appends the records of
 //! every operation before the operation's answer leaves.
 //!
+//! It also holds the run's Prometheus metrics (`metrics.rs`), which the service counts
+//! rejections into and `/metrics` renders.
+//!
 //! The state sits behind a std mutex: every operation is short, synchronous logic (plus, with a
 //! journal, one buffered-by-the-kernel write), and the lock is never held across an `.await`.
 
@@ -14,7 +17,9 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 use crate::error::CoordinatorError;
+use crate::history::RunView;
 use crate::journal::{Journal, SyncHandle};
+use crate::metrics::{CoordinatorMetrics, Rejection};
 use crate::settings::CoordinatorSettings;
 use crate::state::State;
 
@@ -27,6 +32,7 @@ pub struct Coordinator {
     sync: Option<SyncHandle>,
     /// Becomes true when the journal fails: the server stops.
     failed: watch::Sender<bool>,
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 struct Inner {
@@ -102,6 +108,7 @@ impl Coordinator {
             })),
             sync,
             failed,
+            metrics: Arc::new(CoordinatorMetrics::new()),
         })
     }
 
@@ -145,6 +152,23 @@ impl Coordinator {
                 Err(refused)
             }
         }
+    }
+
+    /// The status and step history for `/metrics` and the dashboard (reaping first, as the
+    /// gRPC status does).
+    pub(crate) fn view(&self) -> Result<RunView, CoordinatorError> {
+        let now = Instant::now();
+        self.with_state(|state| state.view(now))
+    }
+
+    /// The run's metrics.
+    pub(crate) fn metrics(&self) -> &CoordinatorMetrics {
+        &self.metrics
+    }
+
+    /// Counts a refusal in `oxrl_rejected_total`.
+    pub(crate) fn reject(&self, reason: Rejection) {
+        self.metrics.reject(reason);
     }
 
     /// Syncs the journal to disk if anything was written since the last sync (the reaper calls

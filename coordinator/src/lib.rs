@@ -6,6 +6,8 @@
 //! Layout: `state` is the logic (pure, driven by an explicit clock) over `pool`, `curriculum`,
 //! `leases` and `registry`; `handle` owns the state; `service` is the gRPC boundary; `reaper`
 //! expires leases and actors in the background; `serve` wires them to a listener.
+//! `history` keeps the steps the learner reports, `metrics` the Prometheus families and
+//! `dashboard` serves both over HTTP (`/metrics`, the live page `/`, `/api/status`).
 //!
 //! **Architecture Invariant:** an actor whose weights are more than `max_lag` versions behind
 //! the learner is never granted a lease.
@@ -14,11 +16,14 @@
 //! when its lease expires or its actor dies, leased again before any fresh prompt.
 
 mod curriculum;
+mod dashboard;
 mod domain;
 mod error;
 mod handle;
+mod history;
 mod journal;
 mod leases;
+mod metrics;
 mod pool;
 mod reaper;
 mod record;
@@ -28,6 +33,7 @@ mod settings;
 mod state;
 
 use std::future::Future;
+use std::time::Duration;
 
 use proto::coordinator_server::CoordinatorServer;
 use proto::transport::Security;
@@ -35,8 +41,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+pub use dashboard::serve_http;
 pub use error::CoordinatorError;
 pub use handle::Coordinator;
 pub use settings::CoordinatorSettings;
@@ -98,4 +105,37 @@ pub async fn serve_secured(
     info!(addr = ?local_addr, ok = served.is_ok(), "coordinator stopped");
     served.map_err(CoordinatorError::Transport)?;
     journal.failure().map_or(Ok(()), Err)
+}
+
+/// How long the HTTP server may take to close its connections once the gRPC server stopped.
+const HTTP_GRACE: Duration = Duration::from_secs(5);
+
+/// [`serve_secured`], plus the metrics and the dashboard ([`serve_http`]) over plain HTTP on
+/// `http`, for as long as the gRPC server serves.
+pub async fn serve_with_dashboard(
+    coordinator: Coordinator,
+    listener: TcpListener,
+    http: TcpListener,
+    security: Security,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CoordinatorError> {
+    let http_addr = http.local_addr().ok();
+    let (stop_http, http_stop) = oneshot::channel::<()>();
+    let mut dashboard = tokio::spawn(serve_http(coordinator.clone(), http, async {
+        // A send error means this function is returning: stop either way.
+        let _ = http_stop.await;
+    }));
+    info!(addr = ?http_addr, "coordinator metrics and dashboard serving");
+    let served = serve_secured(coordinator, listener, security, shutdown).await;
+    let _ = stop_http.send(());
+    match tokio::time::timeout(HTTP_GRACE, &mut dashboard).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => error!(error = %e, "the coordinator's HTTP server failed"),
+        Ok(Err(join_error)) => error!(error = %join_error, "the coordinator's HTTP server failed"),
+        Err(_) => {
+            warn!("the coordinator's HTTP connections did not close in time; dropping them");
+            dashboard.abort();
+        }
+    }
+    served
 }

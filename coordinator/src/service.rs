@@ -1,18 +1,21 @@
 //! The gRPC face of the coordinator: converts prost messages to domain types (validating) and
 //! back, runs each operation on the state, and maps errors to gRPC statuses in `to_status`.
+//! Every refusal is counted in `oxrl_rejected_total{reason}` on its way out.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use proto::coordinator_server::Coordinator as CoordinatorService;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
+use tracing::warn;
 
 use crate::domain::{
     ActorSnapshot, Completion, Grant, HeartbeatAnswer, LeaseAnswer, LeaseRequest, MemberRole,
-    ProblemResult, Publication, Registered, Registration, StatusSnapshot,
+    ProblemResult, Publication, Registered, Registration, StatusSnapshot, StepStats,
 };
 use crate::error::CoordinatorError;
 use crate::handle::Coordinator;
+use crate::metrics::Rejection;
 
 #[tonic::async_trait]
 impl CoordinatorService for Coordinator {
@@ -20,11 +23,12 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<proto::RegisterRequest>,
     ) -> Result<Response<proto::RegisterReply>, Status> {
-        let registration = Registration::try_from(request.into_inner()).map_err(to_status)?;
+        let registration =
+            Registration::try_from(request.into_inner()).map_err(|e| self.refuse(e))?;
         let now = Instant::now();
         let registered = self
             .with_state(|state| state.register(registration, now))
-            .map_err(to_status)?;
+            .map_err(|e| self.refuse(e))?;
         Ok(Response::new(registered.into()))
     }
 
@@ -36,7 +40,10 @@ impl CoordinatorService for Coordinator {
         let now = Instant::now();
         let answer = self
             .with_state(|state| state.heartbeat(&beat.member_id, beat.version, now))
-            .map_err(to_status)?;
+            .map_err(|e| self.refuse(e))?;
+        if answer.unknown_member {
+            self.reject(Rejection::UnknownMember);
+        }
         Ok(Response::new(answer.into()))
     }
 
@@ -49,7 +56,15 @@ impl CoordinatorService for Coordinator {
         let answer = self
             .with_state(|state| state.lease(request, now))
             .and_then(|answer| answer)
-            .map_err(to_status)?;
+            .map_err(|e| self.refuse(e))?;
+        if let Some(reason) = answer
+            .outcome
+            .as_ref()
+            .err()
+            .and_then(|r| Rejection::of_refusal(*r))
+        {
+            self.reject(reason);
+        }
         Ok(Response::new(lease_reply(answer, now, SystemTime::now())))
     }
 
@@ -57,11 +72,14 @@ impl CoordinatorService for Coordinator {
         &self,
         request: Request<proto::CompleteRequest>,
     ) -> Result<Response<proto::CompleteReply>, Status> {
-        let completion = Completion::try_from(request.into_inner()).map_err(to_status)?;
+        let completion = Completion::try_from(request.into_inner()).map_err(|e| self.refuse(e))?;
         let now = Instant::now();
         let outcome = self
             .with_state(|state| state.complete(completion, now))
-            .map_err(to_status)?;
+            .map_err(|e| self.refuse(e))?;
+        if let Some(reason) = Rejection::of_completion(outcome) {
+            self.reject(reason);
+        }
         Ok(Response::new(proto::CompleteReply {
             accepted: outcome.accepted(),
         }))
@@ -74,7 +92,10 @@ impl CoordinatorService for Coordinator {
         let check = request.into_inner();
         let answer = self
             .with_state(|state| state.check_lease(&check.lease_id, &check.problem_id))
-            .map_err(to_status)?;
+            .map_err(|e| self.refuse(e))?;
+        if let Some(reason) = Rejection::of_check(answer) {
+            self.reject(reason);
+        }
         Ok(Response::new(proto::CheckLeaseReply {
             known: answer.known(),
             reason: answer.reason().to_string(),
@@ -88,7 +109,7 @@ impl CoordinatorService for Coordinator {
         let publication = Publication::from(request.into_inner());
         let now = Instant::now();
         self.with_state(|state| state.publish_version(publication, now))
-            .map_err(to_status)?;
+            .map_err(|e| self.refuse(e))?;
         Ok(Response::new(proto::PublishVersionReply {}))
     }
 
@@ -99,8 +120,16 @@ impl CoordinatorService for Coordinator {
         let now = Instant::now();
         let status = self
             .with_state(|state| state.status(now))
-            .map_err(to_status)?;
+            .map_err(|e| self.refuse(e))?;
         Ok(Response::new(status.into()))
+    }
+}
+
+impl Coordinator {
+    /// Counts `error` as a rejection and turns it into the caller's status.
+    fn refuse(&self, error: CoordinatorError) -> Status {
+        self.reject(Rejection::of_error(&error));
+        to_status(error)
     }
 }
 
@@ -252,11 +281,49 @@ impl TryFrom<proto::CompleteRequest> for Completion {
 
 impl From<proto::PublishVersionRequest> for Publication {
     fn from(request: proto::PublishVersionRequest) -> Self {
+        // The version must not be lost over a bad report: a step the dashboard cannot show is
+        // dropped with a warning, the publication stands.
+        let stats = request
+            .stats
+            .and_then(|stats| match StepStats::try_from(stats) {
+                Ok(stats) => Some(stats),
+                Err(e) => {
+                    warn!(version = request.version, error = %e, "step stats ignored");
+                    None
+                }
+            });
         Publication {
             version: request.version,
             zero_variance_problem_ids: request.zero_variance_problem_ids,
             done: request.done,
+            stats,
         }
+    }
+}
+
+impl TryFrom<proto::StepStats> for StepStats {
+    type Error = CoordinatorError;
+
+    fn try_from(stats: proto::StepStats) -> Result<Self, Self::Error> {
+        // Steps count from 1; a step 0 would read as a learner restarted from scratch and wipe
+        // the dashboard's curve.
+        if stats.step == 0 {
+            return Err(invalid(
+                "step stats for step 0 (steps count from 1)".to_string(),
+            ));
+        }
+        Ok(StepStats {
+            step: stats.step,
+            reward_mean: stats.reward_mean,
+            pass_rate: stats.pass_rate,
+            tokens_per_s: stats.tokens_per_s,
+            step_seconds: stats.step_seconds,
+            lag_tokens: stats.lag_tokens,
+            dropped_stale: stats.dropped_stale,
+            zero_variance_groups: stats.zero_variance_groups,
+            tokens: stats.tokens,
+            wall_s: stats.wall_s,
+        })
     }
 }
 
@@ -336,6 +403,27 @@ mod tests {
         };
         let err = Completion::try_from(request).unwrap_err();
         assert!(err.to_string().contains("not a finite number"), "{err}");
+    }
+
+    #[test]
+    fn step_stats_reach_the_publication_and_a_bad_report_only_drops_itself() {
+        let request = |step| proto::PublishVersionRequest {
+            version: 3,
+            stats: Some(proto::StepStats {
+                step,
+                reward_mean: 0.5,
+                lag_tokens: vec![7, 0, 2],
+                ..proto::StepStats::default()
+            }),
+            ..proto::PublishVersionRequest::default()
+        };
+        let publication = Publication::from(request(3));
+        let stats = publication.stats.unwrap();
+        assert_eq!((stats.step, stats.reward_mean), (3, 0.5));
+        assert_eq!(stats.max_lag(), 2);
+        let publication = Publication::from(request(0));
+        assert_eq!(publication.version, 3);
+        assert!(publication.stats.is_none());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::domain::{
     MemberRole, ProblemResult, Publication, Refusal, Registered, Registration, StatusSnapshot,
 };
 use crate::error::CoordinatorError;
+use crate::history::{RunView, StepHistory};
 use crate::leases::{LeaseBook, LeaseState, LeasedPrompt};
 use crate::pool::PromptPool;
 use crate::record::{Entry, GrantedPrompt, Record, RecordedResult};
@@ -91,6 +92,8 @@ pub(crate) struct State {
     clock: WallClock,
     /// Journal records of the changes not yet taken by the handle.
     pending: Vec<Entry>,
+    /// The steps the learner reported, for the dashboard (not journaled: `history.rs`).
+    history: StepHistory,
 }
 
 impl State {
@@ -110,6 +113,7 @@ impl State {
             reissue: HashMap::new(),
             clock: WallClock::start(),
             pending: Vec::new(),
+            history: StepHistory::default(),
         }
     }
 
@@ -285,6 +289,11 @@ impl State {
         if done && !self.done {
             info!(learner_version = version, "learner done: run stopping");
         }
+        // An ignored (older) publication's step is not the run's either.
+        if let Some(stats) = publication.stats.filter(|_| version == publication.version) {
+            self.history
+                .record(version, &stats, (self.pool.active(), self.pool.retired()));
+        }
         let record = Record::Publish {
             version,
             done,
@@ -298,6 +307,15 @@ impl State {
     pub(crate) fn status(&mut self, now: Instant) -> StatusSnapshot {
         self.reap(now);
         self.snapshot(now)
+    }
+
+    /// The status and the step history, for `/metrics` and the dashboard.
+    pub(crate) fn view(&mut self, now: Instant) -> RunView {
+        RunView {
+            status: self.status(now),
+            steps: self.history.points().cloned().collect(),
+            totals: self.history.totals().clone(),
+        }
     }
 
     /// The status as it stands, without reaping first (the reaper's tests look through this).

@@ -1,8 +1,9 @@
 //! `oxrl run` without `--sync`: the coordinator, the learner and M actors as separate
 //! processes of this binary on loopback ports the OS picks. Children exit when their stdin
-//! closes, so none outlives this process, Ctrl-C included.
+//! closes, so none outlives this process, Ctrl-C included. The coordinator also serves its
+//! metrics and live dashboard on a loopback port; its URL is printed at start.
 
-use super::roles::LISTENING;
+use super::roles::{LISTENING, METRICS};
 use crate::progress;
 use anyhow::{bail, Context};
 use learner::RunConfig;
@@ -49,12 +50,25 @@ fn spawn(name: &str, args: &[String], log: &Path, token: &AuthToken) -> anyhow::
 
 /// Waits for the child's `OXRL_LISTENING <addr>` line.
 async fn listening(role: &mut Role, log: &Path) -> anyhow::Result<String> {
+    Ok(listening_with_metrics(role, log).await?.0)
+}
+
+/// Waits for the child's `OXRL_LISTENING <addr>` line; also returns the address of the
+/// `OXRL_METRICS <addr>` line a role prints before it when it serves metrics.
+async fn listening_with_metrics(
+    role: &mut Role,
+    log: &Path,
+) -> anyhow::Result<(String, Option<String>)> {
     let stdout = role.child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let mut metrics = None;
     let found = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await? {
             if let Some(addr) = line.strip_prefix(LISTENING) {
                 return Ok::<_, std::io::Error>(Some(addr.trim().to_string()));
+            }
+            if let Some(addr) = line.strip_prefix(METRICS) {
+                metrics = Some(addr.trim().to_string());
             }
         }
         Ok(None)
@@ -64,7 +78,7 @@ async fn listening(role: &mut Role, log: &Path) -> anyhow::Result<String> {
         Ok(Ok(Some(addr))) => {
             // Keep draining stdout so the child never blocks on a full pipe.
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            Ok(addr)
+            Ok((addr, metrics))
         }
         _ => bail!("{} did not start; see {}", role.name, log.display()),
     }
@@ -110,11 +124,20 @@ async fn pipeline(cfg: &RunConfig, dir: &Path) -> anyhow::Result<()> {
             s("127.0.0.1:0"),
             s("--config"),
             config.display().to_string(),
+            s("--metrics-listen"),
+            s("127.0.0.1:0"),
         ],
         &log,
         &token,
     )?);
-    let coordinator = format!("http://{}", listening(&mut roles[0], &log).await?);
+    let (coordinator, dashboard) = listening_with_metrics(&mut roles[0], &log).await?;
+    let coordinator = format!("http://{coordinator}");
+    if let Some(addr) = dashboard {
+        // On stdout, before the progress bar: the one line a person needs to watch the run.
+        let url = format!("http://{addr}/");
+        println!("dashboard: {url}");
+        tracing::info!(%url, "coordinator dashboard");
+    }
     let log = logs.join("learner.log");
     roles.push(spawn(
         "learner",

@@ -488,6 +488,8 @@ fn versions_only_go_up_and_done_stops_the_run() {
             version: 6,
             zero_variance_problem_ids: vec!["fixed/0".to_string(), "fixed/0".to_string()],
             done: false,
+
+            stats: None,
         },
         now,
     );
@@ -500,6 +502,8 @@ fn versions_only_go_up_and_done_stops_the_run() {
             version: 7,
             zero_variance_problem_ids: vec!["fixed/1".to_string()],
             done: true,
+
+            stats: None,
         },
         now,
     );
@@ -533,4 +537,35 @@ fn heartbeats_keep_an_actor_alive_and_record_its_version() {
     assert_eq!(status.actors[0].version, 20);
     assert_eq!(status.actors[0].since_heard, Duration::from_millis(250));
     assert!(state.heartbeat("actor-7", 0, now).unknown_member);
+}
+
+#[test]
+fn reported_steps_reach_the_history_with_the_pool_size() {
+    let mut state = state(Some(10));
+    let now = Instant::now();
+    let report = |version: u64, step: u64| Publication {
+        version,
+        stats: Some(crate::domain::StepStats {
+            step,
+            reward_mean: 0.5,
+            lag_tokens: vec![3, 1],
+            tokens: 4,
+            ..Default::default()
+        }),
+        ..Publication::default()
+    };
+    state.publish_version(report(1, 1), now);
+    state.publish_version(report(2, 2), now);
+    // An older learner's late report is ignored with its version.
+    state.publish_version(report(1, 9), now);
+    let view = state.view(now);
+    let steps: Vec<(u64, u64)> = view.steps.iter().map(|p| (p.step, p.version)).collect();
+    assert_eq!(steps, [(1, 1), (2, 2)]);
+    assert_eq!(view.steps[1].max_lag, 1);
+    assert_eq!(
+        (view.steps[1].pool_active, view.steps[1].pool_retired),
+        (10, 0)
+    );
+    assert_eq!(view.totals.lag_tokens, [6, 2]);
+    assert_eq!(view.status.learner_version, 2);
 }

@@ -164,6 +164,7 @@ fn random_run(live: &mut Live, seed: u64, start: Instant) -> Instant {
                             version,
                             zero_variance_problem_ids: zero_variance,
                             done: false,
+                            stats: None,
                         },
                         now,
                     )
@@ -265,7 +266,7 @@ fn outstanding_leases_keep_the_time_they_had_left() {
         .expired_leases
         .is_empty());
     let reaped = state.reap(restart + Duration::from_millis(1_500));
-    assert_eq!(reaped.expired_leases, [grant.lease_id.clone()]);
+    assert_eq!(reaped.expired_leases, std::slice::from_ref(&grant.lease_id));
     // The completing actor is too late now, but its rewards still count.
     let outcome = state.complete(
         completion(&actor, &grant, &[1.0; 4]),
