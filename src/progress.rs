@@ -13,3 +13,14 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     );
     pb
 }
+
+/// A spinner for work of unknown length: `{msg}` says which measurement or phase runs.
+pub fn spinner(what: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template(&format!("{what} {{spinner}} [{{elapsed_precise}}] {{msg}}"))
+            .expect("valid template"),
+    );
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    pb
+}

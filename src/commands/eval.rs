@@ -1,7 +1,7 @@
 //! `oxrl eval`: samplers side by side on held-out problems (greedy by default), as a table and
 //! as JSON.
 
-use crate::model_arg;
+use crate::{model_arg, progress};
 use anyhow::Context;
 use policy::SamplingParams;
 use rollout::ttc::{self, PowerParams, Sampler, SamplerReport, TtcOptions};
@@ -121,14 +121,35 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         batch_rows: a.batch,
     };
     let started = std::time::Instant::now();
-    let reports = ttc::evaluate(
+    // Samplers run one after another; the bar shows the running one's problems.
+    let pb = progress::bar(a.n as u64, "eval");
+    let (running, index) = (
+        std::cell::RefCell::new(String::new()),
+        std::cell::Cell::new(0),
+    );
+    let reports = ttc::evaluate_with_progress(
         &policy,
         &m.tokenizer,
         source.as_ref(),
         a.n,
         &a.samplers,
         &opts,
+        &|sampler, done, n| {
+            if *running.borrow() != sampler {
+                *running.borrow_mut() = sampler.to_string();
+                index.set(index.get() + 1);
+                pb.reset();
+                pb.set_message(format!(
+                    "{sampler} (sampler {}/{})",
+                    index.get(),
+                    a.samplers.len()
+                ));
+            }
+            pb.set_length(n as u64);
+            pb.set_position(done as u64);
+        },
     )?;
+    pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     print_table(&reports, &a.model);
     let n = reports.first().map_or(0, |r| r.n);

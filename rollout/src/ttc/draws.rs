@@ -37,6 +37,8 @@ pub(super) struct EvalSet<'a> {
     pub problems: &'a [Problem],
     pub verifier: &'a Arc<dyn Verifier>,
     pub batch_rows: usize,
+    /// Called with the problems done so far each time a batch finishes.
+    pub on_problems: &'a dyn Fn(usize),
 }
 
 impl EvalSet<'_> {
@@ -74,6 +76,7 @@ impl EvalSet<'_> {
                         .collect(),
                 );
             }
+            (self.on_problems)(per_problem.len());
         }
         Ok(Draws {
             per_problem,
@@ -120,6 +123,7 @@ impl EvalSet<'_> {
             for (p, b) in chunk.iter().zip(out.best) {
                 per_problem.push(vec![self.scored(p, b.tokens, b.logprobs)?]);
             }
+            (self.on_problems)(per_problem.len());
         }
         Ok(Draws {
             per_problem,
@@ -160,6 +164,7 @@ impl EvalSet<'_> {
                 }
                 per_problem.push(samples);
             }
+            (self.on_problems)(per_problem.len());
         }
         let draws = Draws {
             per_problem,

@@ -92,7 +92,23 @@ pub fn evaluate(
     samplers: &[Sampler],
     opts: &TtcOptions,
 ) -> policy::Result<Vec<SamplerReport>> {
+    evaluate_with_progress(policy, tok, source, n, samplers, opts, &|_, _, _| {})
+}
+
+/// [`evaluate`], calling `progress(sampler, problems done, problems)` as batches finish
+/// (once at the end for a sampler whose draws are shared with an earlier one).
+pub fn evaluate_with_progress(
+    policy: &Policy,
+    tok: &Tokenizer,
+    source: &dyn ProblemSource,
+    n: usize,
+    samplers: &[Sampler],
+    opts: &TtcOptions,
+    progress: &dyn Fn(&str, usize, usize),
+) -> policy::Result<Vec<SamplerReport>> {
     let n = source.len(Split::Eval).map_or(n, |len| n.min(len as usize));
+    let running = std::cell::RefCell::new(String::new());
+    let on_problems = |done: usize| progress(&running.borrow(), done, n);
     let problems: Vec<Problem> = (0..n as u64)
         .map(|i| source.problem(Split::Eval, i))
         .collect();
@@ -103,10 +119,13 @@ pub fn evaluate(
         problems: &problems,
         verifier: &verifier,
         batch_rows: opts.batch_rows,
+        on_problems: &on_problems,
     };
     let mut shared: HashMap<usize, Draws> = HashMap::new();
     let mut reports = Vec::with_capacity(samplers.len());
     for &sampler in samplers {
+        *running.borrow_mut() = sampler.to_string();
+        on_problems(0);
         let mut acceptance_rate = None;
         let (outcomes, tokens, wall_s) = match sampler {
             Sampler::Greedy | Sampler::Sample => {
@@ -177,6 +196,7 @@ pub fn evaluate(
             wall_s,
             opts,
         );
+        on_problems(n);
         tracing::info!(
             sampler = %report.sampler,
             accuracy = report.accuracy,

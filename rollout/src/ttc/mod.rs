@@ -23,7 +23,7 @@ pub mod vote;
 
 pub use beam::{beam_search, Beam, BeamOutput, BeamParams};
 pub use best_of::Selection;
-pub use evaluate::{evaluate, Example, SamplerReport, TtcOptions};
+pub use evaluate::{evaluate, evaluate_with_progress, Example, SamplerReport, TtcOptions};
 pub use passk::{mean_pass_at_k, pass_at_k};
 pub use power::{power_sample, PowerParams, PowerSample};
 pub use sampler::{Sampler, SamplerSpecError};

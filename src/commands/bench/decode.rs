@@ -3,6 +3,8 @@
 
 use super::torch::{self, Outcome};
 use super::{bench_models, best_of};
+use crate::progress;
+use indicatif::ProgressBar;
 use policy::{generate, score_sequences, SamplingParams};
 
 #[derive(clap::Args)]
@@ -34,6 +36,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "{:<8} {:>10} {:>14} {:>14} {:>10} {:>14} {:>10}",
         "model", "params", "decode b=1", "decode b=N", "ratio", "score b=N", "ratio"
     );
+    let pb = progress::spinner("bench decode");
     for (name, m) in bench_models(!a.quick)? {
         let policy = m.policy()?;
         let prompt = m.tokenizer.encode("12+34=")?;
@@ -43,10 +46,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             seed: 1,
             ..Default::default()
         };
+        pb.set_message(format!("{name}: decode b=1"));
         let one = best_of(a.reps, || {
             Ok(generate(&policy, vec![prompt.clone()], &params, 0).map(|_| ())?)
         })?;
         let mut seqs = Vec::new();
+        pb.set_message(format!("{name}: decode b={}", a.batch));
         let batched = best_of(a.reps, || {
             let out = generate(&policy, vec![prompt.clone(); a.batch], &params, 0)?;
             seqs = out
@@ -55,6 +60,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .collect();
             Ok(())
         })?;
+        pb.set_message(format!("{name}: scoring b={}", a.batch));
         let score = best_of(a.reps, || {
             Ok(score_sequences(&policy, &seqs, 0, 1.0).map(|_| ())?)
         })?;
@@ -62,25 +68,30 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let decode_n = (a.new_tokens * a.batch) as f64 / batched;
         let scored: usize = seqs.iter().map(|s| s.len() - 1).sum();
         let score_n = scored as f64 / score;
-        println!(
-            "{name:<8} {:>10} {:>10.0} t/s {:>10.0} t/s {:>9.1}x {:>10.0} t/s {:>9.1}x",
-            m.config.num_parameters(),
-            decode1,
-            decode_n,
-            decode_n / decode1,
-            score_n,
-            score_n / decode1
-        );
+        pb.suspend(|| {
+            println!(
+                "{name:<8} {:>10} {:>10.0} t/s {:>10.0} t/s {:>9.1}x {:>10.0} t/s {:>9.1}x",
+                m.config.num_parameters(),
+                decode1,
+                decode_n,
+                decode_n / decode1,
+                score_n,
+                score_n / decode1
+            )
+        });
         let mut row = serde_json::json!({
             "model": name, "params": m.config.num_parameters(), "batch": a.batch, "new_tokens": a.new_tokens,
             "decode_b1_tok_s": decode1, "decode_batched_tok_s": decode_n, "decode_batched_ratio": decode_n / decode1,
             "score_tok_s": score_n, "score_ratio": score_n / decode1,
         });
         if a.torch {
-            row["torch"] = torch_row(&a, &name, &m, &prompt, &tmp, [decode1, decode_n, score_n])?;
+            pb.set_message(format!("{name}: PyTorch baseline"));
+            let figures = [decode1, decode_n, score_n];
+            row["torch"] = torch_row(&a, &name, &m, &prompt, &tmp, figures, &pb)?;
         }
         rows.push(row);
     }
+    pb.finish_and_clear();
     let _ = std::fs::remove_dir_all(&tmp);
     println!(
         "{}",
@@ -98,6 +109,7 @@ fn torch_row(
     prompt: &[u32],
     tmp: &std::path::Path,
     [decode1, decode_n, score_n]: [f64; 3],
+    pb: &ProgressBar,
 ) -> anyhow::Result<serde_json::Value> {
     let dir = torch::model_dir(name, m, tmp)?;
     let extra: Vec<String> = [
@@ -116,23 +128,25 @@ fn torch_row(
                 f("decode_batched_tok_s"),
                 f("score_tok_s"),
             );
-            println!(
-                "{:<8} {:>10} {:>10.0} t/s {:>10.0} t/s {:>10} {:>10.0} t/s   (PyTorch {})",
-                format!("{name}/pt"),
-                v["params"],
-                t1,
-                tn,
-                "",
-                ts,
-                v["torch"].as_str().unwrap_or("?")
-            );
-            println!(
-                "{:<8} oxrl / PyTorch: decode b=1 {:.2}x, decode b=N {:.2}x, scoring {:.2}x",
-                "",
-                decode1 / t1,
-                decode_n / tn,
-                score_n / ts
-            );
+            pb.suspend(|| {
+                println!(
+                    "{:<8} {:>10} {:>10.0} t/s {:>10.0} t/s {:>10} {:>10.0} t/s   (PyTorch {})",
+                    format!("{name}/pt"),
+                    v["params"],
+                    t1,
+                    tn,
+                    "",
+                    ts,
+                    v["torch"].as_str().unwrap_or("?")
+                );
+                println!(
+                    "{:<8} oxrl / PyTorch: decode b=1 {:.2}x, decode b=N {:.2}x, scoring {:.2}x",
+                    "",
+                    decode1 / t1,
+                    decode_n / tn,
+                    score_n / ts
+                );
+            });
             let mut v = v;
             v["oxrl_over_torch_decode_b1"] = (decode1 / t1).into();
             v["oxrl_over_torch_decode_batched"] = (decode_n / tn).into();
@@ -140,10 +154,12 @@ fn torch_row(
             Ok(v)
         }
         Outcome::Skipped(why) => {
-            println!(
-                "{:<8} PyTorch baseline skipped: {why}",
-                format!("{name}/pt")
-            );
+            pb.suspend(|| {
+                println!(
+                    "{:<8} PyTorch baseline skipped: {why}",
+                    format!("{name}/pt")
+                )
+            });
             Ok(serde_json::json!({ "skipped": why }))
         }
     }

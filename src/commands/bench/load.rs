@@ -126,7 +126,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let report = rt.block_on(load(&a, &dir));
+    let pb = crate::progress::spinner("bench load");
+    let report = rt.block_on(load(&a, &dir, &pb));
+    pb.finish_and_clear();
     rt.shutdown_timeout(Duration::from_secs(5));
     let report = report?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -162,7 +164,8 @@ fn write_config(a: &Args, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     Ok(path)
 }
 
-async fn load(a: &Args, dir: &Path) -> anyhow::Result<Report> {
+async fn load(a: &Args, dir: &Path, pb: &indicatif::ProgressBar) -> anyhow::Result<Report> {
+    pb.set_message("starting the coordinator and the learner");
     let config = write_config(a, dir)?;
     let vocab_size = crate::model_arg::load(crate::model_arg::DEFAULT_MODEL)?
         .config
@@ -207,6 +210,7 @@ async fn load(a: &Args, dir: &Path) -> anyhow::Result<Report> {
     let tally = Arc::new(Tally::default());
     let security = Security::default();
     let mut actors = Vec::with_capacity(a.actors);
+    pb.set_message(format!("{} simulated actors joining", a.actors));
     for i in 0..a.actors {
         let actor = SimActor::join(
             format!("sim-{i}"),
@@ -229,13 +233,16 @@ async fn load(a: &Args, dir: &Path) -> anyhow::Result<Report> {
 
     // Steady state: past the first fifth of the run (model loaded, buffers warm).
     let window = Duration::from_secs_f64(a.seconds);
+    pb.set_message(format!("warming up ({:.0} s)", a.seconds * 0.2));
     tokio::time::sleep_until((started + window.mul_f64(0.2)).into()).await;
     let rss_start = (coordinator.rss_mib(), learner.rss_mib());
+    pb.set_message(format!("measuring under load ({:.0} s)", a.seconds * 0.8));
     tokio::time::sleep_until((started + window).into()).await;
     let rss_end = (coordinator.rss_mib(), learner.rss_mib());
     let accepted_in_window = tally.accepted();
     let elapsed_s = started.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
+    pb.set_message("finishing leases, draining the learner's queue");
     for actor in running {
         tokio::time::timeout(Duration::from_secs(120), actor)
             .await

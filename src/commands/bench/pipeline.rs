@@ -98,8 +98,13 @@ fn one_run(a: &Args, k: u64, dir: &Path) -> anyhow::Result<Outcome> {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let tmp = std::env::temp_dir().join(format!("oxrl-bench-pipeline-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
+    let pb = crate::progress::bar(2, "bench pipeline");
+    pb.set_message(format!("oxrl run, k = 0, {} steps", a.steps));
     let base = one_run(&a, 0, &tmp.join("k0"))?;
+    pb.inc(1);
+    pb.set_message(format!("oxrl run, k = {}, {} steps", a.k, a.steps));
     let piped = one_run(&a, a.k, &tmp.join(format!("k{}", a.k)))?;
+    pb.finish_and_clear();
     let _ = std::fs::remove_dir_all(&tmp);
     let prompts = a.steps * a.prompts_per_step as u64;
     println!(

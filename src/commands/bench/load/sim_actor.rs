@@ -211,7 +211,7 @@ impl SimActor {
     async fn push(&mut self, groups: &[proto::RolloutGroup]) {
         let mut wire = groups.to_vec();
         let every = self.shape.resend_every;
-        if every > 0 && self.leases % every == 0 && !groups.is_empty() {
+        if every > 0 && self.leases.is_multiple_of(every) && !groups.is_empty() {
             wire.push(groups[0].clone());
         }
         let sent = wire.len() as u64;
@@ -324,7 +324,7 @@ impl SplitMix {
 
     /// Uniform in `0..n` (n > 0).
     fn below(&mut self, n: u32) -> u32 {
-        ((self.next() >> 32) * u64::from(n) >> 32) as u32
+        (((self.next() >> 32) * u64::from(n)) >> 32) as u32
     }
 
     /// Uniform in [0, 1).
