@@ -29,7 +29,9 @@ pub struct LeaseStats {
     pub waited: Duration,
 }
 
-/// Samples `group_size` completions for each problem; `None` if stopped midway.
+/// Samples `group_size` completions for each problem, the group of `problems[i]` under
+/// `group_ids[i]` (the coordinator's: a prompt leased again keeps its id, so the learner
+/// trains on it once); `None` if stopped midway.
 #[allow(clippy::too_many_arguments)]
 pub fn generate_lease(
     problems: &[Problem],
@@ -37,7 +39,7 @@ pub fn generate_lease(
     verifier: &Arc<dyn Verifier>,
     group_size: usize,
     params: SamplingParams,
-    lease_id: &str,
+    group_ids: &[String],
     follow: &mut Follow,
 ) -> Result<Option<(Vec<RolloutGroup>, LeaseStats)>, ActorError> {
     let mut prompts = Vec::new();
@@ -98,8 +100,9 @@ pub fn generate_lease(
     )?;
     let groups = groups
         .into_iter()
-        .map(|mut g| {
-            g.group_id = format!("{lease_id}/{}", g.problem_id);
+        .zip(group_ids)
+        .map(|(mut g, id)| {
+            g.group_id = id.clone();
             g
         })
         .collect();

@@ -10,10 +10,14 @@
 //!
 //! **Architecture Invariant:** actors never write weights; they read versioned snapshots.
 
+mod deliver;
 mod error;
 mod generate;
+mod learner_version;
+pub mod metrics;
 mod run;
 mod subscriber;
 
 pub use error::ActorError;
+pub use metrics::ActorMetrics;
 pub use run::{run_actor, ActorSummary};

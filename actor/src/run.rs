@@ -1,12 +1,14 @@
 //! The actor's life: register, follow the weights, then lease -> generate -> push ->
 //! complete until the coordinator says the run is over (or `shutdown`).
 
+use crate::deliver::{deliver, LearnerLink};
 use crate::error::ActorError;
 use crate::generate::{generate_lease, Follow};
+use crate::learner_version::LearnerVersion;
+use crate::metrics::ActorMetrics;
 use crate::subscriber::{follow, Versioned};
 use proto::coordinator_client::CoordinatorClient;
-use proto::learner_client::LearnerClient;
-use proto::transport::{ClientChannel, Security};
+use proto::transport::{ClientChannel, Retry, RetryLimits, Security};
 use rollout::config::RunConfig;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,8 +30,34 @@ pub struct ActorSummary {
     pub busy_s: f64,
 }
 
-fn remote(what: &str) -> impl Fn(tonic::Status) -> ActorError + '_ {
-    move |s| ActorError::Remote(format!("{what}: {}", s.message()))
+/// Sleeps `wait`; true if `stop` is set first.
+async fn pause(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    stopped || *stop.borrow()
+}
+
+/// Registers as an actor, retrying while the coordinator is unreachable.
+async fn register(
+    coord: &CoordinatorClient<ClientChannel>,
+    name: &str,
+    retry: &mut Retry,
+) -> Result<proto::RegisterReply, ActorError> {
+    let request = proto::RegisterRequest {
+        role: proto::Role::Actor as i32,
+        advertise_addr: String::new(),
+        name: name.into(),
+    };
+    retry
+        .run(|| {
+            let (mut c, r) = (coord.clone(), request.clone());
+            async move { c.register(r).await }
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(ActorError::Remote)
 }
 
 /// Connects to the coordinator, retrying with backoff while it is unreachable (it may start
@@ -62,34 +90,63 @@ async fn connect(
     }
 }
 
+/// Serves `metrics` on `listener` until the returned sender is dropped.
+fn serve_metrics(
+    metrics: &Arc<ActorMetrics>,
+    listener: tokio::net::TcpListener,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scraped = metrics.clone();
+    let router = proto::metrics_http::metrics_router(move || scraped.render());
+    tokio::spawn(async move {
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = proto::metrics_http::serve(listener, router, stopped).await {
+            tracing::warn!(error = %e, "the metrics server stopped");
+        }
+    });
+    stop
+}
+
 /// Runs one actor against the coordinator at `coordinator_url`.
 /// `security` (token, TLS, timeouts) applies to its connections to the coordinator and the
-/// learner.
+/// learner. With `metrics_listener`, Prometheus `GET /metrics` is served on it from the
+/// start (before the actor has weights) until it returns.
 pub async fn run_actor(
     coordinator_url: &str,
     name: &str,
     security: Security,
+    metrics_listener: Option<tokio::net::TcpListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<ActorSummary, ActorError> {
+    let metrics = Arc::new(ActorMetrics::new());
+    // Dropped when this function returns, which stops the metrics server.
+    let _metrics_stop = metrics_listener.map(|l| serve_metrics(&metrics, l));
     let mut coord = connect(coordinator_url, &security, Duration::from_secs(60)).await?;
-    let reg = coord
-        .register(proto::RegisterRequest {
-            role: proto::Role::Actor as i32,
-            advertise_addr: String::new(),
-            name: name.into(),
-        })
-        .await
-        .map_err(remote("registering"))?
-        .into_inner();
+    // Calls to the coordinator and the learner ride out their restarts (retried with
+    // backoff), and give up on a peer that stays down or stops answering.
+    let request_timeout = security.timeouts().request;
+    let to_coordinator = |what: &str| {
+        Retry::new(
+            format!("{what} the coordinator at {coordinator_url}"),
+            RetryLimits::default(),
+            request_timeout,
+        )
+    };
+    let reg = register(&coord, name, &mut to_coordinator("registering with")).await?;
     let cfg: RunConfig =
         toml::from_str(&reg.run_config_toml).map_err(|e| ActorError::Config(e.to_string()))?;
-    let mut member = reg.member_id.clone();
+    // Shared with the heartbeats: a new id when the actor registers again.
+    let (member_tx, member_rx) = watch::channel(reg.member_id.clone());
     let model = policy::default_model::load_model(&cfg.model)?;
     let source = tasks::from_spec(&cfg.task, cfg.seed, &tasks::VerifierRegistry::new())?;
     let verifier = source.verifier();
     let stop = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let learner_version = Arc::new(AtomicU64::new(reg.learner_version));
+    let versions = LearnerVersion::new(reg.learner_version);
+    let learner_version = versions.current().clone();
+    metrics.watch_learner_version(&learner_version);
     let held = Arc::new(AtomicU64::new(0));
 
     // Outside shutdown.
@@ -108,20 +165,33 @@ pub async fn run_actor(
             coord.clone(),
             stop.clone(),
             stop_tx.clone(),
-            learner_version.clone(),
+            versions.clone(),
             held.clone(),
         );
-        let member = member.clone();
+        let member = member_rx.clone();
         let every = Duration::from_millis(reg.heartbeat_interval_ms.max(50));
         let mut stop_rx = stop_rx.clone();
+        let url = coordinator_url.to_string();
         tokio::spawn(async move {
+            let mut failing = false;
             loop {
                 let req = proto::HeartbeatRequest {
-                    member_id: member.clone(),
+                    member_id: member.borrow().clone(),
                     version: held.load(Ordering::Relaxed),
                 };
-                if let Ok(r) = coord.heartbeat(req).await.map(|r| r.into_inner()) {
-                    lv.fetch_max(r.learner_version, Ordering::Relaxed);
+                let beat = coord.heartbeat(req).await.map(|r| r.into_inner());
+                match &beat {
+                    Err(s) if !failing => {
+                        tracing::warn!(coordinator = %url, error = %s.message(), "heartbeat failed; retrying");
+                    }
+                    Ok(_) if failing => {
+                        tracing::info!(coordinator = %url, "heartbeats answered again")
+                    }
+                    _ => {}
+                }
+                failing = beat.is_err();
+                if let Ok(r) = beat {
+                    lv.heard_from_coordinator(r.learner_version);
                     if !r.learner_addr.is_empty() {
                         addr_tx.send_if_modified(|a| {
                             let changed = *a != r.learner_addr;
@@ -150,13 +220,15 @@ pub async fn run_actor(
             _ = stop_rx.wait_for(|s| *s) => return Ok(ActorSummary::default()),
         }
     };
+    tracing::info!(learner = %learner_addr, "following the learner's weights");
     let (slot_tx, mut slot_rx) = watch::channel::<Option<Versioned>>(None);
     tokio::spawn(follow(
-        learner_addr.clone(),
+        addr_rx.clone(),
         security.clone(),
         model.config.clone(),
         slot_tx,
-        learner_version.clone(),
+        versions.clone(),
+        metrics.clone(),
         stop_rx.clone(),
     ));
     {
@@ -166,13 +238,15 @@ pub async fn run_actor(
             _ = stop_rx.wait_for(|s| *s) => return Ok(ActorSummary::default()),
         }
     }
-    let mut learner = LearnerClient::new(
-        security
-            .channel(&learner_addr)
-            .await
-            .map_err(|e| ActorError::Remote(format!("learner {learner_addr}: {e}")))?,
-    )
-    .max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
+    let mut learner = LearnerLink::new(security.clone(), addr_rx.clone());
+    let mut leasing = to_coordinator("leasing from");
+    let mut completing = to_coordinator("completing a lease with");
+    let mut pushing = Retry::new(
+        "pushing groups to the learner",
+        RetryLimits::default(),
+        request_timeout,
+    );
+    let mut stop_wait = stop_rx.clone();
 
     let mut summary = ActorSummary::default();
     let tok = model.tokenizer.clone();
@@ -183,29 +257,34 @@ pub async fn run_actor(
         let idle = std::time::Instant::now();
         let lease = coord
             .lease(proto::LeaseRequest {
-                member_id: member.clone(),
+                member_id: member_rx.borrow().clone(),
                 version,
                 max_prompts: cfg.pipeline.prompts_per_lease as u32,
             })
             .await;
         let lease = match lease {
-            Ok(l) => l.into_inner(),
+            Ok(l) => {
+                leasing.succeeded();
+                l.into_inner()
+            }
             Err(s) if s.code() == tonic::Code::NotFound => {
-                // Declared dead (e.g. after a long stall): join again under a new id.
-                let r = coord
-                    .register(proto::RegisterRequest {
-                        role: proto::Role::Actor as i32,
-                        advertise_addr: String::new(),
-                        name: name.into(),
-                    })
-                    .await
-                    .map_err(remote("registering again"))?;
-                member = r.into_inner().member_id;
+                // Declared dead (e.g. after a long stall), or a coordinator restarted without
+                // its journal: join again under a new id.
+                let r =
+                    register(&coord, name, &mut to_coordinator("registering again with")).await?;
+                tracing::info!(member = %r.member_id, "registered again");
+                member_tx.send_replace(r.member_id);
                 continue;
             }
-            Err(s) => return Err(remote("leasing")(s)),
+            Err(s) => {
+                let wait = leasing.failed(&s).map_err(ActorError::Remote)?;
+                if pause(wait, &mut stop_wait).await {
+                    break;
+                }
+                continue;
+            }
         };
-        learner_version.fetch_max(lease.learner_version, Ordering::Relaxed);
+        versions.heard_from_coordinator(lease.learner_version);
         match lease.refused.as_str() {
             "" => {}
             "stopping" => break,
@@ -216,17 +295,21 @@ pub async fn run_actor(
                     _ = stop_rx.wait_for(|s| *s) => {}
                 }
                 summary.idle_s += idle.elapsed().as_secs_f64();
+                metrics.idle(idle.elapsed());
                 continue;
             }
             other => {
                 tracing::debug!(reason = other, "no lease");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 summary.idle_s += idle.elapsed().as_secs_f64();
+                metrics.idle(idle.elapsed());
                 continue;
             }
         }
         summary.idle_s += idle.elapsed().as_secs_f64();
+        metrics.idle(idle.elapsed());
         summary.leases += 1;
+        metrics.leases.inc();
         let problems: Vec<Problem> = lease
             .prompts
             .iter()
@@ -249,7 +332,19 @@ pub async fn run_actor(
             stop: stop.clone(),
             handle: tokio::runtime::Handle::current(),
         };
-        let (tok2, verifier2, lease_id) = (tok.clone(), verifier.clone(), lease.lease_id.clone());
+        // The coordinator's group ids (older coordinators sent none: lease/problem then).
+        let group_ids: Vec<String> = lease
+            .prompts
+            .iter()
+            .map(|p| {
+                if p.group_id.is_empty() {
+                    format!("{}/{}", lease.lease_id, p.problem_id)
+                } else {
+                    p.group_id.clone()
+                }
+            })
+            .collect();
+        let (tok2, verifier2) = (tok.clone(), verifier.clone());
         let group_size = cfg.group_size;
         let busy = std::time::Instant::now();
         let generated = tokio::task::spawn_blocking(move || {
@@ -259,39 +354,45 @@ pub async fn run_actor(
                 &verifier2,
                 group_size,
                 params,
-                &lease_id,
+                &group_ids,
                 &mut follow_state,
             )
         })
         .await
         .map_err(|e| ActorError::Remote(format!("generation thread: {e}")))??;
-        summary.busy_s += busy.elapsed().as_secs_f64();
+        let elapsed = busy.elapsed();
+        summary.busy_s += elapsed.as_secs_f64();
         let Some((groups, stats)) = generated else {
             break;
         };
         summary.in_flight_swaps += stats.swaps;
         summary.idle_s += stats.waited.as_secs_f64();
         summary.busy_s -= stats.waited.as_secs_f64();
+        let tokens = groups.iter().map(|g| g.num_tokens() as u64).sum();
+        metrics.idle(stats.waited);
+        metrics.generated(elapsed.saturating_sub(stats.waited), tokens, stats.swaps);
 
         let wire: Vec<proto::RolloutGroup> = groups
             .iter()
             .map(|g| rollout::wire::to_wire(g, &lease.lease_id))
             .collect();
-        let mut acks = learner
-            .push_rollouts(tokio_stream::iter(wire))
-            .await
-            .map_err(remote("pushing rollouts"))?
-            .into_inner();
-        while let Some(ack) = acks
-            .message()
-            .await
-            .map_err(remote("reading acknowledgements"))?
-        {
+        metrics.groups_pushed.inc_by(wire.len() as u64);
+        let Some(acks) = deliver(&mut learner, &wire, &mut pushing, &mut stop_wait).await? else {
+            tracing::info!(learner = %learner.addr(), "stopping with groups undelivered");
+            break;
+        };
+        for ack in acks {
             if ack.outcome == proto::push_ack::Outcome::Rejected as i32 {
                 summary.groups_rejected += 1;
+                metrics.groups_rejected.inc();
                 tracing::warn!(group = %ack.group_id, reason = %ack.reason, "learner rejected a group");
             } else {
                 summary.groups_accepted += 1;
+                if ack.outcome == proto::push_ack::Outcome::Duplicate as i32 {
+                    metrics.groups_duplicate.inc();
+                } else {
+                    metrics.groups_accepted.inc();
+                }
             }
         }
         let results = groups
@@ -301,14 +402,21 @@ pub async fn run_actor(
                 rewards: g.samples.iter().map(|s| s.reward).collect(),
             })
             .collect();
-        coord
-            .complete(proto::CompleteRequest {
-                member_id: member.clone(),
-                lease_id: lease.lease_id.clone(),
-                results,
-            })
-            .await
-            .map_err(remote("completing a lease"))?;
+        let completion = proto::CompleteRequest {
+            member_id: member_rx.borrow().clone(),
+            lease_id: lease.lease_id.clone(),
+            results,
+        };
+        // A lease that expired meanwhile is answered as such: its prompts are already
+        // leased again under the same group ids, which the learner now has.
+        let completed = completing.run(|| {
+            let (mut c, r) = (coord.clone(), completion.clone());
+            async move { c.complete(r).await }
+        });
+        tokio::select! {
+            done = completed => { done.map_err(ActorError::Remote)?; }
+            _ = stop_wait.wait_for(|s| *s) => break,
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);

@@ -2,11 +2,13 @@
 //! as a ready-to-use policy; reconnects with backoff when the stream breaks.
 
 use crate::error::ActorError;
+use crate::learner_version::LearnerVersion;
+use crate::metrics::ActorMetrics;
 use policy::{ModelConfig, Policy, Weights};
 use proto::learner_client::LearnerClient;
 use proto::transport::Security;
 use proto::weights::Assembler;
-use std::sync::atomic::{AtomicU64, Ordering};
+use proto::weights_chunk::Part;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -28,26 +30,34 @@ fn build(
 }
 
 /// Follows the learner's weight stream until `stop`; publishes versions into `slot` and the
-/// newest announced version (header seen) into `announced`.
-pub async fn follow(
-    learner_addr: String,
+/// newest announced version (header seen) into `announced`, and counts what it receives.
+/// Follows the learner to a new address (`learner_addr`, from the coordinator) too; a
+/// restarted learner behind the version held here sends its own at once, and that one is
+/// taken, lower or not.
+pub(crate) async fn follow(
+    mut learner_addr: watch::Receiver<String>,
     security: Security,
     cfg: ModelConfig,
     slot: watch::Sender<Option<Versioned>>,
-    announced: Arc<AtomicU64>,
+    announced: Arc<LearnerVersion>,
+    metrics: Arc<ActorMetrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let mut last_addr = learner_addr.borrow().clone();
     loop {
         if *stop.borrow() {
             return;
         }
         let after = slot.borrow().as_ref().map_or(0, |v| v.0);
+        let addr = learner_addr.borrow_and_update().clone();
+        if addr != last_addr {
+            tracing::info!(from = %last_addr, to = %addr, "the learner moved; following it");
+            last_addr = addr.clone();
+        }
+        let mut received = false;
         let result = async {
-            let channel = security
-                .channel(&learner_addr)
-                .await
-                .map_err(|e| e.to_string())?;
+            let channel = security.channel(&addr).await.map_err(|e| e.to_string())?;
             let mut client =
                 LearnerClient::new(channel).max_decoding_message_size(proto::MAX_MESSAGE_BYTES);
             let mut stream = client
@@ -59,30 +69,58 @@ pub async fn follow(
                 .map_err(|s| s.message().to_string())?
                 .into_inner();
             let mut asm = Assembler::new();
+            let mut header_at = std::time::Instant::now();
             while let Some(chunk) = stream
                 .message()
                 .await
                 .map_err(|s| s.message().to_string())?
             {
+                match &chunk.part {
+                    Some(Part::Header(_)) => header_at = std::time::Instant::now(),
+                    Some(Part::Tensor(t)) => {
+                        metrics.weight_bytes_received.inc_by(t.data.len() as u64);
+                    }
+                    _ => {}
+                }
                 let done = asm.push(chunk).map_err(|e| e.to_string())?;
                 if let Some(v) = asm.receiving() {
-                    announced.fetch_max(v, Ordering::Relaxed);
+                    announced.announced(v);
                 }
                 if let Some((version, tensors)) = done {
                     let policy = build(&cfg, tensors).map_err(|e| e.to_string())?;
                     tracing::debug!(version, "received weights");
                     slot.send_replace(Some(Arc::new((version, policy))));
+                    received = true;
+                    metrics.weights_version.set(version as i64);
+                    metrics.weight_versions_received.inc();
+                    metrics
+                        .weight_receive_seconds
+                        .observe(header_at.elapsed().as_secs_f64());
                 }
             }
             Ok::<(), String>(())
         };
-        tokio::select! {
+        // Some(true): the learner moved; Some(false): the heartbeats ended (stopping).
+        let moved = tokio::select! {
             r = result => {
                 if let Err(e) = r {
-                    tracing::debug!(error = %e, "weight stream broke; reconnecting");
+                    tracing::warn!(learner = %addr, error = %e, retry_in = ?backoff, "weight stream broke; reconnecting");
                 }
+                None
             }
+            changed = learner_addr.changed() => Some(changed.is_ok()),
             _ = stop.wait_for(|s| *s) => return,
+        };
+        match moved {
+            Some(true) => continue,
+            Some(false) => {
+                let _ = stop.wait_for(|s| *s).await;
+                return;
+            }
+            None => {}
+        }
+        if received {
+            backoff = Duration::from_millis(50);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));

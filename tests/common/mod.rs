@@ -84,16 +84,30 @@ pub struct RoleProcess {
     pub child: std::process::Child,
     pub addr: Option<String>,
     stdin: Option<std::process::ChildStdin>,
+    /// `OXRL_METRICS <addr>` lines (with `--metrics-listen`).
+    metrics_lines: std::sync::mpsc::Receiver<String>,
+    metrics: Option<String>,
 }
 
 impl RoleProcess {
     /// Starts `oxrl <args> --exit-with-parent`; with `listens`, waits for its address.
     pub fn start(args: &[&str], log: &Path, listens: bool) -> RoleProcess {
+        RoleProcess::start_with_env(args, &[], log, listens)
+    }
+
+    /// [`RoleProcess::start`] with extra environment variables (e.g. `OXRL_AUTH_TOKEN`).
+    pub fn start_with_env(
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+        listens: bool,
+    ) -> RoleProcess {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_oxrl"))
             .args(args)
             .arg("--exit-with-parent")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(log).unwrap())
@@ -102,6 +116,7 @@ impl RoleProcess {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let (metrics_tx, metrics_lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout)
                 .lines()
@@ -109,6 +124,9 @@ impl RoleProcess {
             {
                 if let Some(addr) = line.strip_prefix("OXRL_LISTENING ") {
                     let _ = tx.send(addr.trim().to_string());
+                }
+                if let Some(addr) = line.strip_prefix("OXRL_METRICS ") {
+                    let _ = metrics_tx.send(addr.trim().to_string());
                 }
             }
         });
@@ -121,7 +139,25 @@ impl RoleProcess {
                     )
                 })
         });
-        RoleProcess { child, addr, stdin }
+        RoleProcess {
+            child,
+            addr,
+            stdin,
+            metrics_lines,
+            metrics: None,
+        }
+    }
+
+    /// The address of its `/metrics` (started with `--metrics-listen`), waiting for it.
+    pub fn metrics_addr(&mut self) -> String {
+        if self.metrics.is_none() {
+            let addr = self
+                .metrics_lines
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the role printed OXRL_METRICS");
+            self.metrics = Some(addr);
+        }
+        self.metrics.clone().unwrap()
     }
 
     /// Waits for the process to exit, up to `deadline`.
@@ -152,6 +188,31 @@ impl Drop for RoleProcess {
     }
 }
 
+/// `GET path` over HTTP/1.1 from `addr`; the response body.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the HTTP server answers");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    body.to_string()
+}
+
+/// The value of the sample `series` (name and labels as rendered) in a `/metrics` text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// Waits until `cond` holds, polling, or panics after `deadline` with `what`.
 pub fn wait_until(deadline: std::time::Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let until = std::time::Instant::now() + deadline;
@@ -162,4 +223,14 @@ pub fn wait_until(deadline: std::time::Duration, what: &str, mut cond: impl FnMu
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// A loopback port that was free a moment ago (bound, then released), for a server that must
+/// come back on the same address after a restart.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -1,13 +1,20 @@
 //! Admission of one pushed group: wire conversion, validation, lease check, deduplication,
 //! then the bounded queue (awaiting it is the backpressure actors feel).
 
+use super::metrics::invalid_reason;
 use super::Shared;
 use proto::push_ack::Outcome;
 use proto::PushAck;
 use std::sync::atomic::Ordering;
 
-/// Decides what to do with `msg` and answers with its acknowledgement.
-pub(crate) async fn admit(shared: &Shared, msg: proto::RolloutGroup) -> PushAck {
+/// Decides what to do with `msg` and answers with its acknowledgement; `Err` (UNAVAILABLE)
+/// when the lease cannot be checked because the coordinator is unreachable: nothing is
+/// decided, and the actor pushes the group again once it is back (rejecting it instead would
+/// lose the prompt, whose lease the actor then completes).
+pub(crate) async fn admit(
+    shared: &Shared,
+    msg: proto::RolloutGroup,
+) -> Result<PushAck, tonic::Status> {
     let (lease_id, group) = rollout::wire::from_wire(msg);
     let group_id = group.group_id.clone();
     let ack = |outcome: Outcome, reason: String| PushAck {
@@ -18,13 +25,15 @@ pub(crate) async fn admit(shared: &Shared, msg: proto::RolloutGroup) -> PushAck 
     };
     if let Err(e) = group.validate(shared.vocab_size) {
         shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.reject(invalid_reason(&e));
         tracing::warn!(group = %group_id, reason = %e, "rejected group");
-        return ack(Outcome::Rejected, e.to_string());
+        return Ok(ack(Outcome::Rejected, e.to_string()));
     }
-    if let Err(reason) = check_lease(shared, &lease_id, &group.problem_id).await {
+    if let Err((label, reason)) = check_lease(shared, &lease_id, &group.problem_id).await? {
         shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.reject(label);
         tracing::warn!(group = %group_id, lease = %lease_id, %reason, "rejected group");
-        return ack(Outcome::Rejected, reason);
+        return Ok(ack(Outcome::Rejected, reason));
     }
     // Insert before queueing: a second copy arriving while the first waits is a duplicate.
     let fresh = shared
@@ -34,7 +43,9 @@ pub(crate) async fn admit(shared: &Shared, msg: proto::RolloutGroup) -> PushAck 
         .insert(group_id.clone());
     if !fresh {
         shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-        return ack(Outcome::Duplicate, "already received".into());
+        shared.metrics.groups_duplicate.inc();
+        shared.metrics.reject("duplicate_group");
+        return Ok(ack(Outcome::Duplicate, "already received".into()));
     }
     if shared.queue.send(group).await.is_err() {
         shared
@@ -42,13 +53,24 @@ pub(crate) async fn admit(shared: &Shared, msg: proto::RolloutGroup) -> PushAck 
             .lock()
             .expect("seen set")
             .remove(&group_id);
-        return ack(Outcome::Rejected, "the learner is shutting down".into());
+        shared.metrics.reject("shutting_down");
+        return Ok(ack(
+            Outcome::Rejected,
+            "the learner is shutting down".into(),
+        ));
     }
     shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-    ack(Outcome::Accepted, String::new())
+    shared.metrics.groups_accepted.inc();
+    Ok(ack(Outcome::Accepted, String::new()))
 }
 
-async fn check_lease(shared: &Shared, lease_id: &str, problem_id: &str) -> Result<(), String> {
+/// `Ok(Err((reason label, message)))` when the coordinator does not vouch for the lease,
+/// `Err` when it cannot be asked.
+async fn check_lease(
+    shared: &Shared,
+    lease_id: &str,
+    problem_id: &str,
+) -> Result<Result<(), (&'static str, String)>, tonic::Status> {
     let key = format!("{lease_id}\u{0}{problem_id}");
     if shared
         .known_leases
@@ -56,7 +78,7 @@ async fn check_lease(shared: &Shared, lease_id: &str, problem_id: &str) -> Resul
         .expect("lease cache")
         .contains(&key)
     {
-        return Ok(());
+        return Ok(Ok(()));
     }
     let reply = shared
         .coordinator
@@ -66,14 +88,23 @@ async fn check_lease(shared: &Shared, lease_id: &str, problem_id: &str) -> Resul
             problem_id: problem_id.to_string(),
         })
         .await
-        .map_err(|s| format!("could not check lease {lease_id}: {}", s.message()))?
+        .map_err(|s| {
+            tracing::warn!(lease = %lease_id, error = %s.message(), "could not check a lease: the actor will push again");
+            tonic::Status::unavailable(format!(
+                "could not check lease {lease_id} with the coordinator ({}): push again later",
+                s.message()
+            ))
+        })?
         .into_inner();
     if !reply.known {
-        return Err(format!(
-            "lease {lease_id:?} for problem {problem_id:?}: {}",
-            reply.reason
-        ));
+        return Ok(Err((
+            "unknown_lease",
+            format!(
+                "lease {lease_id:?} for problem {problem_id:?}: {}",
+                reply.reason
+            ),
+        )));
     }
     shared.known_leases.lock().expect("lease cache").insert(key);
-    Ok(())
+    Ok(Ok(()))
 }

@@ -7,14 +7,17 @@
 //! queue of groups (backpressure) and a watch channel of encoded versions.
 
 mod intake;
+mod ledger;
+pub mod metrics;
 mod service;
 mod trainer;
+pub use trainer::check_gpus;
 mod weights;
 
 use crate::error::{LearnerError, Result};
 use crate::params::TrainableModel;
 use proto::coordinator_client::CoordinatorClient;
-use proto::transport::{ClientChannel, Security};
+use proto::transport::{ClientChannel, Retry, RetryLimits, Security};
 use rollout::config::RunConfig;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -23,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+pub use metrics::LearnerMetrics;
 pub use weights::EncodedVersion;
 
 /// Counters the server keeps besides the metrics log.
@@ -43,6 +47,9 @@ pub(crate) struct Shared {
     pub vocab_size: usize,
     pub coordinator: CoordinatorClient<ClientChannel>,
     pub counters: IntakeCounters,
+    pub metrics: Arc<LearnerMetrics>,
+    /// The client's request timeout (quoted when the coordinator stops answering).
+    pub request_timeout: Duration,
 }
 
 /// Connects to the coordinator with `security` (TLS, token, timeouts), retrying until
@@ -87,30 +94,73 @@ pub struct LearnerSummary {
     pub last_eval: Option<f64>,
 }
 
-/// Runs the learner role until the run's last step (or `shutdown`).
-/// `listener` is already bound; `advertise` is the URL actors should use to reach it.
-/// `security` applies to its server and to its connection to the coordinator.
+/// How a learner process runs: the `oxrl learner` flags, resolved.
+pub struct LearnerLaunch {
+    /// The coordinator's URL.
+    pub coordinator_url: String,
+    /// Token, TLS and timeouts for its server and its connection to the coordinator.
+    pub security: Security,
+    /// The URL actors should use to reach this learner.
+    pub advertise: String,
+    /// The run directory (resumed from its checkpoints).
+    pub out: PathBuf,
+    /// Where Prometheus `GET /metrics` is served from the start until the learner returns.
+    pub metrics_listener: Option<tokio::net::TcpListener>,
+    /// GPUs to train on (0: the CPU); see [`check_gpus`].
+    pub gpus: usize,
+}
+
+/// Runs the learner role on the already-bound `listener` until the run's last step (or
+/// `shutdown`).
 pub async fn run_learner(
-    coordinator_url: &str,
-    security: Security,
+    launch: LearnerLaunch,
     listener: tokio::net::TcpListener,
-    advertise: String,
-    out: PathBuf,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<LearnerSummary> {
-    let mut coordinator =
+    let LearnerLaunch {
+        coordinator_url,
+        security,
+        advertise,
+        out,
+        metrics_listener,
+        gpus,
+    } = launch;
+    let coordinator_url = coordinator_url.as_str();
+    let metrics = Arc::new(LearnerMetrics::new());
+    // Dropped when this function returns, which stops the metrics server.
+    let (_metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(metrics_listener) = metrics_listener {
+        let scraped = metrics.clone();
+        let router = proto::metrics_http::metrics_router(move || scraped.render());
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = metrics_stopped.await;
+            };
+            if let Err(e) = proto::metrics_http::serve(metrics_listener, router, stopped).await {
+                tracing::warn!(error = %e, "the metrics server stopped");
+            }
+        });
+    }
+    let coordinator =
         connect_coordinator(coordinator_url, &security, Duration::from_secs(60)).await?;
-    let reply = coordinator
-        .register(proto::RegisterRequest {
-            role: proto::Role::Learner as i32,
-            advertise_addr: advertise.clone(),
-            name: "learner".into(),
-        })
-        .await
-        .map_err(|s| {
-            LearnerError::Remote(format!("registering with the coordinator: {}", s.message()))
-        })?
-        .into_inner();
+    let request_timeout = security.timeouts().request;
+    let register = proto::RegisterRequest {
+        role: proto::Role::Learner as i32,
+        advertise_addr: advertise.clone(),
+        name: "learner".into(),
+    };
+    let reply = Retry::new(
+        format!("registering with the coordinator at {coordinator_url}"),
+        RetryLimits::default(),
+        request_timeout,
+    )
+    .run(|| {
+        let (mut c, r) = (coordinator.clone(), register.clone());
+        async move { c.register(r).await }
+    })
+    .await
+    .map_err(LearnerError::Remote)?
+    .into_inner();
     let cfg: RunConfig = toml::from_str(&reply.run_config_toml).map_err(|e| {
         LearnerError::Remote(format!("the coordinator's run config does not parse: {e}"))
     })?;
@@ -118,29 +168,47 @@ pub async fn run_learner(
     std::fs::write(out.join("config.toml"), &reply.run_config_toml)
         .map_err(|e| LearnerError::io(&out, e))?;
 
-    let start = trainer::Start::load(&cfg, &out)?;
+    let start = trainer::Start::load(&cfg, &out, gpus)?;
     let model: &TrainableModel = start.model();
     let vocab_size = model.config.vocab_size;
+    let encoding = std::time::Instant::now();
     let first = Arc::new(EncodedVersion::encode(start.version(), model)?);
+    metrics
+        .weight_encode_seconds
+        .observe(encoding.elapsed().as_secs_f64());
+    metrics.version.set(start.version() as i64);
+    metrics.steps.inc_by(start.step());
     let (weights_tx, _) = watch::channel(first);
     let (queue_tx, queue_rx) = mpsc::channel(cfg.pipeline.learner_queue.max(1));
+    metrics.watch_queue(&queue_tx);
     let shared = Arc::new(Shared {
         version: AtomicU64::new(start.version()),
         weights: weights_tx,
-        seen_groups: Mutex::new(HashSet::new()),
+        // A resumed learner refuses what its checkpoint was trained on, as it did before.
+        seen_groups: Mutex::new(ledger::trained_up_to(&out, start.step())?),
         known_leases: Mutex::new(HashSet::new()),
         queue: queue_tx,
         vocab_size,
         coordinator: coordinator.clone(),
         counters: IntakeCounters::default(),
+        metrics,
+        request_timeout,
     });
-    coordinator
-        .publish_version(proto::PublishVersionRequest {
-            version: start.version(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|s| LearnerError::Remote(format!("publishing version: {}", s.message())))?;
+    let first_version = proto::PublishVersionRequest {
+        version: start.version(),
+        ..Default::default()
+    };
+    Retry::new(
+        format!("publishing the first version to the coordinator at {coordinator_url}"),
+        RetryLimits::default(),
+        request_timeout,
+    )
+    .run(|| {
+        let (mut c, r) = (coordinator.clone(), first_version.clone());
+        async move { c.publish_version(r).await }
+    })
+    .await
+    .map_err(LearnerError::Remote)?;
 
     // One stop signal for the server and the trainer: the run's end or an outside shutdown.
     let (stop_tx, stop_rx) = watch::channel(false);

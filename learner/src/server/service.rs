@@ -2,6 +2,7 @@
 //! SubscribeWeights (every new version, chunked), plus gRPC health; TLS, the bearer-token
 //! check (health exempt) and keepalive come from `proto::transport::Security`.
 
+use super::metrics::SubscriberGuard;
 use super::{intake, Shared};
 use crate::error::{LearnerError, Result};
 use proto::learner_server::{Learner, LearnerServer};
@@ -33,8 +34,14 @@ impl Learner for LearnerService {
         tokio::spawn(async move {
             while let Some(msg) = incoming.next().await {
                 let ack = match msg {
-                    Ok(group) => Ok(intake::admit(&shared, group).await),
-                    Err(status) => Err(status),
+                    Ok(group) => intake::admit(&shared, group).await,
+                    Err(status) => {
+                        // tonic refuses a message over the size limit with OutOfRange.
+                        if status.code() == tonic::Code::OutOfRange {
+                            shared.metrics.reject("oversized");
+                        }
+                        Err(status)
+                    }
                 };
                 let failed = ack.is_err();
                 if tx.send(ack).await.is_err() || failed {
@@ -52,24 +59,37 @@ impl Learner for LearnerService {
         let after = request.get_ref().after_version;
         let mut versions = self.shared.weights.subscribe();
         let (tx, rx) = mpsc::channel(64);
+        let shared = self.shared.clone();
         tokio::spawn(async move {
+            let metrics = &shared.metrics;
+            let _connected = SubscriberGuard::new(&metrics.subscribers);
             let mut sent: Option<u64> = None;
             loop {
                 let current = versions.borrow_and_update().clone();
                 let newer = match sent {
-                    None => current.version > after || after == 0,
+                    // A subscriber ahead of us holds weights of a learner that was lost (we
+                    // restarted from a checkpoint): it gets ours at once.
+                    None => after == 0 || current.version != after,
                     Some(v) => current.version > v,
                 };
                 if newer {
+                    let sending = std::time::Instant::now();
                     for chunk in &current.chunks {
                         if tx.send(Ok(chunk.clone())).await.is_err() {
                             return;
                         }
                     }
+                    metrics
+                        .weight_send_seconds
+                        .observe(sending.elapsed().as_secs_f64());
+                    metrics.weight_sent_bytes.inc_by(current.bytes as u64);
+                    metrics.weight_versions_sent.inc();
                     sent = Some(current.version);
                 }
-                if versions.changed().await.is_err() {
-                    return;
+                // A subscriber that goes away between versions stops counting at once.
+                tokio::select! {
+                    changed = versions.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
                 }
             }
         });

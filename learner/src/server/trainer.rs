@@ -2,13 +2,18 @@
 //! queue, one update each (the synchronous loop's code), then a new version for actors and
 //! the coordinator.
 
+use super::ledger::TrainedLedger;
 use super::{EncodedVersion, LearnerSummary, Shared};
 use crate::checkpoint::{self, RunState};
 use crate::error::{LearnerError, Result};
 use crate::metrics::MetricsLog;
 use crate::params::TrainableModel;
-use crate::sync_loop::{open_run, record_step, Start as RunStart};
+use crate::replicas::Replicas;
+use crate::sync_loop::{open_run_on, record_step, Start as RunStart};
 use crate::update::{Learner, StepReport};
+use policy::device::{DeviceSpec, Placement};
+use policy::PolicyError;
+use proto::transport::{Retry, RetryLimits};
 use rollout::config::RunConfig;
 use rollout::RolloutGroup;
 use std::path::PathBuf;
@@ -17,43 +22,134 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// The learner and counters the server starts with.
+/// The learner (its ranks, with `--gpus N > 1`) and counters the server starts with.
 pub(crate) struct Start {
-    learner: Learner,
+    learner: Replicas,
     state: RunState,
 }
 
+/// Checks that this build can train on `gpus` GPUs (0: the CPU), without opening any.
+pub fn check_gpus(gpus: usize) -> Result<()> {
+    if gpus > 0 && !policy::device::CUDA_BUILT {
+        return Err(PolicyError::Device(policy::device::NOT_BUILT_WITH_CUDA.into()).into());
+    }
+    if gpus > 1 && !cfg!(feature = "nccl") {
+        return Err(PolicyError::Device(format!(
+            "--gpus {gpus} needs the `nccl` feature for data parallelism; rebuild with \
+             --features cuda,nccl (or use --gpus 1)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Where each rank trains: the CPU for `gpus == 0`, else GPU i for rank i.
+fn placements(gpus: usize) -> Result<Vec<Placement>> {
+    check_gpus(gpus)?;
+    if gpus == 0 {
+        return Ok(vec![Placement::cpu()]);
+    }
+    (0..gpus)
+        .map(|i| Ok(Placement::open(DeviceSpec::Cuda(i))?))
+        .collect()
+}
+
+/// Joins rank 0 and the other ranks into one NCCL group over this node's GPUs.
+#[cfg(feature = "nccl")]
+fn data_parallel(primary: Learner, others: Vec<Learner>) -> Result<Replicas> {
+    let mut comms =
+        crate::collective::nccl::NcclCollective::local_group(others.len() + 1)?.into_iter();
+    let primary = primary.with_collective(Box::new(comms.next().expect("rank 0's communicator")));
+    let others = others
+        .into_iter()
+        .zip(comms)
+        .map(|(l, c)| l.with_collective(Box::new(c)))
+        .collect();
+    Replicas::spawn(primary, others)
+}
+
+#[cfg(not(feature = "nccl"))]
+fn data_parallel(_primary: Learner, others: Vec<Learner>) -> Result<Replicas> {
+    check_gpus(others.len() + 1)?;
+    unreachable!("check_gpus refuses more than one GPU without the nccl feature")
+}
+
 impl Start {
-    /// Resumes from the latest checkpoint in `out`, or starts fresh from the config's model.
-    pub fn load(cfg: &RunConfig, out: &std::path::Path) -> Result<Self> {
-        let how = if checkpoint::latest(out).is_some() {
-            RunStart::Resume
-        } else {
-            let m = policy::default_model::load_model(&cfg.model)?;
-            RunStart::Fresh(Box::new(TrainableModel::new(
-                m.config,
-                m.tokenizer,
-                &m.weights,
-            )?))
+    /// Resumes from the latest checkpoint in `out`, or starts fresh from the config's model;
+    /// on `gpus` GPUs (0: the CPU), one rank per GPU, every rank from the same checkpoint.
+    pub fn load(cfg: &RunConfig, out: &std::path::Path, gpus: usize) -> Result<Self> {
+        let resume = checkpoint::latest(out).is_some();
+        let open = |at: &Placement| {
+            let how = if resume {
+                RunStart::Resume
+            } else {
+                let m = policy::default_model::load_model(&cfg.model)?;
+                let model = if at.spec.is_cuda() {
+                    TrainableModel::new_on(m.config, m.tokenizer, &m.weights, at)?
+                } else {
+                    TrainableModel::new(m.config, m.tokenizer, &m.weights)?
+                };
+                RunStart::Fresh(Box::new(model))
+            };
+            open_run_on(cfg, out, how, at)
         };
-        let (learner, state) = open_run(cfg, out, how)?;
+        let places = placements(gpus)?;
+        let (primary, state) = open(&places[0])?;
+        let learner = if places.len() == 1 {
+            Replicas::single(primary)
+        } else {
+            let others = places[1..]
+                .iter()
+                .map(|at| open(at).map(|(l, _)| l))
+                .collect::<Result<Vec<_>>>()?;
+            let group = data_parallel(primary, others)?;
+            tracing::info!(
+                ranks = group.world_size(),
+                "data-parallel learner over NCCL"
+            );
+            group
+        };
         Ok(Start { learner, state })
     }
 
     pub fn model(&self) -> &TrainableModel {
-        &self.learner.model
+        &self.learner.primary().model
     }
 
     pub fn version(&self) -> u64 {
-        self.learner.version()
+        self.learner.primary().version()
+    }
+
+    /// Optimizer steps the run has taken (0 when fresh).
+    pub fn step(&self) -> u64 {
+        self.state.step
     }
 }
 
+/// Tells the coordinator about a new version. A failure is logged and training goes on (the
+/// next step's publication brings the coordinator up to date), except for the last one: the
+/// actors stop only when the coordinator knows the run is done, so that one is retried while
+/// the coordinator is down or restarting.
 fn publish(shared: &Shared, handle: &tokio::runtime::Handle, req: proto::PublishVersionRequest) {
-    let mut client = shared.coordinator.clone();
     let version = req.version;
-    if let Err(s) = handle.block_on(client.publish_version(req)) {
-        tracing::warn!(version, error = %s.message(), "could not publish the version to the coordinator");
+    let result = if req.done {
+        let mut retry = Retry::new(
+            "telling the coordinator the run is done",
+            RetryLimits::default(),
+            shared.request_timeout,
+        );
+        handle.block_on(retry.run(|| {
+            let (mut c, r) = (shared.coordinator.clone(), req.clone());
+            async move { c.publish_version(r).await }
+        }))
+    } else {
+        let mut client = shared.coordinator.clone();
+        handle
+            .block_on(client.publish_version(req))
+            .map_err(|s| s.message().to_string())
+    };
+    if let Err(error) = result {
+        tracing::warn!(version, %error, "could not publish the version to the coordinator");
     }
 }
 
@@ -73,6 +169,7 @@ pub(crate) fn train(
     } = start;
     let source = tasks::from_spec(&cfg.task, cfg.seed, &tasks::VerifierRegistry::new())?;
     let mut log = MetricsLog::open(&out)?;
+    let mut ledger = TrainedLedger::open(&out)?;
     let started = Instant::now();
     let wall0 = state.wall_s;
     let mut last_eval = None;
@@ -89,7 +186,7 @@ pub(crate) fn train(
             match next {
                 // A group already past the lag bound is dropped here and does not take a
                 // slot in the batch (it is counted in the next step's dropped_stale).
-                Some(g) if max_lag(&g, learner.version()) > cfg.update.max_lag => {
+                Some(g) if max_lag(&g, learner.primary().version()) > cfg.update.max_lag => {
                     stale_skipped += 1
                 }
                 Some(g) => groups.push(g),
@@ -98,7 +195,12 @@ pub(crate) fn train(
                         step = state.step,
                         "stopping before the run's end; checkpointing"
                     );
-                    checkpoint::save(&out, &learner.model, &learner.optimizer, &state)?;
+                    checkpoint::save(
+                        &out,
+                        &learner.primary().model,
+                        &learner.primary().optimizer,
+                        &state,
+                    )?;
                     return Ok(LearnerSummary {
                         steps: state.step,
                         version: state.version,
@@ -112,15 +214,25 @@ pub(crate) fn train(
         report.dropped_stale += std::mem::take(&mut stale_skipped);
         state.step += 1;
         state.wall_s = wall0 + started.elapsed().as_secs_f64();
+        ledger.append(state.step, learner.primary().version(), &groups)?;
         let zero_variance = report.zero_variance_ids.clone();
-        if learner.version() != state.version {
-            state.version = learner.version();
-            let encoded = EncodedVersion::encode(state.version, &learner.model)?;
+        if learner.primary().version() != state.version {
+            state.version = learner.primary().version();
+            let encoding = Instant::now();
+            let encoded = EncodedVersion::encode(state.version, &learner.primary().model)?;
+            shared
+                .metrics
+                .weight_encode_seconds
+                .observe(encoding.elapsed().as_secs_f64());
             shared.version.store(state.version, Ordering::Relaxed);
             shared.weights.send_replace(Arc::new(encoded));
         }
+        let step_seconds = step_started.elapsed();
+        shared
+            .metrics
+            .record_step(&report, step_seconds.as_secs_f64());
         // Published before the evaluation record_step may run, so actors never wait on it.
-        let stats = step_stats(&report, state.step, state.wall_s, step_started.elapsed());
+        let stats = step_stats(&report, state.step, state.wall_s, step_seconds);
         publish(
             &shared,
             &handle,
@@ -134,7 +246,7 @@ pub(crate) fn train(
         let line = record_step(
             &cfg,
             &out,
-            &learner,
+            learner.primary(),
             &state,
             report,
             step_started,
@@ -154,7 +266,7 @@ pub(crate) fn train(
             "step"
         );
     }
-    learner.model.save(&out.join("final"))?;
+    learner.primary().model.save(&out.join("final"))?;
     publish(
         &shared,
         &handle,

@@ -132,8 +132,10 @@ mod tests {
             plain.client_url("http://"),
             Err(TransportError::InvalidUrl { .. })
         ));
-        let mut tls = Security::default();
-        tls.ca_pem = Some(Vec::new());
+        let tls = Security {
+            ca_pem: Some(Vec::new()),
+            ..Default::default()
+        };
         assert_eq!(tls.client_url("http://h:1").unwrap(), "https://h:1");
         assert_eq!(tls.client_url("https://h:1").unwrap(), "https://h:1");
         assert_eq!(tls.client_url("h:1").unwrap(), "https://h:1");

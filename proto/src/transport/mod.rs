@@ -11,6 +11,8 @@
 //!   attached to every request, a connect timeout, a per-request timeout and HTTP/2
 //!   keepalive, so a peer that accepts a connection and then hangs is detected instead of
 //!   waited on forever (in a connect, a unary call, or the middle of a long stream).
+//! - Retries: [`retry::Retry`] tells a failed call to a peer that is restarting (retry with
+//!   backoff) from one to a hung peer (give up after a few timeouts) or a refusal (give up).
 //!
 //! URLs: with a CA configured, a client dials TLS whatever the scheme (`http://` is upgraded
 //! to `https://`, a bare `host:port` works too), so a token is never sent in the clear by a
@@ -21,6 +23,7 @@
 
 pub mod auth;
 mod client;
+pub mod retry;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +31,7 @@ use std::time::Duration;
 
 pub use auth::{AttachToken, AuthLayer, AuthToken};
 pub use client::ClientChannel;
+pub use retry::{Retry, RetryLimits};
 pub use server::SecureServer;
 
 /// Environment variable holding the bearer token itself (`--auth-token-file` wins over it).
