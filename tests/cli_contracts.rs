@@ -139,3 +139,22 @@ fn wrong_checkpoints_fail_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[test]
+fn gpus_on_a_cpu_build_fail_at_once_and_say_how_to_rebuild() {
+    // Nothing listens on the coordinator's port: the check must come before any connection.
+    for gpus in ["1", "2"] {
+        let out = common::oxrl_unchecked(&[
+            "learner",
+            "--coordinator",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+            "--gpus",
+            gpus,
+        ]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--features cuda"), "--gpus {gpus}: {err}");
+    }
+}

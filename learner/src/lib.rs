@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod objective;
 pub mod optim;
 pub mod params;
+pub mod replicas;
 pub mod server;
 pub mod sft;
 pub mod sync_loop;

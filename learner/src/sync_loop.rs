@@ -8,6 +8,7 @@ use crate::metrics::{MetricsLine, MetricsLog};
 use crate::params::TrainableModel;
 use crate::update::Learner;
 use crate::AdamW;
+use policy::device::Placement;
 use rollout::config::RunConfig;
 use std::path::Path;
 use std::time::Instant;
@@ -23,6 +24,16 @@ pub enum Start {
 
 /// The learner and counters a run starts with: fresh, or from the latest checkpoint.
 pub(crate) fn open_run(cfg: &RunConfig, dir: &Path, start: Start) -> Result<(Learner, RunState)> {
+    open_run_on(cfg, dir, start, &Placement::cpu())
+}
+
+/// [`open_run`] with a resumed model loaded onto `at` (a fresh model is already placed).
+pub(crate) fn open_run_on(
+    cfg: &RunConfig,
+    dir: &Path,
+    start: Start,
+    at: &Placement,
+) -> Result<(Learner, RunState)> {
     Ok(match start {
         Start::Fresh(model) => {
             let state = RunState {
@@ -40,7 +51,7 @@ pub(crate) fn open_run(cfg: &RunConfig, dir: &Path, start: Start) -> Result<(Lea
                     .into(),
             })?;
             let state = checkpoint::load_state(&ckpt)?;
-            let model = TrainableModel::load(&ckpt)?;
+            let model = TrainableModel::load_on(&ckpt, at)?;
             let mut learner = Learner::new(model, cfg.update.clone(), state.version);
             learner.optimizer =
                 AdamW::load(&ckpt, learner.model.vars(), cfg.update.optimizer.clone())?;

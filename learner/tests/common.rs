@@ -10,7 +10,11 @@ use rollout::{RolloutGroup, Sample};
 pub fn tiny_model(seed: u64) -> TrainableModel {
     let mut cfg = ModelConfig::tiny(char_tokenizer().vocab_size(), 16, 1, 2, 1);
     cfg.tie_word_embeddings = false;
-    let mut w = random_weights(&cfg, seed, &candle_core::Device::Cpu).unwrap();
+    // OXRL_TEST_DEVICE (e.g. `cuda` on a GPU build) picks the device; the CPU otherwise.
+    let device = policy::device::Placement::from_test_env()
+        .expect("OXRL_TEST_DEVICE names a device this build can open")
+        .device;
+    let mut w = random_weights(&cfg, seed, &device).unwrap();
     for (name, t) in w.iter_mut() {
         if !name.ends_with("norm.weight") {
             *t = (t.clone() * 10.0).unwrap();

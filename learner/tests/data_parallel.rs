@@ -1,8 +1,10 @@
-//! Two data-parallel ranks on loopback take exactly the step one process takes.
+//! Data-parallel ranks on loopback take exactly the step one process takes: two ranks driven
+//! by hand, and three driven by `Replicas` (the `--gpus N` driver) from one thread each.
 
 mod common;
 
 use learner::collective::TcpCollective;
+use learner::replicas::Replicas;
 use learner::{Learner, TrainableModel, UpdateConfig};
 use std::net::TcpListener;
 
@@ -100,4 +102,64 @@ fn two_ranks_match_one_process_step_for_step() {
         weights(&Learner::new(common::tiny_model(seed), config(), 0)),
         "the step must change the weights"
     );
+}
+
+#[test]
+fn three_replicas_take_the_step_one_process_takes() {
+    let seed = 7;
+    let base = common::tiny_model(seed);
+    let gs = groups(&base);
+    let mut single = Learner::new(base, config(), 0);
+    let single_reports: Vec<_> = (0..2).map(|_| single.step(&gs).unwrap()).collect();
+
+    let world = 3;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Ranks 1 and 2 connect while rank 0 accepts; they start from other weights on purpose:
+    // forming the group must give them rank 0's.
+    let joiners: Vec<_> = (1..world)
+        .map(|rank| {
+            std::thread::spawn(move || {
+                let c = TcpCollective::connect(addr, rank, world).unwrap();
+                Learner::new(common::tiny_model(seed + rank as u64), config(), 0)
+                    .with_collective(Box::new(c))
+            })
+        })
+        .collect();
+    let root = TcpCollective::root(listener, world).unwrap();
+    let others: Vec<Learner> = joiners.into_iter().map(|j| j.join().unwrap()).collect();
+    let primary =
+        Learner::new(common::tiny_model(seed), config(), 0).with_collective(Box::new(root));
+    let mut replicas = Replicas::spawn(primary, others).unwrap();
+    assert_eq!(replicas.world_size(), 3);
+    for expected in &single_reports {
+        let r = replicas.step(&gs).unwrap();
+        assert_eq!(r.version, expected.version);
+        assert!(
+            (r.loss - expected.loss).abs() < 1e-5,
+            "{} vs {}",
+            r.loss,
+            expected.loss
+        );
+    }
+    let (wr, ws) = (weights(replicas.primary()), weights(&single));
+    let max_diff = wr
+        .iter()
+        .zip(&ws)
+        .flat_map(|((_, a), (_, b))| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+        .fold(0f32, f32::max);
+    assert!(
+        max_diff < 1e-5,
+        "replicas differ from one process by {max_diff}"
+    );
+}
+
+#[test]
+fn replicas_refuse_a_group_of_the_wrong_shape() {
+    let seed = 3;
+    let lone = Learner::new(common::tiny_model(seed), config(), 0);
+    let other = Learner::new(common::tiny_model(seed), config(), 0);
+    // Rank 0 of a group of one cannot drive a second rank.
+    let err = Replicas::spawn(lone, vec![other]).err().expect("refused");
+    assert!(err.to_string().contains("rank 0 of 2"), "{err}");
 }

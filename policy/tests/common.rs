@@ -24,9 +24,17 @@ pub fn qwen2_config() -> ModelConfig {
     cfg
 }
 
+/// The device the tests run on: `OXRL_TEST_DEVICE` (`cuda`, `cuda:N`; a `cuda` build), else
+/// the CPU. Weights stay fp32 either way, so the 1e-4 invariants hold on a GPU too.
+pub fn device() -> Device {
+    policy::device::Placement::from_test_env()
+        .expect("OXRL_TEST_DEVICE names a device this build can open")
+        .device
+}
+
 /// A model with random weights; biases get random values too so they matter.
 pub fn model(cfg: &ModelConfig, seed: u64) -> ModelDir {
-    let mut weights = random_weights(cfg, seed, &Device::Cpu).unwrap();
+    let mut weights = random_weights(cfg, seed, &device()).unwrap();
     for (name, t) in weights.iter_mut() {
         if name.ends_with(".bias") || name.ends_with("norm.weight") {
             let noise = t.randn_like(0.0, 0.3).unwrap();

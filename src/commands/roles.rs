@@ -58,6 +58,10 @@ pub struct CoordinatorArgs {
     /// the same journal carries on the run where it stopped.
     #[arg(long)]
     journal: Option<PathBuf>,
+    /// Serve Prometheus `GET /metrics` and the live dashboard (`GET /`, `GET /api/status`)
+    /// over HTTP on this address, e.g. 0.0.0.0:9000 (docs/dashboard.md).
+    #[arg(long)]
+    metrics_listen: Option<String>,
     #[command(flatten)]
     security: SecurityArgs,
     /// Exit when standard input closes (set by `oxrl run`, so no child outlives it).
@@ -78,6 +82,13 @@ pub struct LearnerArgs {
     /// Run directory: metrics.jsonl, checkpoints/, final/ (resumes from its checkpoints).
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
+    /// Serve Prometheus `GET /metrics` (HTTP) on this address, e.g. 0.0.0.0:9001.
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Train on this many GPUs of this node (0: the CPU): rank i on GPU i, gradients summed
+    /// over NCCL. Needs a build with --features cuda (and nccl for more than one).
+    #[arg(long, default_value_t = 0)]
+    gpus: usize,
     #[command(flatten)]
     security: SecurityArgs,
     #[arg(long, hide = true)]
@@ -92,6 +103,10 @@ pub struct ActorArgs {
     /// Name shown in the coordinator's status.
     #[arg(long, default_value = "actor")]
     name: String,
+    /// Serve Prometheus `GET /metrics` (HTTP) on this address, e.g. 0.0.0.0:9002; served
+    /// from start, before the actor has weights, so probes can use it.
+    #[arg(long)]
+    metrics_listen: Option<String>,
     #[command(flatten)]
     security: SecurityArgs,
     #[arg(long, hide = true)]
@@ -169,35 +184,53 @@ pub fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
     let security = a.security.load()?;
     let state = coordinator::Coordinator::new(settings).context("starting the coordinator")?;
     block_on(async {
+        let metrics = bind_metrics(a.metrics_listen.as_deref()).await?;
         let (listener, _) = bind(&a.listen).await?;
-        coordinator::serve_secured(
-            state,
-            listener,
-            security,
-            shutdown_signal(a.exit_with_parent),
-        )
-        .await?;
+        let shutdown = shutdown_signal(a.exit_with_parent);
+        match metrics {
+            Some(http) => {
+                coordinator::serve_with_dashboard(state, listener, http, security, shutdown).await?
+            }
+            None => coordinator::serve_secured(state, listener, security, shutdown).await?,
+        }
         Ok(())
     })
 }
 
+/// The line a role prints once its `--metrics-listen` listener is bound.
+pub const METRICS: &str = "OXRL_METRICS";
+
+/// Binds `--metrics-listen` when given and prints `OXRL_METRICS <addr>`.
+async fn bind_metrics(addr: Option<&str>) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics address {addr}"))?;
+    println!("{METRICS} {}", listener.local_addr()?);
+    Ok(Some(listener))
+}
+
 pub fn learner(a: LearnerArgs) -> anyhow::Result<()> {
+    learner::server::check_gpus(a.gpus)?;
     let security = a.security.load()?;
     block_on(async {
+        let metrics = bind_metrics(a.metrics_listen.as_deref()).await?;
         let (listener, local) = bind(&a.listen).await?;
         let advertise = a
             .advertise
             .clone()
             .unwrap_or_else(|| security.advertise_url(local));
-        let summary = learner::server::run_learner(
-            &a.coordinator,
+        let launch = learner::server::LearnerLaunch {
+            coordinator_url: a.coordinator.clone(),
             security,
-            listener,
             advertise,
-            a.out.clone(),
-            shutdown_signal(a.exit_with_parent),
-        )
-        .await?;
+            out: a.out.clone(),
+            metrics_listener: metrics,
+            gpus: a.gpus,
+        };
+        let summary =
+            learner::server::run_learner(launch, listener, shutdown_signal(a.exit_with_parent))
+                .await?;
         tracing::info!(steps = summary.steps, version = summary.version, eval = ?summary.last_eval, "learner finished");
         Ok(())
     })
@@ -206,10 +239,12 @@ pub fn learner(a: LearnerArgs) -> anyhow::Result<()> {
 pub fn actor(a: ActorArgs) -> anyhow::Result<()> {
     let security = a.security.load()?;
     block_on(async {
+        let metrics = bind_metrics(a.metrics_listen.as_deref()).await?;
         let summary = actor::run_actor(
             &a.coordinator,
             &a.name,
             security,
+            metrics,
             shutdown_signal(a.exit_with_parent),
         )
         .await?;

@@ -80,7 +80,10 @@ impl NcclCollective {
                 .map_err(|e| nccl_error("allocating the staging buffer", e))?;
             self.staging = Some(buf);
         }
-        let buf = self.staging.as_mut().expect("staging buffer allocated above");
+        let buf = self
+            .staging
+            .as_mut()
+            .expect("staging buffer allocated above");
         let mut view = buf.slice_mut(..n);
         self.stream
             .memcpy_htod(&*data, &mut view)
