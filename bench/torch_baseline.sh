@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PyTorch baseline for `oxrl bench decode|learner --torch`: runs bench/torch_baseline.py in
 # its own virtual environment, creating it on first use (python3 -m venv, then pip installs
-# the CPU wheel of torch from the PyTorch index, transformers and safetensors from PyPI).
+# torch (the PyTorch index's CPU wheel, else PyPI's), transformers and safetensors).
 #
 #   bench/torch_baseline.sh --setup              create the environment only
 #   bench/torch_baseline.sh decode|learner ARGS  run one suite (see torch_baseline.py --help)
@@ -24,8 +24,11 @@ if [[ ! -f "$ready" ]]; then
   echo "creating $venv (torch CPU wheel, transformers, safetensors) ..." >&2
   "$python" -m venv "$venv" >&2 || { echo "skipped: python3 -m venv failed" >&2; exit 3; }
   pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
-  "${pip[@]}" --index-url https://download.pytorch.org/whl/cpu torch >&2 \
-    || { echo "skipped: pip could not install torch (CPU wheel)" >&2; exit 3; }
+  # The CPU wheel from the PyTorch index where it can be reached, else PyPI's default wheel
+  # (it brings CUDA libraries it will not use here: a few GB).
+  "${pip[@]}" --index-url https://download.pytorch.org/whl/cpu torch >&2 2>/dev/null \
+    || "${pip[@]}" torch >&2 \
+    || { echo "skipped: pip could not install torch" >&2; exit 3; }
   "${pip[@]}" transformers safetensors >&2 \
     || { echo "skipped: pip could not install transformers/safetensors" >&2; exit 3; }
   "$venv/bin/python" -c "import torch, transformers" >&2 \

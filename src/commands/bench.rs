@@ -1,16 +1,24 @@
-//! `oxrl bench SUITE`: benchmarks whose figures are ratios against a baseline measured in
-//! the same run, printed as a table and one JSON line.
+//! `oxrl bench [SUITE]`: benchmarks whose figures are ratios against a baseline measured in
+//! the same run, printed as a table and one JSON line each; without a suite, the decode,
+//! learner, weights and pipeline suites in turn with their default settings.
 
 mod decode;
 mod learner_step;
 mod load;
 mod pipeline;
 mod torch;
+mod weights;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
-    suite: Suite,
+    suite: Option<Suite>,
+}
+
+/// A suite's arguments at their defaults, as `oxrl bench SUITE` with no flags parses them.
+fn defaults<T: clap::Args + clap::FromArgMatches>(name: &'static str) -> anyhow::Result<T> {
+    let matches = T::augment_args(clap::Command::new(name)).try_get_matches_from([name])?;
+    Ok(T::from_arg_matches(&matches)?)
 }
 
 #[derive(clap::Subcommand)]
@@ -19,6 +27,9 @@ enum Suite {
     Decode(decode::Args),
     /// Learner step tokens/s: forward + backward + optimizer (baseline: forward alone).
     Learner(learner_step::Args),
+    /// Weight streaming over gRPC (chunked, CRC-checked, reassembled) against raw loopback
+    /// TCP of the same bytes.
+    Weights(weights::Args),
     /// Pipelined (lag k) against on-policy (k = 0) runs: wall time, actor idle fraction.
     Pipeline(pipeline::Args),
     /// Simulated actors against a real coordinator and learner: groups/s, lease latency,
@@ -28,10 +39,17 @@ enum Suite {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     match a.suite {
-        Suite::Decode(a) => decode::run(a),
-        Suite::Learner(a) => learner_step::run(a),
-        Suite::Pipeline(a) => pipeline::run(a),
-        Suite::Load(a) => load::run(a),
+        Some(Suite::Decode(a)) => decode::run(a),
+        Some(Suite::Learner(a)) => learner_step::run(a),
+        Some(Suite::Weights(a)) => weights::run(a),
+        Some(Suite::Pipeline(a)) => pipeline::run(a),
+        Some(Suite::Load(a)) => load::run(a),
+        None => {
+            decode::run(defaults("decode")?)?;
+            learner_step::run(defaults("learner")?)?;
+            weights::run(defaults("weights")?)?;
+            pipeline::run(defaults("pipeline")?)
+        }
     }
 }
 

@@ -356,8 +356,8 @@ pub fn fit(x: &[f64], y: &[f64], opts: &FitOptions) -> Result<Fit, FitError> {
                 break;
             }
             top = t;
-            let on_edge = (t.curve.a - ca).abs() > 0.75 * da
-                || (t.curve.c_mid.ln() - cc).abs() > 0.75 * dc;
+            let on_edge =
+                (t.curve.a - ca).abs() > 0.75 * da || (t.curve.c_mid.ln() - cc).abs() > 0.75 * dc;
             if !on_edge {
                 break;
             }

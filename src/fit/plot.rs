@@ -58,11 +58,12 @@ fn log_tick(v: &f64) -> String {
     }
     let exp = v.log10().floor();
     let mantissa = v / 10f64.powf(exp);
-    match [1.0, 2.0, 5.0, 10.0]
+    // Rounding can leave the mantissa a hair under 10: that is the next power of ten.
+    match [1u8, 2, 5, 10]
         .into_iter()
-        .find(|m| (mantissa / m - 1.0).abs() < 1e-6)
+        .find(|&m| (mantissa / f64::from(m) - 1.0).abs() < 1e-6)
     {
-        Some(m) if m == 10.0 => format!("1e{}", exp as i64 + 1),
+        Some(10) => format!("1e{}", exp as i64 + 1),
         Some(m) => format!("{m}e{}", exp as i64),
         None => String::new(),
     }

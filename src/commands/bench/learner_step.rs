@@ -1,7 +1,9 @@
 //! Learner suite: one RL update (forward + backward + AdamW) on synthetic groups, against
 //! the forward pass alone on the same tokens.
 
+use super::torch::{self, Outcome};
 use super::{bench_models, best_of};
+use crate::progress;
 use learner::{Learner, TrainableModel, UpdateConfig};
 use rollout::{RolloutGroup, Sample};
 
@@ -21,14 +23,20 @@ pub struct Args {
     quick: bool,
     #[arg(long, default_value_t = 2)]
     reps: usize,
+    /// Also run the PyTorch baseline (bench/torch_baseline.sh: the same groups, CISPO loss,
+    /// backward and AdamW in transformers). Skipped with a message when unavailable.
+    #[arg(long)]
+    torch: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
+    let tmp = std::env::temp_dir().join(format!("oxrl-bench-learner-{}", std::process::id()));
     println!(
         "{:<8} {:>10} {:>16} {:>16} {:>12}",
         "model", "params", "forward", "train step", "step/fwd"
     );
+    let pb = progress::spinner("bench learner");
     for (name, m) in bench_models(!a.quick)? {
         let prompt = m.tokenizer.encode("12+34=")?;
         let model = TrainableModel::new(m.config.clone(), m.tokenizer.clone(), &m.weights)?;
@@ -69,9 +77,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             })
             .collect();
         let tokens = (a.groups * a.group_size * a.tokens) as f64;
+        pb.set_message(format!("{name}: forward"));
         let fwd = best_of(a.reps, || {
             Ok(policy::score_sequences(learner.model.policy(), &seqs, 0, 1.0).map(|_| ())?)
         })?;
+        pb.set_message(format!("{name}: train step"));
         let step = best_of(a.reps, || {
             let v = learner.version();
             let mut gs = groups.clone();
@@ -83,18 +93,66 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             learner.step(&gs)?;
             Ok(())
         })?;
-        println!(
-            "{name:<8} {:>10} {:>12.0} t/s {:>12.0} t/s {:>11.2}x",
-            m.config.num_parameters(),
-            tokens / fwd,
-            tokens / step,
-            fwd / step
-        );
-        rows.push(serde_json::json!({
+        pb.suspend(|| {
+            println!(
+                "{name:<8} {:>10} {:>12.0} t/s {:>12.0} t/s {:>11.2}x",
+                m.config.num_parameters(),
+                tokens / fwd,
+                tokens / step,
+                fwd / step
+            )
+        });
+        let mut row = serde_json::json!({
             "model": name, "params": m.config.num_parameters(), "tokens_per_step": tokens,
             "forward_tok_s": tokens / fwd, "train_step_tok_s": tokens / step, "step_over_forward": fwd / step,
-        }));
+        });
+        if a.torch {
+            pb.set_message(format!("{name}: PyTorch baseline"));
+            let dir = torch::model_dir(&name, &m, &tmp)?;
+            let extra: Vec<String> = [
+                ("--groups", a.groups),
+                ("--group-size", a.group_size),
+                ("--tokens", a.tokens),
+                ("--reps", a.reps),
+            ]
+            .iter()
+            .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+            .collect();
+            row["torch"] = match torch::run("learner", &dir, &prompt, &extra, true) {
+                Outcome::Ran(v) => {
+                    let pt_step = v["train_step_tok_s"].as_f64().unwrap_or(f64::NAN);
+                    let pt_fwd = v["forward_tok_s"].as_f64().unwrap_or(f64::NAN);
+                    pb.suspend(|| {
+                        println!(
+                            "{:<8} {:>10} {:>12.0} t/s {:>12.0} t/s   oxrl/PyTorch: forward {:.2}x, train step {:.2}x (PyTorch {})",
+                            format!("{name}/pt"),
+                            v["params"],
+                            pt_fwd,
+                            pt_step,
+                            (tokens / fwd) / pt_fwd,
+                            (tokens / step) / pt_step,
+                            v["torch"].as_str().unwrap_or("?")
+                        )
+                    });
+                    row["vs_torch_forward"] = ((tokens / fwd) / pt_fwd).into();
+                    row["vs_torch_train_step"] = ((tokens / step) / pt_step).into();
+                    v
+                }
+                Outcome::Skipped(why) => {
+                    pb.suspend(|| {
+                        println!(
+                            "{:<8} PyTorch baseline skipped: {why}",
+                            format!("{name}/pt")
+                        )
+                    });
+                    serde_json::json!({ "skipped": why })
+                }
+            };
+        }
+        rows.push(row);
     }
+    pb.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&tmp);
     println!(
         "{}",
         serde_json::json!({"suite": "learner", "results": rows})

@@ -1,0 +1,38 @@
+//! The benchmark suites run end to end and report figures against their same-run baselines
+//! (the figures themselves are checked by reading them, in BENCHMARKS.md, not here).
+
+mod common;
+
+fn last_json(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().expect("a JSON line")).unwrap()
+}
+
+#[test]
+fn weights_suite_compares_grpc_with_raw_tcp_of_the_same_bytes() {
+    let out = common::oxrl(&["bench", "weights", "--large", "false", "--reps", "1"]);
+    let json = last_json(&out);
+    assert_eq!(json["suite"], "weights");
+    let row = &json["rows"][0];
+    assert_eq!(row["model"], "default");
+    // Every fp32 parameter crossed both transports.
+    assert_eq!(row["bytes"].as_u64(), row["params"].as_u64().map(|p| p * 4));
+    let ratio = row["grpc_over_raw"].as_f64().unwrap();
+    assert!(ratio > 0.0 && ratio.is_finite(), "{row}");
+}
+
+#[test]
+fn learner_suite_reports_the_step_against_the_forward_pass() {
+    let out = common::oxrl(&[
+        "bench", "learner", "--quick", "--reps", "1", "--groups", "2",
+    ]);
+    let json = last_json(&out);
+    assert_eq!(json["suite"], "learner");
+    let row = &json["results"][0];
+    let (fwd, step) = (
+        row["forward_tok_s"].as_f64().unwrap(),
+        row["train_step_tok_s"].as_f64().unwrap(),
+    );
+    // A training step does a forward pass and more: it cannot be faster than one.
+    assert!(step > 0.0 && step < fwd, "{row}");
+}
