@@ -37,6 +37,9 @@ pub struct ActorMetrics {
     pub weight_bytes_received: Counter,
     pub weight_versions_received: Counter,
     pub weight_receive_seconds: Histogram,
+    /// `oxrl_rejected_total{reason}`: weight streams refused (`bad_checksum`, `bad_weights`
+    /// for any other malformed stream, `weights_shape` for tensors that do not fit the model).
+    pub rejected: proto::metrics_http::Rejections,
 }
 
 impl Default for ActorMetrics {
@@ -67,6 +70,7 @@ impl ActorMetrics {
             weight_bytes_received: Counter::default(),
             weight_versions_received: Counter::default(),
             weight_receive_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
+            rejected: Default::default(),
         };
         let r = &mut registry;
         r.register(
@@ -144,7 +148,17 @@ impl ActorMetrics {
             "Time from a version's header to its policy being ready",
             m.weight_receive_seconds.clone(),
         );
-        ActorMetrics { registry, ..m }
+        let rejected = proto::metrics_http::register_rejections(r);
+        ActorMetrics {
+            registry,
+            rejected,
+            ..m
+        }
+    }
+
+    /// Counts one refused weight stream.
+    pub(crate) fn reject(&self, reason: &'static str) {
+        proto::metrics_http::count_rejection(&self.rejected, reason);
     }
 
     /// Lets scrapes report `seen`, the learner version the run loop keeps.

@@ -7,7 +7,7 @@ use crate::metrics::ActorMetrics;
 use policy::{ModelConfig, Policy, Weights};
 use proto::learner_client::LearnerClient;
 use proto::transport::Security;
-use proto::weights::Assembler;
+use proto::weights::{Assembler, WeightsError};
 use proto::weights_chunk::Part;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,12 +82,21 @@ pub(crate) async fn follow(
                     }
                     _ => {}
                 }
-                let done = asm.push(chunk).map_err(|e| e.to_string())?;
+                let done = asm.push(chunk).map_err(|e| {
+                    metrics.reject(match e {
+                        WeightsError::Checksum { .. } => "bad_checksum",
+                        _ => "bad_weights",
+                    });
+                    e.to_string()
+                })?;
                 if let Some(v) = asm.receiving() {
                     announced.announced(v);
                 }
                 if let Some((version, tensors)) = done {
-                    let policy = build(&cfg, tensors).map_err(|e| e.to_string())?;
+                    let policy = build(&cfg, tensors).map_err(|e| {
+                        metrics.reject("weights_shape");
+                        e.to_string()
+                    })?;
                     tracing::debug!(version, "received weights");
                     slot.send_replace(Some(Arc::new((version, policy))));
                     received = true;
@@ -126,3 +135,7 @@ pub(crate) async fn follow(
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
+
+#[cfg(test)]
+#[path = "subscriber_tests.rs"]
+mod tests;

@@ -253,6 +253,14 @@ mod tests {
         let mut g = group();
         g.samples.clear();
         assert_eq!(g.validate(10), Err(GroupError::Empty));
+        let mut g = group();
+        g.prompt_tokens.clear();
+        assert_eq!(g.validate(10), Err(GroupError::EmptyPrompt));
+        let mut g = group();
+        g.samples[1].tokens.clear();
+        g.samples[1].logprobs.clear();
+        g.samples[1].versions.clear();
+        assert_eq!(g.validate(10), Err(GroupError::EmptySample(1)));
     }
 
     #[test]
