@@ -1,8 +1,10 @@
-//! The lease book: every lease ever issued, its prompts, holder and deadline, and what became of
-//! it (outstanding, completed or expired). Issued leases are remembered for good so the learner
-//! can check any group's lease.
+//! The lease book: the leases issued, their prompts, holder and deadline, and what became of
+//! them (outstanding, completed or expired). Outstanding leases are kept until they end; the
+//! last [`FINISHED_KEPT`] finished ones are kept after that (so the learner can check a late
+//! group's lease and a repeated completion is recognised), older ones are forgotten, so the
+//! book's memory stays bounded however long a run goes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use tokio::time::Instant;
 
@@ -46,12 +48,19 @@ impl Lease {
     }
 }
 
-/// All leases, by sequence number (`lease-<seq>`), in issue order.
+/// Finished (completed or expired) leases remembered after they end. A group arriving for a
+/// lease older than that is refused as of an unknown lease; its prompt was completed, or
+/// leased again under the same group id, long before.
+pub(crate) const FINISHED_KEPT: usize = 4096;
+
+/// The leases, by sequence number (`lease-<seq>`), in issue order.
 #[derive(Debug, Default)]
 pub(crate) struct LeaseBook {
     next_seq: u64,
     leases: BTreeMap<u64, Lease>,
     outstanding: BTreeSet<u64>,
+    /// Finished leases still remembered, oldest first.
+    finished: VecDeque<u64>,
     expired: u64,
 }
 
@@ -187,6 +196,12 @@ impl LeaseBook {
             return None;
         }
         self.leases.get_mut(&seq)?.state = end;
+        self.finished.push_back(seq);
+        if self.finished.len() > FINISHED_KEPT {
+            if let Some(oldest) = self.finished.pop_front() {
+                self.leases.remove(&oldest);
+            }
+        }
         Some(seq)
     }
 
@@ -217,6 +232,26 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn finished_leases_are_forgotten_past_the_limit_outstanding_ones_never() {
+        let now = Instant::now();
+        let mut book = LeaseBook::default();
+        let held = book.issue("a", Vec::new(), now);
+        let ids: Vec<String> = (0..FINISHED_KEPT + 10)
+            .map(|_| book.issue("b", Vec::new(), now))
+            .collect();
+        for id in &ids {
+            book.complete(id).unwrap();
+        }
+        assert_eq!(book.leases.len(), FINISHED_KEPT + 1, "kept + the outstanding one");
+        assert!(book.get(&ids[9]).is_none(), "the oldest finished are forgotten");
+        assert!(book.get(&ids[10]).is_some());
+        assert!(book.get(&held).is_some(), "an outstanding lease is never forgotten");
+        assert_eq!(book.outstanding_ids(), vec![held.clone()]);
+        book.expire(&held).unwrap();
+        assert_eq!(book.expired(), 1);
+    }
 
     fn prompts(indices: &[u64]) -> Vec<LeasedPrompt> {
         indices

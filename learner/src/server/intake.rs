@@ -7,6 +7,9 @@ use proto::push_ack::Outcome;
 use proto::PushAck;
 use std::sync::atomic::Ordering;
 
+/// Lease checks the learner remembers before it starts over.
+const KNOWN_LEASES_CACHED: usize = 65_536;
+
 /// Decides what to do with `msg` and answers with its acknowledgement; `Err` (UNAVAILABLE)
 /// when the lease cannot be checked because the coordinator is unreachable: nothing is
 /// decided, and the actor pushes the group again once it is back (rejecting it instead would
@@ -105,6 +108,12 @@ async fn check_lease(
             ),
         )));
     }
-    shared.known_leases.lock().expect("lease cache").insert(key);
+    let mut known = shared.known_leases.lock().expect("lease cache");
+    // A cache: emptied when full (a miss only asks the coordinator again), so its memory
+    // stays bounded on a run of any length.
+    if known.len() >= KNOWN_LEASES_CACHED {
+        known.clear();
+    }
+    known.insert(key);
     Ok(Ok(()))
 }
