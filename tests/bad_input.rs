@@ -4,27 +4,16 @@
 
 mod common;
 
-use common::{http_get, metric, read_jsonl, wait_until, RoleProcess};
+use common::{
+    assert_acks, http_get, metric, probe_lease, push_acks, start_coordinator, start_learner,
+    trained_group_ids, two_sample_group, wait_until, write_run_config,
+};
 use proto::push_ack::Outcome;
 use std::time::Duration;
 
 fn group(id: &str, lease: &proto::LeaseReply, problem: usize, version: u64) -> proto::RolloutGroup {
-    proto::RolloutGroup {
-        group_id: id.into(),
-        lease_id: lease.lease_id.clone(),
-        problem_id: lease.prompts[problem].problem_id.clone(),
-        prompt_tokens: vec![10, 11, 12],
-        samples: (0..2)
-            .map(|i| proto::Sample {
-                tokens: vec![20, 2],
-                logprobs: vec![-0.5, -0.1],
-                versions: vec![version, version],
-                reward: i as f32,
-                truncated: false,
-                text: String::new(),
-            })
-            .collect(),
-    }
+    let problem = &lease.prompts[problem].problem_id;
+    two_sample_group(id, &lease.lease_id, problem, version)
 }
 
 fn rejected(text: &str, reason: &str) -> f64 {
@@ -37,18 +26,11 @@ async fn push(
     url: &str,
     groups: Vec<proto::RolloutGroup>,
 ) -> Result<Vec<(String, i32, String)>, tonic::Status> {
-    let mut client = proto::learner_client::LearnerClient::connect(url.to_string())
-        .await
-        .unwrap();
-    let mut acks = client
-        .push_rollouts(tokio_stream::iter(groups))
-        .await?
-        .into_inner();
-    let mut got = Vec::new();
-    while let Some(a) = acks.message().await? {
-        got.push((a.group_id, a.outcome, a.reason));
-    }
-    Ok(got)
+    let acks = push_acks(url, groups).await?;
+    Ok(acks
+        .into_iter()
+        .map(|a| (a.group_id, a.outcome, a.reason))
+        .collect())
 }
 
 #[test]
@@ -56,81 +38,21 @@ fn bad_groups_are_refused_counted_and_the_rest_trained_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // One group per step and k = 0: every step makes the previous version stale.
-    let cfg = d.join("run.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = write_run_config(
+        d,
         "steps = 100\nprompts_per_step = 1\ngroup_size = 2\neval_every = 0\ncheckpoint_every = 0\n\
          [update]\nmax_lag = 0\n[pipeline]\nprompts_per_lease = 4\nheartbeat_interval_ms = 100\n",
-    )
-    .unwrap();
-    let coord = RoleProcess::start(
-        &[
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-        &d.join("c.log"),
-        true,
     );
-    let url = format!("http://{}", coord.addr.clone().unwrap());
+    let coord = start_coordinator(d, &cfg, &[]);
+    let url = coord.url();
     let out = d.join("run");
-    let mut learner = RoleProcess::start(
-        &[
-            "learner",
-            "--coordinator",
-            &url,
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &d.join("l.log"),
-        true,
-    );
-    let lurl = format!("http://{}", learner.addr.clone().unwrap());
+    let mut learner = start_learner(d, &url, &out, &["--metrics-listen", "127.0.0.1:0"]);
+    let lurl = learner.url();
     let maddr = learner.metrics_addr();
     let scrape = || http_get(&maddr, "/metrics");
     let rt = tokio::runtime::Runtime::new().unwrap();
 
-    let lease = rt.block_on(async {
-        let mut c = proto::coordinator_client::CoordinatorClient::connect(url.clone())
-            .await
-            .unwrap();
-        let me = c
-            .register(proto::RegisterRequest {
-                role: proto::Role::Actor as i32,
-                advertise_addr: String::new(),
-                name: "probe".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let until = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let lease = c
-                .lease(proto::LeaseRequest {
-                    member_id: me.member_id.clone(),
-                    version: 0,
-                    max_prompts: 4,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if lease.refused.is_empty() {
-                break lease;
-            }
-            assert!(
-                std::time::Instant::now() < until,
-                "no lease: {}",
-                lease.refused
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let lease = rt.block_on(probe_lease(&url, 4, Duration::from_secs(30)));
     assert_eq!(lease.prompts.len(), 4);
 
     // Non-finite numbers and a duplicate, then one good group (trained: version 1).
@@ -163,14 +85,7 @@ fn bad_groups_are_refused_counted_and_the_rest_trained_once() {
         ("a", Outcome::Accepted, ""),
         ("a", Outcome::Duplicate, "already"),
     ];
-    assert_eq!(acks.len(), expect.len(), "{acks:?}");
-    for ((id, outcome, reason), (eid, eo, ereason)) in acks.iter().zip(expect) {
-        assert_eq!((id.as_str(), *outcome), (eid, eo as i32), "{acks:?}");
-        assert!(
-            reason.contains(ereason),
-            "{id}: {reason:?} should mention {ereason:?}"
-        );
-    }
+    assert_acks(&acks, &expect);
 
     // A message over the size limit ends its stream with OUT_OF_RANGE; nothing else is lost.
     let mut huge = group("huge", &lease, 1, 0);
@@ -225,11 +140,7 @@ fn bad_groups_are_refused_counted_and_the_rest_trained_once() {
         "{m}"
     );
     // Trained: a, then fresh; never the stale one, never anything twice.
-    let trained: Vec<String> = read_jsonl(&out.join("trained_groups.jsonl"))
-        .iter()
-        .flat_map(|l| l["groups"].as_array().unwrap().clone())
-        .map(|g| g.as_str().unwrap().to_string())
-        .collect();
+    let trained = trained_group_ids(&out);
     assert_eq!(
         trained.iter().filter(|g| *g == "a").count(),
         1,

@@ -9,109 +9,33 @@
 
 mod common;
 
-use common::{oxrl, read_jsonl, wait_until, RoleProcess};
-use std::io::{BufRead, Read, Write};
+use common::{
+    http_get_response, oxrl, read_jsonl, start_actor, start_coordinator, start_learner, wait_until,
+    write_run_config, RoleProcess,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const STEPS: u64 = 8;
 
 fn write_config(dir: &Path) -> PathBuf {
-    let path = dir.join("run.toml");
     let text = format!(
         "steps = {STEPS}\nprompts_per_step = 8\ngroup_size = 4\neval_every = 0\ncheckpoint_every = 0\n\
          [pipeline]\nprompts_per_lease = 4\nheartbeat_interval_ms = 100\n"
     );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// `oxrl coordinator --metrics-listen 127.0.0.1:0`, with the addresses of both its listeners.
-struct CoordinatorProcess {
-    child: Child,
-    grpc: String,
-    http: String,
-    _stdin: ChildStdin,
-}
-
-impl CoordinatorProcess {
-    fn start(config: &Path, log: &Path) -> CoordinatorProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_oxrl"))
-            .args(["coordinator", "--listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0", "--config"])
-            .arg(config)
-            .arg("--exit-with-parent")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("the oxrl binary starts");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        let (mut grpc, mut http) = (None, None);
-        let until = Instant::now() + Duration::from_secs(60);
-        while grpc.is_none() || http.is_none() {
-            let left = until.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "the coordinator printed no addresses; see {}",
-                    log.display()
-                )
-            });
-            if let Some(addr) = line.strip_prefix("OXRL_LISTENING ") {
-                grpc = Some(addr.trim().to_string());
-            } else if let Some(addr) = line.strip_prefix("OXRL_METRICS ") {
-                http = Some(addr.trim().to_string());
-            }
-        }
-        CoordinatorProcess {
-            child,
-            grpc: grpc.unwrap(),
-            http: http.unwrap(),
-            _stdin: stdin,
-        }
-    }
-}
-
-impl Drop for CoordinatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    write_run_config(dir, &text)
 }
 
 /// `GET path` over HTTP/1.1: the status code and the body.
 fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).expect("the HTTP listener accepts");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let (head, body) = http_get_response(addr, path);
     let code = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status code in {head}"));
-    (code, body.to_string())
+    (code, body)
 }
 
 fn api_status(addr: &str) -> serde_json::Value {
@@ -145,9 +69,9 @@ fn the_dashboard_and_metrics_show_a_real_run() {
     let d = dir.path();
     let config = write_config(d);
     let run = d.join("run");
-    let coordinator = CoordinatorProcess::start(&config, &d.join("c.log"));
-    let url = format!("http://{}", coordinator.grpc);
-    let http = coordinator.http.clone();
+    let mut coordinator = start_coordinator(d, &config, &["--metrics-listen", "127.0.0.1:0"]);
+    let url = coordinator.url();
+    let http = coordinator.metrics_addr();
 
     // Served from the start, before any member joins.
     let (code, page) = http_get(&http, "/");
@@ -155,28 +79,9 @@ fn the_dashboard_and_metrics_show_a_real_run() {
     assert!(page.contains("id=\"chart-reward\""), "{page}");
     assert_eq!(api_status(&http)["steps"]["step"], serde_json::json!([]));
 
-    let mut learner = RoleProcess::start(
-        &[
-            "learner",
-            "--coordinator",
-            &url,
-            "--listen",
-            "127.0.0.1:0",
-            "--out",
-            run.to_str().unwrap(),
-        ],
-        &d.join("l.log"),
-        true,
-    );
+    let mut learner = start_learner(d, &url, &run, &[]);
     let _actors: Vec<RoleProcess> = (0..2)
-        .map(|i| {
-            let name = format!("actor-{i}");
-            RoleProcess::start(
-                &["actor", "--coordinator", &url, "--name", &name],
-                &d.join(format!("a{i}.log")),
-                false,
-            )
-        })
+        .map(|i| start_actor(&url, &format!("actor-{i}"), &d.join(format!("a{i}.log"))))
         .collect();
     let finished = learner
         .wait(Duration::from_secs(180))

@@ -4,6 +4,9 @@
 //! compile time, `<builder WORKDIR>/policy/../assets/default-policy`); `.dockerignore` keeps
 //! the build context small without dropping the model.
 
+mod common;
+
+use common::flag_value;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -13,18 +16,6 @@ fn repo() -> &'static Path {
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
-}
-
-/// The value after `flag` in `args` (exactly once).
-fn flag_value<'a>(args: &'a [String], flag: &str, at: &str) -> &'a str {
-    let positions: Vec<usize> = (0..args.len()).filter(|&i| args[i] == flag).collect();
-    assert_eq!(
-        positions.len(),
-        1,
-        "{at}: {flag} should appear once in {args:?}"
-    );
-    args.get(positions[0] + 1)
-        .unwrap_or_else(|| panic!("{at}: {flag} has no value"))
 }
 
 /// One Dockerfile's build stage and final stage, as lines with continuations joined.

@@ -50,7 +50,6 @@ fn unary_and_streaming_calls_to_a_hanging_peer_give_up_within_the_request_timeou
     let peer = HangingPeer::start();
     runtime().block_on(async {
         let security = short_timeouts();
-        let started = Instant::now();
         let call = async {
             let channel = security
                 .channel(&peer.url())
@@ -62,22 +61,12 @@ fn unary_and_streaming_calls_to_a_hanging_peer_give_up_within_the_request_timeou
                 .map(|_| ())
                 .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
         };
-        let err = tokio::time::timeout(DEADLINE, call)
-            .await
-            .expect("a unary call to a hanging peer must give up, not wait forever")
-            .expect_err("a hanging peer answered");
-        println!("gave up after {:?}: {err}", started.elapsed());
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "took {:?}",
-            started.elapsed()
-        );
-        assert!(
-            err.to_lowercase().contains("timeout") || err.to_lowercase().contains("timed out"),
-            "{err}"
-        );
+        gives_up_with_a_timeout(
+            call,
+            "a unary call to a hanging peer must give up, not wait forever",
+        )
+        .await;
 
-        let started = Instant::now();
         let stream = async {
             let channel = security
                 .channel(&peer.url())
@@ -92,21 +81,35 @@ fn unary_and_streaming_calls_to_a_hanging_peer_give_up_within_the_request_timeou
             .map(|_| ())
             .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
         };
-        let err = tokio::time::timeout(DEADLINE, stream)
-            .await
-            .expect("a stream from a hanging peer must give up, not wait forever")
-            .expect_err("a hanging peer answered");
-        println!("gave up after {:?}: {err}", started.elapsed());
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "took {:?}",
-            started.elapsed()
-        );
-        assert!(
-            err.to_lowercase().contains("timeout") || err.to_lowercase().contains("timed out"),
-            "{err}"
-        );
+        gives_up_with_a_timeout(
+            stream,
+            "a stream from a hanging peer must give up, not wait forever",
+        )
+        .await;
     });
+}
+
+/// Runs `call` (to a hanging peer): it must fail within 5 s (`hangs` says it did not end by
+/// [`DEADLINE`]) with an error that says it timed out.
+async fn gives_up_with_a_timeout(
+    call: impl std::future::Future<Output = Result<(), String>>,
+    hangs: &str,
+) {
+    let started = Instant::now();
+    let err = tokio::time::timeout(DEADLINE, call)
+        .await
+        .expect(hangs)
+        .expect_err("a hanging peer answered");
+    println!("gave up after {:?}: {err}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.to_lowercase().contains("timeout") || err.to_lowercase().contains("timed out"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -135,6 +138,29 @@ fn a_tls_handshake_with_a_hanging_peer_gives_up_within_the_connect_timeout() {
     });
 }
 
+/// Runs `run`, `who` (a role, started at `started`) pointed at `peer`: it must fail before
+/// [`DEADLINE`] with an error that names the coordinator and says it did not answer.
+async fn fails_naming_the_coordinator<T: std::fmt::Debug, E: std::fmt::Display>(
+    run: impl std::future::Future<Output = Result<T, E>>,
+    peer: &HangingPeer,
+    started: Instant,
+    who: &str,
+) {
+    let err = match tokio::time::timeout(DEADLINE, run).await {
+        Err(elapsed) => panic!("{who} must not wait forever on a hanging coordinator: {elapsed:?}"),
+        Ok(Ok(ran)) => panic!("{who} ran against a peer that never answers: {ran:?}"),
+        Ok(Err(err)) => err,
+    };
+    let text = err.to_string();
+    println!("gave up after {:?}: {text}", started.elapsed());
+    assert!(started.elapsed() < DEADLINE, "took {:?}", started.elapsed());
+    assert!(
+        text.contains(&peer.url()),
+        "the error should name the coordinator: {text}"
+    );
+    assert!(text.contains("did not answer"), "{text}");
+}
+
 #[test]
 fn an_actor_pointed_at_a_hanging_coordinator_fails_with_a_clear_message() {
     let peer = HangingPeer::start();
@@ -148,18 +174,7 @@ fn an_actor_pointed_at_a_hanging_coordinator_fails_with_a_clear_message() {
             None,
             std::future::pending::<()>(),
         );
-        let err = tokio::time::timeout(DEADLINE, run)
-            .await
-            .expect("an actor must not wait forever on a hanging coordinator")
-            .expect_err("an actor ran against a peer that never answers");
-        let text = err.to_string();
-        println!("gave up after {:?}: {text}", started.elapsed());
-        assert!(started.elapsed() < DEADLINE, "took {:?}", started.elapsed());
-        assert!(
-            text.contains(&peer.url()),
-            "the error should name the coordinator: {text}"
-        );
-        assert!(text.contains("did not answer"), "{text}");
+        fails_naming_the_coordinator(run, &peer, started, "an actor").await;
     });
 }
 
@@ -181,17 +196,6 @@ fn a_learner_pointed_at_a_hanging_coordinator_fails_with_a_clear_message() {
             gpus: 0,
         };
         let run = learner::server::run_learner(launch, listener, std::future::pending::<()>());
-        let err = tokio::time::timeout(DEADLINE, run)
-            .await
-            .expect("a learner must not wait forever on a hanging coordinator")
-            .expect_err("a learner ran against a peer that never answers");
-        let text = err.to_string();
-        println!("gave up after {:?}: {text}", started.elapsed());
-        assert!(started.elapsed() < DEADLINE, "took {:?}", started.elapsed());
-        assert!(
-            text.contains(&peer.url()),
-            "the error should name the coordinator: {text}"
-        );
-        assert!(text.contains("did not answer"), "{text}");
+        fails_naming_the_coordinator(run, &peer, started, "a learner").await;
     });
 }

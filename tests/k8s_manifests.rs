@@ -9,6 +9,9 @@
 //! Needs `kubectl` with kustomize v5 (`.ci/run` installs it when missing); without one the
 //! manifest test says so on stderr and passes.
 
+mod common;
+
+use common::flag_value;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, PersistentVolumeClaim, PodSpec, PodTemplateSpec, Probe, Secret, Service,
@@ -190,18 +193,6 @@ fn flags<'a>(words: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
             (!name.is_empty()).then(|| format!("--{name}"))
         })
         .collect()
-}
-
-/// The value after `flag` in `args` (exactly once).
-fn flag_value<'a>(args: &'a [String], flag: &str, at: &str) -> &'a str {
-    let positions: Vec<usize> = (0..args.len()).filter(|&i| args[i] == flag).collect();
-    assert_eq!(
-        positions.len(),
-        1,
-        "{at}: {flag} should appear once in {args:?}"
-    );
-    args.get(positions[0] + 1)
-        .unwrap_or_else(|| panic!("{at}: {flag} has no value"))
 }
 
 fn port_of(addr: &str, at: &str) -> i32 {

@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{http_get, metric, wait_until, RoleProcess};
+use common::{
+    http_get, metric, push_acks, start_coordinator, start_learner, two_sample_group, wait_until,
+    write_run_config, RoleProcess,
+};
 use std::time::Duration;
 
 /// The sum of every series of `family` (all label sets).
@@ -21,64 +24,23 @@ fn scrape(addr: &str) -> String {
     http_get(addr, "/metrics")
 }
 
-/// A group for `lease` that the learner can train on; callers break it.
-fn group(id: &str, lease: &str, problem: &str) -> proto::RolloutGroup {
-    proto::RolloutGroup {
-        group_id: id.into(),
-        lease_id: lease.into(),
-        problem_id: problem.into(),
-        prompt_tokens: vec![10, 11, 12],
-        samples: (0..2)
-            .map(|i| proto::Sample {
-                tokens: vec![20, 2],
-                logprobs: vec![-0.5, -0.1],
-                versions: vec![0, 0],
-                reward: i as f32,
-                truncated: false,
-                text: String::new(),
-            })
-            .collect(),
-    }
-}
-
 #[test]
 fn learner_and_actor_metrics_report_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // More steps than the test waits for: the roles are still up when they are scraped.
-    let cfg = d.join("run.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = write_run_config(
+        d,
         "steps = 1000\nprompts_per_step = 4\ngroup_size = 4\neval_every = 0\ncheckpoint_every = 0\n\
          [pipeline]\nprompts_per_lease = 4\nheartbeat_interval_ms = 100\nlearner_queue = 8\n",
-    )
-    .unwrap();
-    let coord = RoleProcess::start(
-        &[
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-        &d.join("c.log"),
-        true,
     );
-    let url = format!("http://{}", coord.addr.clone().unwrap());
-    let mut learner = RoleProcess::start(
-        &[
-            "learner",
-            "--coordinator",
-            &url,
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--out",
-            d.join("run").to_str().unwrap(),
-        ],
-        &d.join("l.log"),
-        true,
+    let coord = start_coordinator(d, &cfg, &[]);
+    let url = coord.url();
+    let mut learner = start_learner(
+        d,
+        &url,
+        &d.join("run"),
+        &["--metrics-listen", "127.0.0.1:0"],
     );
     let lmetrics = learner.metrics_addr();
     let mut actor = RoleProcess::start(
@@ -162,26 +124,12 @@ fn learner_and_actor_metrics_report_the_run() {
         .unwrap_or(0.0)
     };
     let (nan_before, lease_before) = (rejected("bad_logprob"), rejected("unknown_lease"));
-    let mut nan = group("nan", "lease-1", "p");
+    let mut nan = two_sample_group("nan", "lease-1", "p", 0);
     nan.samples[0].logprobs[1] = f32::NAN;
-    let bogus = group("bogus", "lease-999999", "p");
-    let lurl = format!("http://{}", learner.addr.clone().unwrap());
+    let bogus = two_sample_group("bogus", "lease-999999", "p", 0);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let outcomes = rt.block_on(async {
-        let mut l = proto::learner_client::LearnerClient::connect(lurl)
-            .await
-            .unwrap();
-        let mut acks = l
-            .push_rollouts(tokio_stream::iter(vec![nan, bogus]))
-            .await
-            .unwrap()
-            .into_inner();
-        let mut outcomes = Vec::new();
-        while let Some(a) = acks.message().await.unwrap() {
-            outcomes.push(a.outcome);
-        }
-        outcomes
-    });
+    let acks = rt.block_on(push_acks(&learner.url(), vec![nan, bogus]));
+    let outcomes: Vec<i32> = acks.unwrap().iter().map(|a| a.outcome).collect();
     let refused = proto::push_ack::Outcome::Rejected as i32;
     assert_eq!(outcomes, vec![refused, refused]);
     assert_eq!(rejected("bad_logprob"), nan_before + 1.0);

@@ -4,17 +4,19 @@
 
 mod common;
 
-use common::{read_jsonl, wait_until, RoleProcess};
+use common::{
+    assert_acks, first_weights_chunk, lease_now, probe_lease, push_acks, push_acks_with,
+    read_jsonl, start_actor, start_coordinator, start_learner, trained_group_ids, two_sample_group,
+    wait_until, write_run_config,
+};
 use std::time::Duration;
 
 fn write_config(dir: &std::path::Path, steps: u64) -> std::path::PathBuf {
-    let path = dir.join("run.toml");
     let text = format!(
         "steps = {steps}\nprompts_per_step = 8\ngroup_size = 4\neval_every = 0\ncheckpoint_every = 0\n\
          [pipeline]\nprompts_per_lease = 4\nlease_timeout_s = 2.0\nactor_timeout_s = 1.0\nheartbeat_interval_ms = 100\nlearner_queue = 8\n"
     );
-    std::fs::write(&path, text).unwrap();
-    path
+    write_run_config(dir, &text)
 }
 
 fn status(addr: &str) -> proto::StatusReply {
@@ -30,83 +32,19 @@ fn status(addr: &str) -> proto::StatusReply {
     })
 }
 
-/// A well-formed group of two samples for `prompt` of `lease`, sampled with `version`.
-fn valid_group(
-    lease: &proto::LeaseReply,
-    prompt: &proto::Prompt,
-    version: u64,
-) -> proto::RolloutGroup {
-    proto::RolloutGroup {
-        group_id: prompt.group_id.clone(),
-        lease_id: lease.lease_id.clone(),
-        problem_id: prompt.problem_id.clone(),
-        prompt_tokens: vec![10, 11, 12],
-        samples: (0..2)
-            .map(|i| proto::Sample {
-                tokens: vec![20, 2],
-                logprobs: vec![-0.5, -0.1],
-                versions: vec![version, version],
-                reward: i as f32,
-                truncated: false,
-                text: String::new(),
-            })
-            .collect(),
-    }
-}
-
 /// An actor that leases prompts, delivers their groups and dies before completing the lease
 /// (so its prompts are leased again): returns the group ids it delivered.
 fn ghost_delivers_and_dies(caddr: &str, learner_url: &str) -> Vec<String> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut c =
-            proto::coordinator_client::CoordinatorClient::connect(format!("http://{caddr}"))
-                .await
-                .unwrap();
-        let me = c
-            .register(proto::RegisterRequest {
-                role: proto::Role::Actor as i32,
-                advertise_addr: String::new(),
-                name: "ghost".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let version = c
-            .status(proto::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .learner_version;
-        let lease = c
-            .lease(proto::LeaseRequest {
-                member_id: me.member_id.clone(),
-                version,
-                max_prompts: 2,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(
-            lease.refused.is_empty(),
-            "ghost: no lease: {}",
-            lease.refused
-        );
+        let (_, version, lease) = lease_now(&format!("http://{caddr}"), "ghost", 2).await;
         let groups: Vec<_> = lease
             .prompts
             .iter()
-            .map(|p| valid_group(&lease, p, version))
+            .map(|p| two_sample_group(&p.group_id, &lease.lease_id, &p.problem_id, version))
             .collect();
         let ids = groups.iter().map(|g| g.group_id.clone()).collect();
-        let mut l = proto::learner_client::LearnerClient::connect(learner_url.to_string())
-            .await
-            .unwrap();
-        let mut acks = l
-            .push_rollouts(tokio_stream::iter(groups))
-            .await
-            .unwrap()
-            .into_inner();
-        while let Some(a) = acks.message().await.unwrap() {
+        for a in push_acks(learner_url, groups).await.unwrap() {
             assert_eq!(
                 a.outcome,
                 proto::push_ack::Outcome::Accepted as i32,
@@ -117,15 +55,6 @@ fn ghost_delivers_and_dies(caddr: &str, learner_url: &str) -> Vec<String> {
     })
 }
 
-/// The group ids in the batch of every step, in order.
-fn trained_groups(run: &std::path::Path) -> Vec<String> {
-    read_jsonl(&run.join("trained_groups.jsonl"))
-        .iter()
-        .flat_map(|l| l["groups"].as_array().unwrap().clone())
-        .map(|g| g.as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn a_killed_actor_loses_no_prompt_and_nothing_is_trained_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,45 +63,13 @@ fn a_killed_actor_loses_no_prompt_and_nothing_is_trained_twice() {
     let cfg = write_config(d, steps);
     let run = d.join("run");
     let journal = d.join("journal.jsonl");
-    let coord = RoleProcess::start(
-        &[
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--journal",
-            journal.to_str().unwrap(),
-        ],
-        &d.join("c.log"),
-        true,
-    );
+    let coord = start_coordinator(d, &cfg, &["--journal", journal.to_str().unwrap()]);
     let caddr = coord.addr.clone().unwrap();
-    let url = format!("http://{caddr}");
-    let mut learner = RoleProcess::start(
-        &[
-            "learner",
-            "--coordinator",
-            &url,
-            "--listen",
-            "127.0.0.1:0",
-            "--out",
-            run.to_str().unwrap(),
-        ],
-        &d.join("l.log"),
-        true,
-    );
-    let learner_url = format!("http://{}", learner.addr.clone().unwrap());
-    let mut doomed = RoleProcess::start(
-        &["actor", "--coordinator", &url, "--name", "doomed"],
-        &d.join("a0.log"),
-        false,
-    );
-    let survivor = RoleProcess::start(
-        &["actor", "--coordinator", &url, "--name", "survivor"],
-        &d.join("a1.log"),
-        false,
-    );
+    let url = coord.url();
+    let mut learner = start_learner(d, &url, &run, &[]);
+    let learner_url = learner.url();
+    let mut doomed = start_actor(&url, "doomed", &d.join("a0.log"));
+    let survivor = start_actor(&url, "survivor", &d.join("a1.log"));
     let metrics = run.join("metrics.jsonl");
     wait_until(Duration::from_secs(120), "the first step", || {
         metrics.exists() && !read_jsonl(&metrics).is_empty()
@@ -239,7 +136,7 @@ fn a_killed_actor_loses_no_prompt_and_nothing_is_trained_twice() {
     );
 
     // Nothing trained twice: every group id at most once across all steps ...
-    let trained = trained_groups(&run);
+    let trained = trained_group_ids(&run);
     assert_eq!(trained.len(), steps as usize * 8);
     let unique: std::collections::HashSet<_> = trained.iter().cloned().collect();
     assert_eq!(
@@ -283,91 +180,15 @@ fn the_learner_rejects_malformed_groups_and_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cfg = write_config(d, 8);
-    let coord = RoleProcess::start(
-        &[
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-        &d.join("c.log"),
-        true,
-    );
-    let url = format!("http://{}", coord.addr.clone().unwrap());
-    let learner = RoleProcess::start(
-        &[
-            "learner",
-            "--coordinator",
-            &url,
-            "--listen",
-            "127.0.0.1:0",
-            "--out",
-            d.join("run").to_str().unwrap(),
-        ],
-        &d.join("l.log"),
-        true,
-    );
-    let lurl = format!("http://{}", learner.addr.clone().unwrap());
+    let coord = start_coordinator(d, &cfg, &[]);
+    let url = coord.url();
+    let learner = start_learner(d, &url, &d.join("run"), &[]);
+    let lurl = learner.url();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut c = proto::coordinator_client::CoordinatorClient::connect(url.clone())
-            .await
-            .unwrap();
-        let me = c
-            .register(proto::RegisterRequest {
-                role: proto::Role::Actor as i32,
-                advertise_addr: String::new(),
-                name: "probe".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut lease = c
-            .lease(proto::LeaseRequest {
-                member_id: me.member_id.clone(),
-                version: 0,
-                max_prompts: 1,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        // The learner registers and publishes version 0 shortly after it listens.
-        let until = std::time::Instant::now() + Duration::from_secs(30);
-        while !lease.refused.is_empty() {
-            assert!(
-                std::time::Instant::now() < until,
-                "no lease: {}",
-                lease.refused
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            lease = c
-                .lease(proto::LeaseRequest {
-                    member_id: me.member_id.clone(),
-                    version: 0,
-                    max_prompts: 1,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-        }
+        let lease = probe_lease(&url, 1, Duration::from_secs(30)).await;
         let problem = lease.prompts[0].problem_id.clone();
-        let good = |id: &str| proto::RolloutGroup {
-            group_id: id.into(),
-            lease_id: lease.lease_id.clone(),
-            problem_id: problem.clone(),
-            prompt_tokens: vec![10, 11, 12],
-            samples: (0..2)
-                .map(|i| proto::Sample {
-                    tokens: vec![20, 2],
-                    logprobs: vec![-0.5, -0.1],
-                    versions: vec![0, 0],
-                    reward: i as f32,
-                    truncated: false,
-                    text: String::new(),
-                })
-                .collect(),
-        };
+        let good = |id: &str| two_sample_group(id, &lease.lease_id, &problem, 0);
         let mut nan = good("nan");
         nan.samples[0].logprobs[1] = f32::NAN;
         let mut lengths = good("lengths");
@@ -380,15 +201,12 @@ fn the_learner_rejects_malformed_groups_and_keeps_serving() {
         let mut l = proto::learner_client::LearnerClient::connect(lurl.clone())
             .await
             .unwrap();
-        let mut acks = l
-            .push_rollouts(tokio_stream::iter(groups))
+        let got: Vec<_> = push_acks_with(&mut l, groups)
             .await
             .unwrap()
-            .into_inner();
-        let mut got = Vec::new();
-        while let Some(a) = acks.message().await.unwrap() {
-            got.push((a.group_id, a.outcome, a.reason));
-        }
+            .into_iter()
+            .map(|a| (a.group_id, a.outcome, a.reason))
+            .collect();
         use proto::push_ack::Outcome;
         let expect = [
             ("nan", Outcome::Rejected, "log-prob"),
@@ -398,24 +216,9 @@ fn the_learner_rejects_malformed_groups_and_keeps_serving() {
             ("ok", Outcome::Accepted, ""),
             ("ok", Outcome::Duplicate, "already"),
         ];
-        assert_eq!(got.len(), expect.len(), "{got:?}");
-        for ((id, outcome, reason), (eid, eo, ereason)) in got.iter().zip(expect) {
-            assert_eq!((id.as_str(), *outcome), (eid, eo as i32), "{got:?}");
-            assert!(
-                reason.contains(ereason),
-                "{id}: {reason:?} should mention {ereason:?}"
-            );
-        }
+        assert_acks(&got, &expect);
         // Still serving: the weight stream answers with version 0.
-        let mut w = l
-            .subscribe_weights(proto::SubscribeWeightsRequest {
-                after_version: 0,
-                member_id: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let first = w.message().await.unwrap().unwrap();
+        let first = first_weights_chunk(&mut l).await;
         assert!(
             matches!(first.part, Some(proto::weights_chunk::Part::Header(ref h)) if h.version == 0)
         );

@@ -5,21 +5,22 @@
 
 mod common;
 
-use common::{free_port, read_jsonl, wait_until, RoleProcess};
+use common::{
+    free_port, learner_args, lease_now, push_acks, read_jsonl, start_actor, start_coordinator,
+    start_learner, two_sample_group, wait_until, write_run_config, RoleProcess,
+};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A small run with the lag bound `max_lag`.
 fn write_config(dir: &Path, steps: u64, checkpoint_every: u64, max_lag: u64) -> PathBuf {
-    let path = dir.join("run.toml");
     let text = format!(
         "steps = {steps}\nprompts_per_step = 4\ngroup_size = 8\neval_every = 0\ncheckpoint_every = {checkpoint_every}\n\
          [update]\nmax_lag = {max_lag}\n\
          [pipeline]\nprompts_per_lease = 2\nlease_timeout_s = 4.0\nactor_timeout_s = 3.0\nheartbeat_interval_ms = 100\nlearner_queue = 8\n"
     );
-    std::fs::write(&path, text).unwrap();
-    path
+    write_run_config(dir, &text)
 }
 
 fn status(addr: &str) -> Option<proto::StatusReply> {
@@ -106,25 +107,9 @@ fn assert_consecutive(lines: &[serde_json::Value]) {
     }
 }
 
-fn learner_args<'a>(coordinator: &'a str, run: &'a str) -> Vec<&'a str> {
-    vec![
-        "learner",
-        "--coordinator",
-        coordinator,
-        "--listen",
-        "127.0.0.1:0",
-        "--out",
-        run,
-    ]
-}
-
 fn actor(url: &str, i: usize, dir: &Path) -> RoleProcess {
     let name = format!("actor-{i}");
-    RoleProcess::start(
-        &["actor", "--coordinator", url, "--name", &name],
-        &dir.join(format!("{name}.log")),
-        false,
-    )
+    start_actor(url, &name, &dir.join(format!("{name}.log")))
 }
 
 /// Waits for every actor to stop by itself (the coordinator tells them the run is over).
@@ -152,19 +137,9 @@ fn a_learner_killed_mid_run_resumes_from_its_checkpoint_and_the_run_completes() 
     // k = 1: an actor that kept the lost learner's version as "the learner's" would wait for
     // weights the restarted learner does not have yet, while the learner waits for groups.
     let cfg = write_config(d, steps, 8, 1);
-    let coord = RoleProcess::start(
-        &[
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-        &d.join("c.log"),
-        true,
-    );
+    let coord = start_coordinator(d, &cfg, &[]);
     let caddr = coord.addr.clone().unwrap();
-    let url = format!("http://{caddr}");
+    let url = coord.url();
     let run = d.join("run");
     let run_s = run.to_str().unwrap().to_string();
     let mut first = RoleProcess::start(&learner_args(&url, &run_s), &d.join("l1.log"), true);
@@ -200,7 +175,7 @@ fn a_learner_killed_mid_run_resumes_from_its_checkpoint_and_the_run_completes() 
     let trained_first = trained_groups(&run)[&1][0].clone();
     let (lease_id, problem_id) = trained_first.split_once('/').unwrap();
     let again = rt_block_on(push_group(
-        &format!("http://{}", second.addr.clone().unwrap()),
+        &second.url(),
         &trained_first,
         lease_id,
         problem_id,
@@ -274,34 +249,9 @@ async fn push_group(
     problem_id: &str,
     version: u64,
 ) -> Result<Vec<i32>, tonic::Status> {
-    let group = proto::RolloutGroup {
-        group_id: group_id.into(),
-        lease_id: lease_id.into(),
-        problem_id: problem_id.into(),
-        prompt_tokens: vec![10, 11, 12],
-        samples: (0..2)
-            .map(|i| proto::Sample {
-                tokens: vec![20, 2],
-                logprobs: vec![-0.5, -0.1],
-                versions: vec![version; 2],
-                reward: i as f32,
-                truncated: false,
-                text: String::new(),
-            })
-            .collect(),
-    };
-    let mut l = proto::learner_client::LearnerClient::connect(learner_url.to_string())
-        .await
-        .unwrap();
-    let mut acks = l
-        .push_rollouts(tokio_stream::iter(vec![group]))
-        .await?
-        .into_inner();
-    let mut outcomes = Vec::new();
-    while let Some(a) = acks.message().await? {
-        outcomes.push(a.outcome);
-    }
-    Ok(outcomes)
+    let group = two_sample_group(group_id, lease_id, problem_id, version);
+    let acks = push_acks(learner_url, vec![group]).await?;
+    Ok(acks.iter().map(|a| a.outcome).collect())
 }
 
 fn rt_block_on<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -317,39 +267,7 @@ struct Probe {
 
 impl Probe {
     async fn lease(addr: &str) -> Probe {
-        let mut c = proto::coordinator_client::CoordinatorClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
-        let member_id = c
-            .register(proto::RegisterRequest {
-                role: proto::Role::Actor as i32,
-                advertise_addr: String::new(),
-                name: "probe".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .member_id;
-        let version = c
-            .status(proto::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .learner_version;
-        let lease = c
-            .lease(proto::LeaseRequest {
-                member_id: member_id.clone(),
-                version,
-                max_prompts: 1,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(
-            lease.refused.is_empty(),
-            "probe: no lease: {}",
-            lease.refused
-        );
+        let (member_id, version, lease) = lease_now(&format!("http://{addr}"), "probe", 1).await;
         Probe {
             member_id,
             lease,
@@ -429,9 +347,8 @@ fn a_coordinator_killed_mid_run_recovers_from_its_journal_and_no_prompt_is_lost(
     let mut coord = RoleProcess::start(&coord_args, &d.join("c1.log"), true);
     let url = format!("http://{listen}");
     let run = d.join("run");
-    let run_s = run.to_str().unwrap().to_string();
-    let mut learner = RoleProcess::start(&learner_args(&url, &run_s), &d.join("l.log"), true);
-    let learner_url = format!("http://{}", learner.addr.clone().unwrap());
+    let mut learner = start_learner(d, &url, &run, &[]);
+    let learner_url = learner.url();
     let actors: Vec<_> = (0..2).map(|i| actor(&url, i, d)).collect();
 
     let metrics = run.join("metrics.jsonl");

@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{read_jsonl, RoleProcess};
+use common::{
+    first_weights_chunk, probe_lease_with, push_acks_with, read_jsonl, start_coordinator,
+    start_learner, start_learner_with_env, two_sample_group, write_run_config, RoleProcess,
+};
 use proto::coordinator_client::CoordinatorClient;
 use proto::learner_client::LearnerClient;
 use proto::transport::{AuthToken, Security, TOKEN_ENV};
@@ -18,13 +21,11 @@ use tonic_health::pb::HealthCheckRequest;
 const TOKEN: &str = "test-token-5f3a9c";
 
 fn write_config(dir: &Path, steps: u64) -> PathBuf {
-    let path = dir.join("run.toml");
     let text = format!(
         "steps = {steps}\nprompts_per_step = 4\ngroup_size = 4\neval_every = 0\ncheckpoint_every = 0\n\
          [pipeline]\nprompts_per_lease = 2\nlease_timeout_s = 5.0\nactor_timeout_s = 2.0\nheartbeat_interval_ms = 100\nlearner_queue = 8\n"
     );
-    std::fs::write(&path, text).unwrap();
-    path
+    write_run_config(dir, &text)
 }
 
 fn write_token(dir: &Path) -> PathBuf {
@@ -48,6 +49,13 @@ async fn coordinator(
     CoordinatorClient::new(security.channel(url).await.unwrap())
 }
 
+async fn status(c: &mut CoordinatorClient<proto::transport::ClientChannel>) -> proto::StatusReply {
+    c.status(proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn health(security: &Security, url: &str, service: &str) -> ServingStatus {
     let mut client = HealthClient::new(security.channel(url).await.unwrap());
     let reply = client
@@ -58,6 +66,16 @@ async fn health(security: &Security, url: &str, service: &str) -> ServingStatus 
         .unwrap_or_else(|s| panic!("health check of {service:?} at {url}: {s}"))
         .into_inner();
     ServingStatus::try_from(reply.status).unwrap()
+}
+
+/// Without a token, the gRPC health check at `url` answers SERVING overall and for `service`.
+async fn assert_probes_open(url: &str, service: &str) {
+    for service in ["", service] {
+        assert_eq!(
+            health(&Security::default(), url, service).await,
+            ServingStatus::Serving
+        );
+    }
 }
 
 fn assert_unauthenticated<T: std::fmt::Debug>(
@@ -92,20 +110,8 @@ fn the_coordinator_refuses_calls_without_the_token_and_uses_nothing_they_carry()
     let d = dir.path();
     let cfg = write_config(d, 4);
     let token = write_token(d);
-    let coord = RoleProcess::start(
-        &[
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--auth-token-file",
-            token.to_str().unwrap(),
-        ],
-        &d.join("c.log"),
-        true,
-    );
-    let url = format!("http://{}", coord.addr.clone().unwrap());
+    let coord = start_coordinator(d, &cfg, &["--auth-token-file", token.to_str().unwrap()]);
+    let url = coord.url();
     runtime().block_on(async {
         let right = with_token(TOKEN);
         let mut none = coordinator(&Security::default(), &url).await;
@@ -154,11 +160,7 @@ fn the_coordinator_refuses_calls_without_the_token_and_uses_nothing_they_carry()
             "publish, wrong token",
             "wrong bearer token",
         );
-        let st = ok
-            .status(proto::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let st = status(&mut ok).await;
         assert!(
             st.actors.is_empty(),
             "an unauthenticated register was used: {st:?}"
@@ -209,22 +211,14 @@ fn the_coordinator_refuses_calls_without_the_token_and_uses_nothing_they_carry()
             "lease, wrong token",
             "wrong bearer token",
         );
-        let st = ok
-            .status(proto::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let st = status(&mut ok).await;
         assert_eq!(
             (st.leases_outstanding, st.prompts_completed),
             (1, 0),
             "{st:?}"
         );
         assert!(ok.complete(complete).await.unwrap().into_inner().accepted);
-        let st = ok
-            .status(proto::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let st = status(&mut ok).await;
         assert_eq!(
             (st.leases_outstanding, st.prompts_completed),
             (0, 2),
@@ -232,69 +226,15 @@ fn the_coordinator_refuses_calls_without_the_token_and_uses_nothing_they_carry()
         );
 
         // Probes need no token.
-        assert_eq!(
-            health(&Security::default(), &url, "").await,
-            ServingStatus::Serving
-        );
-        assert_eq!(
-            health(&Security::default(), &url, "oxrl.v1.Coordinator").await,
-            ServingStatus::Serving
-        );
+        assert_probes_open(&url, "oxrl.v1.Coordinator").await;
     });
     coord.stop();
-}
-
-/// Registers a probe actor and leases one prompt once the learner has published version 0.
-async fn lease_one(
-    c: &mut CoordinatorClient<proto::transport::ClientChannel>,
-) -> proto::LeaseReply {
-    let me = c
-        .register(register(proto::Role::Actor, "probe"))
-        .await
-        .unwrap()
-        .into_inner();
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let lease = c
-            .lease(proto::LeaseRequest {
-                member_id: me.member_id.clone(),
-                version: 0,
-                max_prompts: 1,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if lease.refused.is_empty() {
-            return lease;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "no lease: {}",
-            lease.refused
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A well-formed group for the first prompt of `lease`, under the coordinator's group id.
 fn valid_group(lease: &proto::LeaseReply) -> proto::RolloutGroup {
     let prompt = &lease.prompts[0];
-    proto::RolloutGroup {
-        group_id: prompt.group_id.clone(),
-        lease_id: lease.lease_id.clone(),
-        problem_id: prompt.problem_id.clone(),
-        prompt_tokens: vec![10, 11, 12],
-        samples: (0..2)
-            .map(|i| proto::Sample {
-                tokens: vec![20, 2],
-                logprobs: vec![-0.5, -0.1],
-                versions: vec![0, 0],
-                reward: i as f32,
-                truncated: false,
-                text: String::new(),
-            })
-            .collect(),
-    }
+    two_sample_group(&prompt.group_id, &lease.lease_id, &prompt.problem_id, 0)
 }
 
 /// Pushes `group` and returns the outcomes, or the status the call failed with.
@@ -304,15 +244,8 @@ async fn push(
     group: proto::RolloutGroup,
 ) -> Result<Vec<i32>, tonic::Status> {
     let mut client = LearnerClient::new(security.channel(url).await.unwrap());
-    let mut acks = client
-        .push_rollouts(tokio_stream::iter(vec![group]))
-        .await?
-        .into_inner();
-    let mut outcomes = Vec::new();
-    while let Some(ack) = acks.message().await? {
-        outcomes.push(ack.outcome);
-    }
-    Ok(outcomes)
+    let acks = push_acks_with(&mut client, vec![group]).await?;
+    Ok(acks.iter().map(|a| a.outcome).collect())
 }
 
 #[test]
@@ -321,39 +254,16 @@ fn the_learner_refuses_pushes_and_subscriptions_without_the_token() {
     let d = dir.path();
     let cfg = write_config(d, 4);
     let token = write_token(d);
-    let coord = RoleProcess::start(
-        &[
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--auth-token-file",
-            token.to_str().unwrap(),
-        ],
-        &d.join("c.log"),
-        true,
-    );
-    let curl = format!("http://{}", coord.addr.clone().unwrap());
+    let coord = start_coordinator(d, &cfg, &["--auth-token-file", token.to_str().unwrap()]);
+    let curl = coord.url();
     // The learner takes the token from the environment, as `oxrl run` hands it over.
-    let learner = RoleProcess::start_with_env(
-        &[
-            "learner",
-            "--coordinator",
-            &curl,
-            "--listen",
-            "127.0.0.1:0",
-            "--out",
-            d.join("run").to_str().unwrap(),
-        ],
-        &[(TOKEN_ENV, TOKEN)],
-        &d.join("l.log"),
-        true,
-    );
-    let lurl = format!("http://{}", learner.addr.clone().unwrap());
+    let run = d.join("run");
+    let learner = start_learner_with_env(d, &curl, &run, &[], &[(TOKEN_ENV, TOKEN)]);
+    let lurl = learner.url();
     runtime().block_on(async {
         let right = with_token(TOKEN);
-        let lease = lease_one(&mut coordinator(&right, &curl).await).await;
+        let mut c = coordinator(&right, &curl).await;
+        let lease = probe_lease_with(&mut c, 1, Duration::from_secs(60)).await;
         let group = valid_group(&lease);
 
         let no_token = push(&Security::default(), &lurl, group.clone()).await;
@@ -386,28 +296,13 @@ fn the_learner_refuses_pushes_and_subscriptions_without_the_token() {
         assert_eq!(again, vec![Outcome::Duplicate as i32]);
 
         let mut member = LearnerClient::new(right.channel(&lurl).await.unwrap());
-        let mut stream = member
-            .subscribe_weights(proto::SubscribeWeightsRequest {
-                after_version: 0,
-                member_id: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let chunk = stream.message().await.unwrap().unwrap();
+        let chunk = first_weights_chunk(&mut member).await;
         assert!(matches!(
             chunk.part,
             Some(proto::weights_chunk::Part::Header(ref h)) if h.version == 0
         ));
 
-        assert_eq!(
-            health(&Security::default(), &lurl, "").await,
-            ServingStatus::Serving
-        );
-        assert_eq!(
-            health(&Security::default(), &lurl, "oxrl.v1.Learner").await,
-            ServingStatus::Serving
-        );
+        assert_probes_open(&lurl, "oxrl.v1.Learner").await;
     });
     learner.stop();
     coord.stop();
@@ -475,13 +370,10 @@ fn over_tls_only_clients_that_trust_the_ca_get_through() {
     let cfg = write_config(d, 4);
     let token = write_token(d);
     let pki = write_pki(d);
-    let coord = RoleProcess::start(
+    let coord = start_coordinator(
+        d,
+        &cfg,
         &[
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            cfg.to_str().unwrap(),
             "--auth-token-file",
             token.to_str().unwrap(),
             "--tls-cert",
@@ -489,8 +381,6 @@ fn over_tls_only_clients_that_trust_the_ca_get_through() {
             "--tls-key",
             pki.key.to_str().unwrap(),
         ],
-        &d.join("c.log"),
-        true,
     );
     let addr = coord.addr.clone().unwrap();
     runtime().block_on(async {
@@ -563,13 +453,10 @@ fn a_run_with_tls_and_a_token_on_every_connection_completes() {
         pki.key.to_str().unwrap(),
     );
     let token_file = token.to_str().unwrap();
-    let coord = RoleProcess::start(
+    let coord = start_coordinator(
+        d,
+        &cfg,
         &[
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            cfg.to_str().unwrap(),
             "--auth-token-file",
             token_file,
             "--tls-cert",
@@ -577,21 +464,15 @@ fn a_run_with_tls_and_a_token_on_every_connection_completes() {
             "--tls-key",
             key,
         ],
-        &d.join("c.log"),
-        true,
     );
     // The plain http:// URL is upgraded to TLS by a client with a CA.
-    let url = format!("http://{}", coord.addr.clone().unwrap());
+    let url = coord.url();
     let run = d.join("run");
-    let mut learner = RoleProcess::start(
+    let mut learner = start_learner(
+        d,
+        &url,
+        &run,
         &[
-            "learner",
-            "--coordinator",
-            &url,
-            "--listen",
-            "127.0.0.1:0",
-            "--out",
-            run.to_str().unwrap(),
             "--auth-token-file",
             token_file,
             "--tls-cert",
@@ -601,8 +482,6 @@ fn a_run_with_tls_and_a_token_on_every_connection_completes() {
             "--tls-ca",
             ca,
         ],
-        &d.join("l.log"),
-        true,
     );
     let actors: Vec<RoleProcess> = (0..2)
         .map(|i| {

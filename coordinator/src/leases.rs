@@ -244,10 +244,20 @@ mod tests {
         for id in &ids {
             book.complete(id).unwrap();
         }
-        assert_eq!(book.leases.len(), FINISHED_KEPT + 1, "kept + the outstanding one");
-        assert!(book.get(&ids[9]).is_none(), "the oldest finished are forgotten");
+        assert_eq!(
+            book.leases.len(),
+            FINISHED_KEPT + 1,
+            "kept + the outstanding one"
+        );
+        assert!(
+            book.get(&ids[9]).is_none(),
+            "the oldest finished are forgotten"
+        );
         assert!(book.get(&ids[10]).is_some());
-        assert!(book.get(&held).is_some(), "an outstanding lease is never forgotten");
+        assert!(
+            book.get(&held).is_some(),
+            "an outstanding lease is never forgotten"
+        );
         assert_eq!(book.outstanding_ids(), vec![held.clone()]);
         book.expire(&held).unwrap();
         assert_eq!(book.expired(), 1);

@@ -1,11 +1,16 @@
-//! Helpers shared by the integration tests: the binary, small checkpoints, JSONL files.
+//! Helpers shared by the integration tests: the binary, small checkpoints, JSONL files, the
+//! role processes, and the hand-driven gRPC calls (a probe actor's lease, a pushed group).
 
 #![allow(dead_code)]
 
 use candle_core::Device;
 use policy::{random_weights, save_model_dir, tokenizer::char_tokenizer, ModelConfig, ModelDir};
-use std::path::Path;
+use proto::coordinator_client::CoordinatorClient;
+use proto::learner_client::LearnerClient;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
+use tonic::codegen::{Body, Bytes, StdError};
 
 /// Runs the `oxrl` binary with `args`; panics with its stderr if it fails.
 pub fn oxrl(args: &[&str]) -> Output {
@@ -148,6 +153,11 @@ impl RoleProcess {
         }
     }
 
+    /// `http://` and the address it listens on (started with `listens`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr.as_deref().expect("a listening role"))
+    }
+
     /// The address of its `/metrics` (started with `--metrics-listen`), waiting for it.
     pub fn metrics_addr(&mut self) -> String {
         if self.metrics.is_none() {
@@ -188,8 +198,8 @@ impl Drop for RoleProcess {
     }
 }
 
-/// `GET path` over HTTP/1.1 from `addr`; the response body.
-pub fn http_get(addr: &str, path: &str) -> String {
+/// `GET path` over HTTP/1.1 from `addr`, whatever its status: the head and the body.
+pub fn http_get_response(addr: &str, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("the HTTP server answers");
     stream
@@ -203,8 +213,14 @@ pub fn http_get(addr: &str, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.to_string(), body.to_string())
+}
+
+/// `GET path` over HTTP/1.1 from `addr`; the response body (it must be a 200).
+pub fn http_get(addr: &str, path: &str) -> String {
+    let (head, body) = http_get_response(addr, path);
     assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    body.to_string()
+    body
 }
 
 /// The value of the sample `series` (name and labels as rendered) in a `/metrics` text.
@@ -233,4 +249,269 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Writes `text` as `dir/run.toml`; its path.
+pub fn write_run_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("run.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `oxrl coordinator --listen 127.0.0.1:0 --config <config> <extra>`, logging to `dir/c.log`.
+pub fn start_coordinator(dir: &Path, config: &Path, extra: &[&str]) -> RoleProcess {
+    let config = config.to_str().unwrap();
+    let mut args = vec!["coordinator", "--listen", "127.0.0.1:0", "--config", config];
+    args.extend_from_slice(extra);
+    RoleProcess::start(&args, &dir.join("c.log"), true)
+}
+
+/// The arguments of `oxrl learner --coordinator <coordinator> --listen 127.0.0.1:0 --out <out>`.
+pub fn learner_args<'a>(coordinator: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "learner",
+        "--coordinator",
+        coordinator,
+        "--listen",
+        "127.0.0.1:0",
+        "--out",
+        out,
+    ]
+}
+
+/// `oxrl learner --coordinator <coordinator> --listen 127.0.0.1:0 --out <out> <extra>`,
+/// logging to `dir/l.log`.
+pub fn start_learner(dir: &Path, coordinator: &str, out: &Path, extra: &[&str]) -> RoleProcess {
+    start_learner_with_env(dir, coordinator, out, extra, &[])
+}
+
+/// [`start_learner`] with extra environment variables (e.g. `OXRL_AUTH_TOKEN`).
+pub fn start_learner_with_env(
+    dir: &Path,
+    coordinator: &str,
+    out: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> RoleProcess {
+    let mut args = learner_args(coordinator, out.to_str().unwrap());
+    args.extend_from_slice(extra);
+    RoleProcess::start_with_env(&args, env, &dir.join("l.log"), true)
+}
+
+/// `oxrl actor --coordinator <coordinator> --name <name>`, logging to `log`.
+pub fn start_actor(coordinator: &str, name: &str, log: &Path) -> RoleProcess {
+    RoleProcess::start(
+        &["actor", "--coordinator", coordinator, "--name", name],
+        log,
+        false,
+    )
+}
+
+/// The group ids in the batch of every step of the run in `run`, in order.
+pub fn trained_group_ids(run: &Path) -> Vec<String> {
+    read_jsonl(&run.join("trained_groups.jsonl"))
+        .iter()
+        .flat_map(|l| l["groups"].as_array().unwrap().clone())
+        .map(|g| g.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A well-formed group of two samples (rewards 0 and 1) with these ids, sampled with
+/// `version`: one the learner trains on; callers break it.
+pub fn two_sample_group(
+    group_id: &str,
+    lease_id: &str,
+    problem_id: &str,
+    version: u64,
+) -> proto::RolloutGroup {
+    proto::RolloutGroup {
+        group_id: group_id.into(),
+        lease_id: lease_id.into(),
+        problem_id: problem_id.into(),
+        prompt_tokens: vec![10, 11, 12],
+        samples: (0..2)
+            .map(|i| proto::Sample {
+                tokens: vec![20, 2],
+                logprobs: vec![-0.5, -0.1],
+                versions: vec![version, version],
+                reward: i as f32,
+                truncated: false,
+                text: String::new(),
+            })
+            .collect(),
+    }
+}
+
+/// What the generated gRPC clients run on: a plain `tonic` channel, or the
+/// `proto::transport::ClientChannel` that `Security` builds (TLS, a token).
+pub trait GrpcChannel:
+    tonic::client::GrpcService<
+    tonic::body::Body,
+    Error: Into<StdError>,
+    ResponseBody: Body<Data = Bytes, Error: Into<StdError> + Send> + Send + 'static,
+>
+{
+}
+
+impl<T> GrpcChannel for T where
+    T: tonic::client::GrpcService<
+        tonic::body::Body,
+        Error: Into<StdError>,
+        ResponseBody: Body<Data = Bytes, Error: Into<StdError> + Send> + Send + 'static,
+    >
+{
+}
+
+/// Registers an actor named `probe` through `c` and leases up to `max_prompts` prompts for
+/// version 0, asking again every 50 ms while the lease is refused (the learner registers and
+/// publishes version 0 shortly after it listens); panics after `deadline`.
+pub async fn probe_lease_with<T: GrpcChannel>(
+    c: &mut CoordinatorClient<T>,
+    max_prompts: u32,
+    deadline: Duration,
+) -> proto::LeaseReply {
+    let me = c
+        .register(proto::RegisterRequest {
+            role: proto::Role::Actor as i32,
+            advertise_addr: String::new(),
+            name: "probe".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        let lease = c
+            .lease(proto::LeaseRequest {
+                member_id: me.member_id.clone(),
+                version: 0,
+                max_prompts,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if lease.refused.is_empty() {
+            return lease;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no lease: {}",
+            lease.refused
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`probe_lease_with`] on a plain connection to the coordinator at `url`.
+pub async fn probe_lease(url: &str, max_prompts: u32, deadline: Duration) -> proto::LeaseReply {
+    let mut c = CoordinatorClient::connect(url.to_string()).await.unwrap();
+    probe_lease_with(&mut c, max_prompts, deadline).await
+}
+
+/// Registers an actor `name` at the coordinator at `url` and leases up to `max_prompts`
+/// prompts once, for the learner's current version (which must grant it): the member id,
+/// that version and the lease.
+pub async fn lease_now(
+    url: &str,
+    name: &str,
+    max_prompts: u32,
+) -> (String, u64, proto::LeaseReply) {
+    let mut c = CoordinatorClient::connect(url.to_string()).await.unwrap();
+    let member_id = c
+        .register(proto::RegisterRequest {
+            role: proto::Role::Actor as i32,
+            advertise_addr: String::new(),
+            name: name.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member_id;
+    let version = c
+        .status(proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .learner_version;
+    let lease = c
+        .lease(proto::LeaseRequest {
+            member_id: member_id.clone(),
+            version,
+            max_prompts,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        lease.refused.is_empty(),
+        "{name}: no lease: {}",
+        lease.refused
+    );
+    (member_id, version, lease)
+}
+
+/// Pushes `groups` on one stream through `l`; every ack, or the status that ended the stream.
+pub async fn push_acks_with<T: GrpcChannel>(
+    l: &mut LearnerClient<T>,
+    groups: Vec<proto::RolloutGroup>,
+) -> Result<Vec<proto::PushAck>, tonic::Status> {
+    let mut acks = l
+        .push_rollouts(tokio_stream::iter(groups))
+        .await?
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(a) = acks.message().await? {
+        got.push(a);
+    }
+    Ok(got)
+}
+
+/// [`push_acks_with`] on a plain connection to the learner at `url`.
+pub async fn push_acks(
+    url: &str,
+    groups: Vec<proto::RolloutGroup>,
+) -> Result<Vec<proto::PushAck>, tonic::Status> {
+    let mut l = LearnerClient::connect(url.to_string()).await.unwrap();
+    push_acks_with(&mut l, groups).await
+}
+
+/// Checks acks, as (group id, outcome, reason), against `expect`, in order: the same group
+/// ids and outcomes, each reason mentioning the expected words.
+pub fn assert_acks(
+    acks: &[(String, i32, String)],
+    expect: &[(&str, proto::push_ack::Outcome, &str)],
+) {
+    assert_eq!(acks.len(), expect.len(), "{acks:?}");
+    for ((id, outcome, reason), (eid, eo, ereason)) in acks.iter().zip(expect) {
+        assert_eq!((id.as_str(), *outcome), (*eid, *eo as i32), "{acks:?}");
+        assert!(
+            reason.contains(ereason),
+            "{id}: {reason:?} should mention {ereason:?}"
+        );
+    }
+}
+
+/// Subscribes to the weights through `l` from the start; the first chunk of the stream.
+pub async fn first_weights_chunk<T: GrpcChannel>(l: &mut LearnerClient<T>) -> proto::WeightsChunk {
+    let mut stream = l
+        .subscribe_weights(proto::SubscribeWeightsRequest {
+            after_version: 0,
+            member_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap()
+}
+
+/// The value after `flag` in `args` (exactly once); `at` names where they come from.
+pub fn flag_value<'a>(args: &'a [String], flag: &str, at: &str) -> &'a str {
+    let positions: Vec<usize> = (0..args.len()).filter(|&i| args[i] == flag).collect();
+    assert_eq!(
+        positions.len(),
+        1,
+        "{at}: {flag} should appear once in {args:?}"
+    );
+    args.get(positions[0] + 1)
+        .unwrap_or_else(|| panic!("{at}: {flag} has no value"))
 }
