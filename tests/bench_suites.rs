@@ -24,15 +24,40 @@ fn weights_suite_compares_grpc_with_raw_tcp_of_the_same_bytes() {
 #[test]
 fn learner_suite_reports_the_step_against_the_forward_pass() {
     let out = common::oxrl(&[
-        "bench", "learner", "--quick", "--reps", "1", "--groups", "2",
+        "bench",
+        "learner",
+        "--quick",
+        "--reps",
+        "1",
+        "--groups",
+        "2",
+        "--peak-tflops",
+        "1",
     ]);
     let json = last_json(&out);
     assert_eq!(json["suite"], "learner");
     let row = &json["results"][0];
+    assert_eq!(row["device"], "cpu");
+    // MFU is the model FLOPs (6 per parameter per trained token) over the peak given.
+    let tok_s = row["train_step_tok_s"].as_f64().unwrap();
+    let params = row["params"].as_f64().unwrap();
+    let mfu = row["mfu"].as_f64().unwrap();
+    assert!(mfu > 0.0, "{row}");
+    assert!((mfu - 6.0 * params * tok_s / 1e12).abs() < 1e-9, "{row}");
     let (fwd, step) = (
         row["forward_tok_s"].as_f64().unwrap(),
         row["train_step_tok_s"].as_f64().unwrap(),
     );
     // A training step does a forward pass and more: it cannot be faster than one.
     assert!(step > 0.0 && step < fwd, "{row}");
+}
+
+#[test]
+fn a_gpu_device_on_a_cpu_build_is_a_clear_error() {
+    for suite in ["decode", "learner"] {
+        let out = common::oxrl_unchecked(&["bench", suite, "--quick", "--device", "cuda"]);
+        assert!(!out.status.success(), "{suite}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--features cuda"), "{suite}: {err}");
+    }
 }

@@ -53,28 +53,85 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
 }
 
-/// The models benchmarked: the embedded default and a ~20 M parameter config.
+/// Where the decode and learner suites run, and on which models.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct Target {
+    /// Device: cpu, cuda or cuda:N (a build with --features cuda). On a GPU the model body
+    /// computes in bf16 over fp32 weights, the LM head in fp32.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Also a ~0.5 B parameter config (random weights; meant for a GPU).
+    #[arg(long)]
+    pub half_billion: bool,
+}
+
+impl Target {
+    /// Opens the device.
+    pub fn placement(&self) -> anyhow::Result<policy::device::Placement> {
+        let spec: policy::device::DeviceSpec = self.device.parse()?;
+        Ok(policy::device::Placement::open(spec)?)
+    }
+}
+
+/// A config with random weights for the benchmarks, on the character vocabulary.
+fn random_model(
+    cfg: policy::ModelConfig,
+    device: &candle_core::Device,
+) -> anyhow::Result<(String, policy::ModelDir)> {
+    let weights = policy::random_weights(&cfg, 0, device)?;
+    let params = cfg.num_parameters() as f64;
+    let name = if params >= 1e8 {
+        format!("{:.2}B", params / 1e9)
+    } else {
+        format!("{:.1}M", params / 1e6)
+    };
+    Ok((
+        name,
+        policy::ModelDir {
+            config: cfg,
+            tokenizer: policy::tokenizer::char_tokenizer(),
+            weights,
+        },
+    ))
+}
+
+/// The models benchmarked on the CPU: the embedded default and, with `include_large`, a
+/// ~20 M parameter config.
 pub(crate) fn bench_models(include_large: bool) -> anyhow::Result<Vec<(String, policy::ModelDir)>> {
-    let mut out = vec![(
-        "default".to_string(),
-        crate::model_arg::load(crate::model_arg::DEFAULT_MODEL)?,
-    )];
+    bench_models_on(include_large, false, &candle_core::Device::Cpu)
+}
+
+/// [`bench_models`] with the weights on `device`, and with `half_billion` a ~0.5 B config
+/// (hidden 1024, 24 layers, 16 heads over 4 KV heads, MLP 5632: 475 M parameters).
+pub(crate) fn bench_models_on(
+    include_large: bool,
+    half_billion: bool,
+    device: &candle_core::Device,
+) -> anyhow::Result<Vec<(String, policy::ModelDir)>> {
+    let mut default = crate::model_arg::load(crate::model_arg::DEFAULT_MODEL)?;
+    if !device.is_cpu() {
+        for t in default.weights.values_mut() {
+            *t = t.to_device(device)?;
+        }
+    }
+    let mut out = vec![("default".to_string(), default)];
+    let vocab = policy::tokenizer::char_tokenizer().vocab_size();
     if include_large {
-        let tok = policy::tokenizer::char_tokenizer();
-        let mut cfg = policy::ModelConfig::tiny(tok.vocab_size(), 512, 6, 8, 4);
+        let mut cfg = policy::ModelConfig::tiny(vocab, 512, 6, 8, 4);
         cfg.intermediate_size = 1536;
-        let weights = policy::random_weights(&cfg, 0, &candle_core::Device::Cpu)?;
-        let name = format!("{:.1}M", cfg.num_parameters() as f64 / 1e6);
-        out.push((
-            name,
-            policy::ModelDir {
-                config: cfg,
-                tokenizer: tok,
-                weights,
-            },
-        ));
+        out.push(random_model(cfg, device)?);
+    }
+    if half_billion {
+        out.push(random_model(half_billion_config(vocab), device)?);
     }
     Ok(out)
+}
+
+/// The ~0.5 B parameter config of `--half-billion`.
+fn half_billion_config(vocab: usize) -> policy::ModelConfig {
+    let mut cfg = policy::ModelConfig::tiny(vocab, 1024, 24, 16, 4);
+    cfg.intermediate_size = 5632;
+    cfg
 }
 
 /// Runs `f` `reps` times and returns the best wall time in seconds (least disturbed).
@@ -89,4 +146,14 @@ pub(crate) fn best_of(
         best = best.min(t.elapsed().as_secs_f64());
     }
     Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_half_billion_config_has_about_half_a_billion_parameters() {
+        let vocab = policy::tokenizer::char_tokenizer().vocab_size();
+        let n = super::half_billion_config(vocab).num_parameters();
+        assert!((4.5e8..5.0e8).contains(&(n as f64)), "{n}");
+    }
 }

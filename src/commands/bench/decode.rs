@@ -2,7 +2,7 @@
 //! `--torch`, the same in PyTorch (transformers) on the same checkpoint for comparison.
 
 use super::torch::{self, Outcome};
-use super::{bench_models, best_of};
+use super::{bench_models_on, best_of};
 use crate::progress;
 use indicatif::ProgressBar;
 use policy::{generate, score_sequences, SamplingParams};
@@ -24,6 +24,8 @@ pub struct Args {
     /// first use). Skipped with a message when unavailable.
     #[arg(long)]
     torch: bool,
+    #[command(flatten)]
+    target: super::Target,
     /// With --torch: skip instead of creating a missing PyTorch environment.
     #[arg(long, hide = true)]
     torch_no_setup: bool,
@@ -37,8 +39,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "model", "params", "decode b=1", "decode b=N", "ratio", "score b=N", "ratio"
     );
     let pb = progress::spinner("bench decode");
-    for (name, m) in bench_models(!a.quick)? {
-        let policy = m.policy()?;
+    let placement = a.target.placement()?;
+    let on_gpu = placement.spec.is_cuda();
+    for (name, m) in bench_models_on(!a.quick, a.target.half_billion, &placement.device)? {
+        let policy = m.policy()?.with_compute_dtype(placement.dtype);
         let prompt = m.tokenizer.encode("12+34=")?;
         // No stop tokens: every sequence decodes exactly `new_tokens`.
         let params = SamplingParams {
@@ -84,7 +88,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "decode_b1_tok_s": decode1, "decode_batched_tok_s": decode_n, "decode_batched_ratio": decode_n / decode1,
             "score_tok_s": score_n, "score_ratio": score_n / decode1,
         });
-        if a.torch {
+        row["device"] = placement.spec.to_string().into();
+        if a.torch && on_gpu {
+            pb.suspend(|| println!("{name}: PyTorch baseline skipped (it runs on the CPU only)"));
+        } else if a.torch {
             pb.set_message(format!("{name}: PyTorch baseline"));
             let figures = [decode1, decode_n, score_n];
             row["torch"] = torch_row(&a, &name, &m, &prompt, &tmp, figures, &pb)?;

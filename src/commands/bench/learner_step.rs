@@ -2,7 +2,7 @@
 //! the forward pass alone on the same tokens.
 
 use super::torch::{self, Outcome};
-use super::{bench_models, best_of};
+use super::{bench_models_on, best_of};
 use crate::progress;
 use learner::{Learner, TrainableModel, UpdateConfig};
 use rollout::{RolloutGroup, Sample};
@@ -23,6 +23,12 @@ pub struct Args {
     quick: bool,
     #[arg(long, default_value_t = 2)]
     reps: usize,
+    #[command(flatten)]
+    target: super::Target,
+    /// Peak FLOP/s of the device in TFLOP/s (e.g. 989 for an H100/H200's dense bf16): then
+    /// the model FLOPs utilisation is reported too.
+    #[arg(long)]
+    peak_tflops: Option<f64>,
     /// Also run the PyTorch baseline (bench/torch_baseline.sh: the same groups, CISPO loss,
     /// backward and AdamW in transformers). Skipped with a message when unavailable.
     #[arg(long)]
@@ -37,9 +43,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "model", "params", "forward", "train step", "step/fwd"
     );
     let pb = progress::spinner("bench learner");
-    for (name, m) in bench_models(!a.quick)? {
+    let placement = a.target.placement()?;
+    let on_gpu = placement.spec.is_cuda();
+    for (name, m) in bench_models_on(!a.quick, a.target.half_billion, &placement.device)? {
         let prompt = m.tokenizer.encode("12+34=")?;
-        let model = TrainableModel::new(m.config.clone(), m.tokenizer.clone(), &m.weights)?;
+        let model = if on_gpu {
+            TrainableModel::new_on(
+                m.config.clone(),
+                m.tokenizer.clone(),
+                &m.weights,
+                &placement,
+            )?
+        } else {
+            TrainableModel::new(m.config.clone(), m.tokenizer.clone(), &m.weights)?
+        };
         let mut learner = Learner::new(
             model,
             UpdateConfig {
@@ -102,11 +119,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 fwd / step
             )
         });
+        // Model FLOPs of a training step: 6 per parameter per token (forward 2, backward 4).
+        let flops_s = 6.0 * m.config.num_parameters() as f64 * tokens / step;
         let mut row = serde_json::json!({
             "model": name, "params": m.config.num_parameters(), "tokens_per_step": tokens,
             "forward_tok_s": tokens / fwd, "train_step_tok_s": tokens / step, "step_over_forward": fwd / step,
+            "device": placement.spec.to_string(), "model_tflops_s": flops_s / 1e12,
         });
-        if a.torch {
+        if let Some(peak) = a.peak_tflops {
+            let mfu = flops_s / (peak * 1e12);
+            row["mfu"] = mfu.into();
+            pb.suspend(|| {
+                println!(
+                    "{name:<8} model FLOPs {:.3} TFLOP/s = {:.1} % of {peak} TFLOP/s (MFU)",
+                    flops_s / 1e12,
+                    100.0 * mfu
+                )
+            });
+        }
+        if a.torch && on_gpu {
+            pb.suspend(|| println!("{name}: PyTorch baseline skipped (it runs on the CPU only)"));
+        } else if a.torch {
             pb.set_message(format!("{name}: PyTorch baseline"));
             let dir = torch::model_dir(&name, &m, &tmp)?;
             let extra: Vec<String> = [
