@@ -98,13 +98,15 @@ pub(crate) async fn follow(
                         e.to_string()
                     })?;
                     tracing::debug!(version, "received weights");
-                    slot.send_replace(Some(Arc::new((version, policy))));
-                    received = true;
+                    // Counted before the version is handed over, so whoever sees it in the
+                    // slot sees it counted too.
                     metrics.weights_version.set(version as i64);
                     metrics.weight_versions_received.inc();
                     metrics
                         .weight_receive_seconds
                         .observe(header_at.elapsed().as_secs_f64());
+                    slot.send_replace(Some(Arc::new((version, policy))));
+                    received = true;
                 }
             }
             Ok::<(), String>(())
