@@ -53,12 +53,25 @@ impl Registry {
         };
         *counter += 1;
         let member_id = format!("{}-{}", role.as_str(), counter);
+        self.insert(&member_id, role, name, advertise_addr, now);
+        member_id
+    }
+
+    /// Adds a member heard from at `now`; a learner's address becomes the one actors use.
+    fn insert(
+        &mut self,
+        member_id: &str,
+        role: MemberRole,
+        name: &str,
+        advertise_addr: &str,
+        now: Instant,
+    ) {
         if role == MemberRole::Learner {
             self.learner_addr = Some(advertise_addr.to_string());
         }
         self.next_seq += 1;
         self.members.insert(
-            member_id.clone(),
+            member_id.to_string(),
             Member {
                 role,
                 name: name.to_string(),
@@ -67,7 +80,6 @@ impl Registry {
                 seq: self.next_seq,
             },
         );
-        member_id
     }
 
     /// Replays the registration of `member_id`, heard from at `now` (a restarted coordinator
@@ -93,20 +105,7 @@ impl Registry {
             MemberRole::Learner => &mut self.next_learner,
         };
         *counter = (*counter).max(number);
-        if role == MemberRole::Learner {
-            self.learner_addr = Some(advertise_addr.to_string());
-        }
-        self.next_seq += 1;
-        self.members.insert(
-            member_id.to_string(),
-            Member {
-                role,
-                name: name.to_string(),
-                version: 0,
-                last_heard: now,
-                seq: self.next_seq,
-            },
-        );
+        self.insert(member_id, role, name, advertise_addr, now);
         Ok(())
     }
 
