@@ -9,7 +9,11 @@
 //! * PPO-clip (GRPO; DAPO with `eps_high > eps_low` and token aggregation):
 //!   `J = sum_t w_t * min(rho_t * A, clip(rho_t, 1 - eps_low, 1 + eps_high) * A)`.
 //! * GSPO: the same clipped surrogate on the sequence-level ratio
-//!   `s = exp(mean_t (logp_train_t - logp_gen_t))`, weighted by the sequence's total weight.
+//!   `s_i = exp(mean_t (logp_train_it - logp_gen_it))`, weighted by the sequence's total
+//!   weight `sum_t w_it`. GSPO weights sequences as its paper does whatever [`Aggregation`]
+//!   says: [`sample_weights`] gives each sequence a total of `1 / G` in its group of `G`,
+//!   groups averaged, so `J = mean over groups of 1/G sum_i min(s_i A_i, clip(s_i) A_i)`.
+//!   A length-dependent weighting would count a long sequence's single ratio several times.
 //!
 //! The loss is `-J`. Padding and prompt positions carry weight 0.
 
@@ -82,6 +86,37 @@ pub fn aggregation_weights(agg: Aggregation, group_of: &[usize], lens: &[usize])
     }
 }
 
+/// Per-sample token weights for objective `obj`: [`aggregation_weights`] of `agg`, except
+/// for GSPO, which ignores `agg` and weights sequences as the GSPO paper does: sample i of a
+/// group of `G_g` samples, out of `groups` groups, gets `1 / (groups * G_g * lens[i])` per
+/// token, so that its sequence-level term has total weight `1 / (groups * G_g)` (each
+/// sequence 1/G in its group, groups averaged) whatever its length. `group_of` and `lens` are
+/// as for [`aggregation_weights`]; this is what the learner feeds [`loss`].
+pub fn sample_weights(
+    obj: Objective,
+    agg: Aggregation,
+    group_of: &[usize],
+    lens: &[usize],
+) -> Vec<f32> {
+    match obj {
+        Objective::Gspo { .. } => {
+            let groups = group_of.iter().copied().max().map_or(0, |g| g + 1);
+            let mut group_sizes = vec![0usize; groups];
+            for &g in group_of {
+                group_sizes[g] += 1;
+            }
+            group_of
+                .iter()
+                .zip(lens)
+                .map(|(&g, &l)| 1.0 / (groups as f32 * group_sizes[g] as f32 * l.max(1) as f32))
+                .collect()
+        }
+        Objective::Cispo { .. } | Objective::PpoClip { .. } => {
+            aggregation_weights(agg, group_of, lens)
+        }
+    }
+}
+
 /// Everything the objective needs, as `[B, T - 1]` tensors aligned with the log-probs.
 pub struct ObjectiveInputs<'a> {
     /// `log pi_train` of each token, with gradient.
@@ -90,7 +125,8 @@ pub struct ObjectiveInputs<'a> {
     pub logp_gen: &'a Tensor,
     /// Advantage of the token's sample.
     pub advantage: &'a Tensor,
-    /// Aggregation weight of the token (0 for prompt and padding positions).
+    /// Aggregation weight of the token (0 for prompt and padding positions), from
+    /// [`sample_weights`]; GSPO uses each sequence's total.
     pub weight: &'a Tensor,
 }
 
@@ -288,5 +324,123 @@ mod tests {
         .unwrap();
         let j = 0.05f64.exp() * 2.0;
         assert!((l.to_scalar::<f32>().unwrap() as f64 + j).abs() < 1e-5);
+    }
+
+    /// Two groups (3 and 2 samples) of different lengths, padded to `[5, 5]`.
+    struct GspoBatch {
+        group_of: Vec<usize>,
+        lens: Vec<usize>,
+        logp_train: Vec<Vec<f32>>,
+        logp_gen: Vec<Vec<f32>>,
+        adv: Vec<f32>,
+    }
+
+    fn gspo_batch() -> GspoBatch {
+        GspoBatch {
+            group_of: vec![0, 0, 0, 1, 1],
+            lens: vec![2, 5, 1, 4, 3],
+            logp_train: vec![
+                vec![-1.0, -0.5, 0.0, 0.0, 0.0],
+                vec![-0.2, -1.3, -0.7, -2.0, -0.1],
+                vec![-0.9, 0.0, 0.0, 0.0, 0.0],
+                vec![-1.1, -0.4, -0.6, -0.3, 0.0],
+                vec![-0.8, -1.6, -0.2, 0.0, 0.0],
+            ],
+            logp_gen: vec![
+                vec![-1.1, -0.6, 0.0, 0.0, 0.0],
+                vec![-0.3, -1.2, -0.7, -2.1, -0.1],
+                vec![-0.3, 0.0, 0.0, 0.0, 0.0], // s = e^-0.6, clipped
+                vec![-1.0, -0.5, -0.6, -0.2, 0.0],
+                vec![-0.9, -1.5, -0.3, 0.0, 0.0],
+            ],
+            adv: vec![1.0, -0.5, -0.5, 0.8, -0.8],
+        }
+    }
+
+    /// `(loss, d loss / d logp_train)` of GSPO with the weights of `agg`.
+    fn gspo_loss_and_grad(b: &GspoBatch, agg: Aggregation) -> (f32, Vec<Vec<f32>>) {
+        let obj = Objective::Gspo {
+            eps_low: 0.2,
+            eps_high: 0.2,
+        };
+        let w = sample_weights(obj, agg, &b.group_of, &b.lens);
+        let rows = |f: &dyn Fn(usize, usize) -> f32| -> Tensor {
+            let v: Vec<Vec<f32>> = (0..5)
+                .map(|i| {
+                    (0..5)
+                        .map(|t| if t < b.lens[i] { f(i, t) } else { 0.0 })
+                        .collect()
+                })
+                .collect();
+            Tensor::new(v, &Device::Cpu).unwrap()
+        };
+        let train = candle_core::Var::from_tensor(&rows(&|i, t| b.logp_train[i][t])).unwrap();
+        let (l, _) = loss(
+            obj,
+            &ObjectiveInputs {
+                logp_train: train.as_tensor(),
+                logp_gen: &rows(&|i, t| b.logp_gen[i][t]),
+                advantage: &rows(&|i, _| b.adv[i]),
+                weight: &rows(&|i, _| w[i]),
+            },
+        )
+        .unwrap();
+        let grads = l.backward().unwrap();
+        let g = grads.get(train.as_tensor()).unwrap().to_vec2().unwrap();
+        (l.to_scalar().unwrap(), g)
+    }
+
+    #[test]
+    fn gspo_weights_each_sequence_one_over_g_whatever_the_aggregation() {
+        let b = gspo_batch();
+        let obj = Objective::Gspo {
+            eps_low: 0.2,
+            eps_high: 0.2,
+        };
+        let aggs = [Aggregation::Prompt, Aggregation::Sample, Aggregation::Token];
+        for agg in aggs {
+            let w = sample_weights(obj, agg, &b.group_of, &b.lens);
+            // Sequence totals: 1/(2 groups * 3) in group 0, 1/(2 * 2) in group 1.
+            let totals: Vec<f32> = w.iter().zip(&b.lens).map(|(w, &l)| w * l as f32).collect();
+            for (total, expected) in totals.iter().zip([6.0, 6.0, 6.0, 4.0, 4.0]) {
+                assert!((total - 1.0 / expected).abs() < 1e-7, "{agg:?}: {totals:?}");
+            }
+            // The other objectives keep the aggregation's own weights.
+            let cispo = Objective::Cispo { eps_max: 4.0 };
+            assert_eq!(
+                sample_weights(cispo, agg, &b.group_of, &b.lens),
+                aggregation_weights(agg, &b.group_of, &b.lens)
+            );
+        }
+
+        let (l0, g0) = gspo_loss_and_grad(&b, Aggregation::Prompt);
+        for agg in [Aggregation::Sample, Aggregation::Token] {
+            let (l, g) = gspo_loss_and_grad(&b, agg);
+            assert_eq!(l, l0, "{agg:?} loss");
+            assert_eq!(g, g0, "{agg:?} gradient");
+        }
+
+        // The GSPO paper's objective: mean over groups of 1/G sum_i min(s_i A_i, clip(s_i) A_i).
+        let term = |i: usize| {
+            let l = b.lens[i];
+            let log_ratio: f64 = (0..l)
+                .map(|t| (b.logp_train[i][t] - b.logp_gen[i][t]) as f64)
+                .sum::<f64>()
+                / l as f64;
+            let (s, a) = (log_ratio.exp(), b.adv[i] as f64);
+            (s * a).min(s.clamp(0.8, 1.2) * a)
+        };
+        let j = 0.5 * ((term(0) + term(1) + term(2)) / 3.0 + (term(3) + term(4)) / 2.0);
+        assert!((l0 as f64 + j).abs() < 1e-6, "{l0} vs {}", -j);
+        // Sequence 2 is clipped (s = e^-0.6 < 0.8 with A < 0 takes the clipped side): no
+        // gradient; the others' gradients are spread evenly over their own tokens only.
+        assert!(g0[2].iter().all(|&x| x == 0.0), "{:?}", g0[2]);
+        for (i, row) in g0.iter().enumerate() {
+            assert!(
+                row[b.lens[i]..].iter().all(|&x| x == 0.0),
+                "padding row {i}"
+            );
+            assert!(row[..b.lens[i]].iter().all(|&x| (x - row[0]).abs() < 1e-7));
+        }
     }
 }

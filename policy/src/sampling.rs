@@ -1,11 +1,17 @@
 //! Batched sampling with a KV cache: greedy, temperature, top-k, top-p and min-p, stop
 //! tokens, a length budget and per-sequence seeds.
 //!
-//! The recorded log-prob of each sampled token is `log softmax(logits / T)[token]` with the
-//! temperature `T` in force (T = 1 is the model's own distribution; greedy records T = 1).
-//! Top-k / top-p / min-p truncation is *not* folded in: the record is the probability under
-//! the tempered policy, which is what teacher-forced scoring at the same temperature gives
-//! and what the learner's importance ratio divides by. RL sampling uses T = 1, no truncation.
+//! The recorded log-prob of each sampled token is its log-prob under the distribution it was
+//! actually drawn from (DESIGN.md section 5, pi_gen): `softmax(logits / T)` at the
+//! temperature `T` in force, restricted to the tokens top-k / top-p / min-p keep and
+//! renormalised over them, i.e. `log softmax(logits / T)[token] - log sum_{kept}
+//! softmax(logits / T)` ([`sampling_logprobs`]). Without truncation that is the tempered
+//! log-prob, which teacher-forced scoring at the same temperature reproduces. The learner
+//! scores the model at T = 1, so its ratio `rho = exp(logp_train - logp_gen)` is the true
+//! importance ratio for any sampler; only a function that is zero outside the kept sets can
+//! be estimated without bias, since truncated sampling never draws the other tokens.
+//! Greedy (`T <= 0`) records the model's own T = 1 log-prob. RL sampling uses T = 1 without
+//! truncation, where the record is the model's own log-prob.
 //!
 //! [`Decoder`] advances one token per [`Decoder::step`], and every step takes the policy to
 //! use as an argument: an actor swaps to newer weights between steps while the sequences in
@@ -39,6 +45,20 @@ pub struct SamplingParams {
     pub seed: u64,
 }
 
+impl SamplingParams {
+    /// Whether top-k, top-p or min-p may cut tokens from the tempered distribution (greedy
+    /// aside).
+    pub fn truncates(&self) -> bool {
+        self.top_k > 0 || self.top_p < 1.0 || self.min_p > 0.0
+    }
+
+    /// Whether the recorded log-probs are the model's own (temperature 1, nothing cut):
+    /// greedy, or T = 1 without truncation.
+    pub fn records_model_logprobs(&self) -> bool {
+        self.temperature <= 0.0 || (self.temperature == 1.0 && !self.truncates())
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         SamplingParams {
@@ -68,7 +88,8 @@ pub enum FinishReason {
 pub struct Completion {
     /// Sampled ids, the stop token included when there was one.
     pub tokens: Vec<u32>,
-    /// Log-prob of each token under the (tempered) generating policy.
+    /// Log-prob of each token under the distribution it was drawn from: tempered, truncated
+    /// and renormalised (the model's own, T = 1, for greedy).
     pub logprobs: Vec<f32>,
     /// Version of the weights that produced each token's distribution.
     pub versions: Vec<u64>,
@@ -228,7 +249,9 @@ pub fn log_softmax(logits: &[f32], t: f32) -> Vec<f32> {
     logits.iter().map(|&l| (l - max) / t - lse).collect()
 }
 
-/// Picks one token from a row of logits; returns it with its recorded log-prob.
+/// Picks one token from a row of logits; returns it with its recorded log-prob: the log-prob
+/// under the distribution it was drawn from (see the module docs and [`sampling_logprobs`]);
+/// greedy (`temperature <= 0`) records the model's own T = 1 log-prob.
 pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut impl Rng) -> (u32, f32) {
     if p.temperature <= 0.0 {
         let logp = log_softmax(logits, 1.0);
@@ -236,36 +259,76 @@ pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut impl Rng) -> (
         return (tok as u32, logp[tok]);
     }
     let logp = log_softmax(logits, p.temperature);
-    let filtering = p.top_k > 0 || p.top_p < 1.0 || p.min_p > 0.0;
-    let tok = if filtering {
-        let mut order: Vec<usize> = (0..logp.len()).collect();
-        order.sort_unstable_by(|&a, &b| logp[b].total_cmp(&logp[a]));
-        if p.top_k > 0 {
-            order.truncate(p.top_k.max(1));
-        }
-        let top = logp[order[0]].exp();
-        if p.min_p > 0.0 {
-            order.retain(|&i| logp[i].exp() >= p.min_p * top);
-        }
-        if p.top_p < 1.0 {
-            let mut mass = 0.0;
-            let mut cut = order.len();
-            for (n, &i) in order.iter().enumerate() {
-                mass += logp[i].exp();
-                if mass >= p.top_p {
-                    cut = n + 1;
-                    break;
-                }
-            }
-            order.truncate(cut.max(1));
-        }
-        let weights: Vec<f32> = order.iter().map(|&i| logp[i].exp()).collect();
-        order[draw(&weights, rng)]
-    } else {
+    if !p.truncates() {
         let weights: Vec<f32> = logp.iter().map(|l| l.exp()).collect();
-        draw(&weights, rng)
-    };
-    (tok as u32, logp[tok])
+        let tok = draw(&weights, rng);
+        return (tok as u32, logp[tok]);
+    }
+    let kept = kept_tokens(&logp, p);
+    let weights: Vec<f32> = kept.iter().map(|&i| logp[i].exp()).collect();
+    let tok = kept[draw(&weights, rng)];
+    (tok as u32, logp[tok] - kept_log_mass(&logp, &kept))
+}
+
+/// The log-prob of every token under the distribution [`sample_token`] draws from with `p`:
+/// `log softmax(logits / T)` with the tokens top-k / top-p / min-p cut set to `-inf` and
+/// the kept ones renormalised. Greedy (`temperature <= 0`) gives the model's own
+/// `log softmax(logits)`, which is what it records, not the point mass it draws from.
+pub fn sampling_logprobs(logits: &[f32], p: &SamplingParams) -> Vec<f32> {
+    if p.temperature <= 0.0 {
+        return log_softmax(logits, 1.0);
+    }
+    let logp = log_softmax(logits, p.temperature);
+    if !p.truncates() {
+        return logp;
+    }
+    let kept = kept_tokens(&logp, p);
+    let log_mass = kept_log_mass(&logp, &kept);
+    let mut out = vec![f32::NEG_INFINITY; logp.len()];
+    for &i in &kept {
+        out[i] = logp[i] - log_mass;
+    }
+    out
+}
+
+/// The tokens truncation keeps, most likely first: top-k, then min-p (relative to the most
+/// likely token), then the smallest prefix whose tempered mass reaches top-p. Never empty.
+fn kept_tokens(logp: &[f32], p: &SamplingParams) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..logp.len()).collect();
+    order.sort_unstable_by(|&a, &b| logp[b].total_cmp(&logp[a]));
+    if p.top_k > 0 {
+        order.truncate(p.top_k.max(1));
+    }
+    let top = logp[order[0]].exp();
+    if p.min_p > 0.0 {
+        order.retain(|&i| logp[i].exp() >= p.min_p * top);
+    }
+    if p.top_p < 1.0 {
+        let mut mass = 0.0;
+        let mut cut = order.len();
+        for (n, &i) in order.iter().enumerate() {
+            mass += logp[i].exp();
+            if mass >= p.top_p {
+                cut = n + 1;
+                break;
+            }
+        }
+        order.truncate(cut.max(1));
+    }
+    order
+}
+
+/// `log sum_{kept} exp(logp)`: 0 when nothing is cut, so an untruncated record is exactly the
+/// tempered log-prob.
+fn kept_log_mass(logp: &[f32], kept: &[usize]) -> f32 {
+    if kept.len() == logp.len() {
+        return 0.0;
+    }
+    // Relative to the largest kept log-prob (kept[0]), in f64, so that a tiny kept mass
+    // neither underflows nor loses digits.
+    let max = logp[kept[0]] as f64;
+    let sum: f64 = kept.iter().map(|&i| (logp[i] as f64 - max).exp()).sum();
+    (max + sum.ln()) as f32
 }
 
 fn argmax(v: &[f32]) -> usize {

@@ -82,8 +82,9 @@ impl EvalSet<'_> {
             per_problem,
             tokens,
             wall_s: started.elapsed().as_secs_f64(),
-            // Greedy records the model's own log-probs; sampling, those at its temperature.
-            at_t1: params.temperature <= 0.0 || params.temperature == 1.0,
+            // Greedy, and T = 1 without truncation, record the model's own log-probs; other
+            // samplers record those of the distribution they drew from.
+            at_t1: params.records_model_logprobs(),
         })
     }
 
