@@ -98,7 +98,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     anyhow::ensure!(a.batch >= 1, "--batch must be >= 1");
     let m = model_arg::load(&a.model)?;
-    let source = tasks::from_spec(&spec, a.seed, &tasks::VerifierRegistry::new())
+    // A file given with --data is what the user wants scored: all of it, not a held-out slice.
+    let split = if a.data.is_some() {
+        tasks::DatasetSplit::Whole
+    } else {
+        tasks::DatasetSplit::default()
+    };
+    let source = tasks::from_spec_split(&spec, a.seed, &tasks::VerifierRegistry::new(), &split)
         .with_context(|| format!("loading task {spec:?}"))?;
     let policy = m.policy()?;
     let opts = TtcOptions {

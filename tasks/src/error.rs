@@ -70,6 +70,29 @@ pub enum TaskError {
         reason: String,
     },
 
+    /// A dataset's held-out share is not in `[0, 1)`.
+    #[error(
+        "eval_fraction {given} is not in [0, 1): it is the share of a dataset's prompts held \
+         out for evaluation (e.g. 0.1; 0 holds none out), and the rest must be left to train on"
+    )]
+    BadEvalFraction {
+        /// The fraction as given.
+        given: f64,
+    },
+
+    /// An eval file was given with a built-in task, which has a held-out split of its own.
+    #[error(
+        "eval data {} needs a .jsonl training dataset, but task '{task}' is built in and holds \
+         out its own eval prompts: drop the eval data or train on a .jsonl file",
+        eval.display()
+    )]
+    EvalDataNeedsDataset {
+        /// The task spec as given.
+        task: String,
+        /// The eval file.
+        eval: PathBuf,
+    },
+
     /// The dataset file has no problems in it.
     #[error(
         "dataset {} has no problems: add one JSON object per line, \

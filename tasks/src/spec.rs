@@ -2,7 +2,9 @@
 //!
 //! A spec is `name` or `name:difficulty` for a built-in task (`addition`, `addition:3`), or a
 //! path ending in `.jsonl` for a dataset, scored by `numeric` unless a verifier is named after
-//! an `@` (`data/capitals.jsonl@exact`).
+//! an `@` (`data/capitals.jsonl@exact`). [`from_spec`] holds out a dataset's eval split by
+//! prompt hash ([`DatasetSplit::default`]); [`from_spec_split`] takes the split to use, e.g.
+//! an eval file.
 
 use std::ops::RangeInclusive;
 use std::path::Path;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 
 use crate::arithmetic::{Arithmetic, Operation};
 use crate::countdown::{self, Countdown, CountdownVerifier};
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, DatasetSplit};
 use crate::error::TaskError;
 use crate::numeric::NumericVerifier;
 use crate::problem::ProblemSource;
@@ -96,11 +98,27 @@ fn checked_difficulty(
 }
 
 /// "addition", "addition:3" (name:difficulty) or a path ending in .jsonl (dataset; verifier
-/// "numeric" unless the spec is "path.jsonl@exact"). `seed` only affects built-in tasks.
+/// "numeric" unless the spec is "path.jsonl@exact"). `seed` only affects built-in tasks. A
+/// dataset holds out [`crate::DEFAULT_EVAL_FRACTION`] of its prompts by hash for the eval split
+/// (see [`from_spec_split`] to choose otherwise).
 pub fn from_spec(
     spec: &str,
     seed: u64,
     registry: &VerifierRegistry,
+) -> Result<Box<dyn ProblemSource>, TaskError> {
+    from_spec_split(spec, seed, registry, &DatasetSplit::default())
+}
+
+/// [`from_spec`], with a dataset divided into train and eval as `split` says: by prompt hash
+/// with a chosen `eval_fraction`, by a separate eval file, or not at all
+/// ([`DatasetSplit::Whole`], for a file that is only evaluated). Built-in tasks keep their own
+/// split (a prompt is eval iff its hash is 0 mod 10) and ignore `Hashed` and `Whole`; an eval
+/// file with a built-in task is an error ([`TaskError::EvalDataNeedsDataset`]).
+pub fn from_spec_split(
+    spec: &str,
+    seed: u64,
+    registry: &VerifierRegistry,
+    split: &DatasetSplit,
 ) -> Result<Box<dyn ProblemSource>, TaskError> {
     let spec = spec.trim();
     // Paths may contain ':' (and, rarely, '@'), so the dataset forms are recognised first,
@@ -108,12 +126,26 @@ pub fn from_spec(
     if let Some((path, verifier)) = spec.rsplit_once('@') {
         if path.ends_with(".jsonl") {
             let verifier = registry.get(verifier)?;
-            return Ok(Box::new(Dataset::load(Path::new(path), verifier)?));
+            return Ok(Box::new(Dataset::load_split(
+                Path::new(path),
+                split,
+                verifier,
+            )?));
         }
     }
     if spec.ends_with(".jsonl") {
         let verifier = registry.get(DEFAULT_DATASET_VERIFIER)?;
-        return Ok(Box::new(Dataset::load(Path::new(spec), verifier)?));
+        return Ok(Box::new(Dataset::load_split(
+            Path::new(spec),
+            split,
+            verifier,
+        )?));
+    }
+    if let DatasetSplit::EvalFile(eval) = split {
+        return Err(TaskError::EvalDataNeedsDataset {
+            task: spec.to_string(),
+            eval: eval.clone(),
+        });
     }
     let (name, difficulty) = match spec.split_once(':') {
         Some((name, given)) => {
@@ -225,7 +257,8 @@ mod tests {
         let default = spec(path).unwrap();
         assert_eq!(default.name(), "capitals");
         assert_eq!(default.verifier().name(), "numeric");
-        assert_eq!(default.len(Split::Eval), Some(1));
+        assert_eq!(default.len(Split::Train), Some(1), "one prompt: it trains");
+        assert_eq!(default.len(Split::Eval), Some(0));
 
         let exact = spec(&format!("{path}@exact")).unwrap();
         assert_eq!(exact.verifier().name(), "exact");
@@ -235,6 +268,81 @@ mod tests {
         assert!(matches!(err, TaskError::UnknownVerifier { .. }), "{err:?}");
         let err = spec(&format!("{path}@")).err().unwrap();
         assert!(matches!(err, TaskError::UnknownVerifier { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn the_split_reaches_the_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (train, eval) = (
+            dir.path().join("train.jsonl"),
+            dir.path().join("test.jsonl"),
+        );
+        let mut file = std::fs::File::create(&train).unwrap();
+        for i in 0..40 {
+            writeln!(
+                file,
+                "{{\"prompt\": \"{i}+1=\", \"answer\": \"{}\"}}",
+                i + 1
+            )
+            .unwrap();
+        }
+        std::fs::write(&eval, "{\"prompt\": \"1+1=\", \"answer\": \"2\"}\n").unwrap();
+        let registry = VerifierRegistry::new();
+        let train_spec = format!("{}@exact", train.display());
+
+        let hashed = from_spec(&train_spec, 0, &registry).unwrap();
+        let held_out = hashed.len(Split::Eval).unwrap();
+        assert!(held_out > 0 && held_out < 40, "{held_out}");
+        assert_eq!(hashed.len(Split::Train), Some(40 - held_out));
+        assert_eq!(hashed.verifier().name(), "exact");
+
+        let with_file = from_spec_split(
+            &train_spec,
+            0,
+            &registry,
+            &DatasetSplit::EvalFile(eval.clone()),
+        )
+        .unwrap();
+        assert_eq!(with_file.len(Split::Train), Some(40));
+        assert_eq!(with_file.len(Split::Eval), Some(1));
+        assert_eq!(with_file.problem(Split::Eval, 0).id, "test/0");
+
+        let whole =
+            from_spec_split(train.to_str().unwrap(), 0, &registry, &DatasetSplit::Whole).unwrap();
+        assert_eq!(
+            (whole.len(Split::Train), whole.len(Split::Eval)),
+            (Some(40), Some(40))
+        );
+
+        let bad = from_spec_split(
+            &train_spec,
+            0,
+            &registry,
+            &DatasetSplit::Hashed { eval_fraction: 1.0 },
+        );
+        assert!(matches!(bad, Err(TaskError::BadEvalFraction { .. })));
+
+        let builtin_with_file =
+            from_spec_split("addition:2", 0, &registry, &DatasetSplit::EvalFile(eval))
+                .err()
+                .expect("an eval file needs a dataset");
+        assert!(
+            matches!(builtin_with_file, TaskError::EvalDataNeedsDataset { .. }),
+            "{builtin_with_file:?}"
+        );
+        assert!(builtin_with_file.to_string().contains("test.jsonl"));
+        let builtin = from_spec_split(
+            "addition:2",
+            0,
+            &registry,
+            &DatasetSplit::Hashed { eval_fraction: 0.5 },
+        )
+        .unwrap();
+        assert_eq!(
+            builtin.len(Split::Eval),
+            None,
+            "built-ins keep their own split"
+        );
     }
 
     #[test]
