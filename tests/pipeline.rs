@@ -2,13 +2,12 @@
 
 mod common;
 
-use common::{held_out_pass_rate as eval, oxrl, read_jsonl};
+use common::{oxrl, read_jsonl, sampled_start_and_end};
 
 #[test]
 fn pipelined_run_with_two_actors_learns_within_the_lag_bound() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let before = eval("default");
     oxrl(&[
         "run",
         "--out",
@@ -16,16 +15,18 @@ fn pipelined_run_with_two_actors_learns_within_the_lag_bound() {
         "--steps",
         "24",
         "--eval-every",
-        "0",
+        "12",
+        "--eval-n",
+        "300",
         "--seed",
         "1",
         "--actors",
         "2",
     ]);
-    let after = eval(run.join("final").to_str().unwrap());
+    let (before, after) = sampled_start_and_end(&run);
     assert!(
-        after > before + 0.05,
-        "held-out greedy pass@1 {before:.3} -> {after:.3}"
+        after > before + 0.2,
+        "held-out sampled pass@1 {before:.3} -> {after:.3}"
     );
 
     let lines = read_jsonl(&run.join("metrics.jsonl"));

@@ -1,5 +1,7 @@
 //! The actor's life: register, follow the weights, then lease -> generate -> push ->
-//! complete until the coordinator says the run is over (or `shutdown`).
+//! complete until the coordinator says the run is over (or `shutdown`): the learner is done,
+//! or the prompt pool is exhausted (every prompt retired or the epochs done), told by a
+//! heartbeat's `stop` or a lease refused as `exhausted` or `stopping`.
 
 use crate::deliver::{deliver, LearnerLink};
 use crate::error::ActorError;
@@ -140,7 +142,7 @@ pub async fn run_actor(
     // Shared with the heartbeats: a new id when the actor registers again.
     let (member_tx, member_rx) = watch::channel(reg.member_id.clone());
     let model = policy::default_model::load_model(&cfg.model)?;
-    let source = tasks::from_spec(&cfg.task, cfg.seed, &tasks::VerifierRegistry::new())?;
+    let source = cfg.problem_source(&tasks::VerifierRegistry::new())?;
     let verifier = source.verifier();
     let stop = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -200,7 +202,12 @@ pub async fn run_actor(
                         });
                     }
                     if r.stop {
-                        stop.store(true, Ordering::Relaxed);
+                        if !stop.swap(true, Ordering::Relaxed) {
+                            tracing::info!(
+                                "the coordinator says the run is over (the learner is done or \
+                                 the prompt pool is exhausted): stopping"
+                            );
+                        }
                         let _ = stop_tx.send(true);
                         return;
                     }
@@ -287,7 +294,19 @@ pub async fn run_actor(
         versions.heard_from_coordinator(lease.learner_version);
         match lease.refused.as_str() {
             "" => {}
-            "stopping" => break,
+            "stopping" | "exhausted" => {
+                // Said once, by whichever noticed first (the heartbeats may have).
+                let first = !stop.swap(true, Ordering::Relaxed);
+                if first && lease.refused == "exhausted" {
+                    tracing::info!(
+                        "the coordinator's prompt pool is exhausted (every prompt retired or \
+                         the epochs done): nothing left to generate; stopping"
+                    );
+                } else if first {
+                    tracing::info!("the coordinator says the learner is done: stopping");
+                }
+                break;
+            }
             "stale_weights" => {
                 let mut stop_rx = stop_rx.clone();
                 tokio::select! {

@@ -1,70 +1,42 @@
-//! The curriculum's memory: each problem's pass-rate history and zero-variance count, and the
-//! No-Positive-Resampling rule that retires a problem the policy has learned.
+//! The curriculum's memory: each problem's recent pass rate and the No-Positive-Resampling
+//! rule that retires a problem the policy has learned (`rollout::curriculum`, shared with the
+//! synchronous loop), plus the zero-variance counts the learner reports.
 
 use std::collections::HashMap;
 
-/// Rewards seen for one problem.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct PassRate {
-    pub sum: f64,
-    pub count: u64,
-}
+pub(crate) use rollout::curriculum::PassRate;
 
-impl PassRate {
-    /// Mean reward; 0 before any sample.
-    pub(crate) fn rate(&self) -> f64 {
-        if self.count == 0 {
-            0.0
-        } else {
-            self.sum / self.count as f64
-        }
-    }
-}
-
-/// Per-problem pass-rate histories and zero-variance counts, keyed by problem id.
+/// Per-problem pass-rate windows and zero-variance counts, keyed by problem id.
 #[derive(Debug)]
 pub(crate) struct Curriculum {
-    retire_pass_rate: f64,
-    retire_min_samples: u64,
-    history: HashMap<String, PassRate>,
+    rule: rollout::curriculum::Curriculum,
     zero_variance: HashMap<String, u64>,
     zero_variance_total: u64,
 }
 
 impl Curriculum {
-    /// Retires a problem once it has `retire_min_samples` samples and a pass rate of at least
-    /// `retire_pass_rate`.
-    pub(crate) fn new(retire_pass_rate: f64, retire_min_samples: usize) -> Self {
+    /// Retires a problem once its last `window` samples number at least
+    /// `retire_min_samples` and pass at a rate of at least `retire_pass_rate`.
+    pub(crate) fn new(retire_pass_rate: f64, retire_min_samples: usize, window: usize) -> Self {
         Self {
-            retire_pass_rate,
-            retire_min_samples: retire_min_samples as u64,
-            history: HashMap::new(),
+            rule: rollout::curriculum::Curriculum::new(
+                retire_pass_rate,
+                retire_min_samples,
+                window,
+            ),
             zero_variance: HashMap::new(),
             zero_variance_total: 0,
         }
     }
 
-    /// Adds a group's rewards to the problem's history; returns the history when it now meets
-    /// the retirement rule (the caller retires the problem).
+    /// Adds a group's rewards to the problem's window; returns its pass rate when the
+    /// problem meets the retirement rule now for the first time (the caller retires it).
     pub(crate) fn record(&mut self, problem_id: &str, rewards: &[f32]) -> Option<PassRate> {
-        if rewards.is_empty() {
-            return None;
+        if self.rule.record(problem_id, rewards) {
+            self.rule.pass_rate(problem_id)
+        } else {
+            None
         }
-        let history = self.history.entry(problem_id.to_string()).or_default();
-        history.sum += rewards.iter().map(|&r| f64::from(r)).sum::<f64>();
-        history.count += rewards.len() as u64;
-        let history = *history;
-        let meets =
-            history.count >= self.retire_min_samples && history.rate() >= self.retire_pass_rate;
-        meets.then_some(history)
-    }
-
-    /// The history of `problem_id` if it meets the retirement rule.
-    pub(crate) fn history_if_learned(&self, problem_id: &str) -> Option<PassRate> {
-        let history = *self.history.get(problem_id)?;
-        let meets =
-            history.count >= self.retire_min_samples && history.rate() >= self.retire_pass_rate;
-        meets.then_some(history)
     }
 
     /// Counts one dropped zero-variance group for each id (an id may repeat).
@@ -78,10 +50,10 @@ impl Curriculum {
         }
     }
 
-    /// The history of one problem, if it has any.
+    /// The window of one problem, if it has any samples.
     #[cfg(test)]
     pub(crate) fn history(&self, problem_id: &str) -> Option<PassRate> {
-        self.history.get(problem_id).copied()
+        self.rule.pass_rate(problem_id)
     }
 
     /// Zero-variance groups counted for one problem.
@@ -90,20 +62,15 @@ impl Curriculum {
         self.zero_variance.get(problem_id).copied().unwrap_or(0)
     }
 
-    /// Histories and counts in a canonical order, to compare a replayed curriculum with the
+    /// Windows and counts in a canonical order, to compare a replayed curriculum with the
     /// live one.
     #[cfg(test)]
     pub(crate) fn describe(&self) -> String {
-        let mut history: Vec<_> = self
-            .history
-            .iter()
-            .map(|(id, h)| format!("{id} {}/{}", h.sum, h.count))
-            .collect();
-        history.sort();
         let mut zero: Vec<_> = self.zero_variance.iter().collect();
         zero.sort();
         format!(
-            "{history:?} zero {zero:?} total {}",
+            "{} zero {zero:?} total {}",
+            self.rule.describe(),
             self.zero_variance_total
         )
     }
@@ -120,7 +87,7 @@ mod tests {
 
     #[test]
     fn retires_at_the_pass_rate_once_enough_samples() {
-        let mut curriculum = Curriculum::new(0.9, 16);
+        let mut curriculum = Curriculum::new(0.9, 16, 32);
         // 8 of 8: perfect, but too few samples.
         assert_eq!(curriculum.record("p", &[1.0; 8]), None);
         // 15 of 16 = 0.9375 >= 0.9 with 16 samples.
@@ -134,33 +101,27 @@ mod tests {
                 count: 16
             }
         );
+        assert_eq!(curriculum.record("p", &[1.0; 8]), None, "only once");
     }
 
     #[test]
-    fn exactly_the_threshold_retires_and_just_below_does_not() {
-        let mut curriculum = Curriculum::new(0.9, 10);
-        let mut nine_of_ten = [1.0; 10];
-        nine_of_ten[3] = 0.0;
-        assert!(curriculum.record("a", &nine_of_ten).is_some(), "0.9 >= 0.9");
-        let mut eight_of_ten = nine_of_ten;
-        eight_of_ten[4] = 0.0;
-        assert!(curriculum.record("b", &eight_of_ten).is_none(), "0.8 < 0.9");
-        assert_eq!(curriculum.history("b").unwrap().rate(), 0.8);
-    }
-
-    #[test]
-    fn histories_are_per_problem_and_empty_groups_count_nothing() {
-        let mut curriculum = Curriculum::new(0.9, 1);
-        assert_eq!(curriculum.record("a", &[]), None);
-        assert_eq!(curriculum.history("a"), None);
-        assert_eq!(curriculum.record("b", &[0.0, 0.0]), None);
-        assert!(curriculum.record("c", &[1.0]).is_some());
-        assert_eq!(curriculum.history("b").unwrap().count, 2);
+    fn a_prompt_is_judged_by_its_recent_samples() {
+        // Bad long ago, good now: the old failures leave the window of 8.
+        let mut curriculum = Curriculum::new(0.9, 8, 8);
+        assert_eq!(curriculum.record("late", &[0.0; 8]), None);
+        assert_eq!(curriculum.record("late", &[1.0; 4]), None);
+        assert!(curriculum.record("late", &[1.0; 4]).is_some());
+        // Good long ago, bad now: 4 of 7 since the start would reach 0.5, the window of the
+        // last 4 holds 1 of 4.
+        let mut curriculum = Curriculum::new(0.5, 4, 4);
+        assert_eq!(curriculum.record("early", &[1.0; 3]), None, "too few");
+        assert_eq!(curriculum.record("early", &[1.0, 0.0, 0.0, 0.0]), None);
+        assert_eq!(curriculum.history("early").unwrap().rate(), 0.25);
     }
 
     #[test]
     fn zero_variance_counts_per_problem_and_in_total() {
-        let mut curriculum = Curriculum::new(0.9, 16);
+        let mut curriculum = Curriculum::new(0.9, 16, 32);
         curriculum.count_zero_variance(["a", "b", "a"]);
         assert_eq!(curriculum.zero_variance("a"), 2);
         assert_eq!(curriculum.zero_variance("b"), 1);

@@ -97,6 +97,13 @@ struct PoolStatus {
     active: u64,
     retired: u64,
     zero_variance_groups: u64,
+    /// The train pool's size; null for an unbounded source.
+    size: Option<u64>,
+    /// Passes over the pool completed, and configured (0: no limit).
+    epoch: u64,
+    epochs: u64,
+    /// The pool is spent: no more rollouts.
+    exhausted: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -164,6 +171,10 @@ impl ApiStatus {
                 active: status.pool_active,
                 retired: status.pool_retired,
                 zero_variance_groups: status.zero_variance_groups,
+                size: status.pool_size,
+                epoch: status.epoch,
+                epochs: status.epochs,
+                exhausted: status.exhausted,
             },
             actors: status
                 .actors
@@ -298,6 +309,9 @@ mod tests {
         assert_eq!(json["lag_tokens"], serde_json::json!([120, 24, 6]));
         assert_eq!(json["totals"]["tokens"], 150);
         assert_eq!(json["leases_outstanding"], 1);
+        assert_eq!(json["pool"]["epoch"], 0);
+        assert_eq!(json["pool"]["size"], serde_json::Value::Null);
+        assert_eq!(json["pool"]["exhausted"], false);
         assert_eq!(json["actors"][0]["name"], "a0");
         assert_eq!(json["actors"][0]["version"], 3);
         assert_eq!(json["actors"][0]["alive"], true);

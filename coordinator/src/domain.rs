@@ -81,8 +81,11 @@ pub(crate) struct Grant {
 pub(crate) enum Refusal {
     /// The actor's weights are more than `max_lag` versions behind the learner.
     StaleWeights,
-    /// Every problem is retired or leased.
+    /// Every problem is retired or leased, for now: leased ones may come back.
     PoolEmpty,
+    /// The pool is spent for good: every problem retired or the configured epochs done,
+    /// and no lease out. The actor has nothing more to do.
+    Exhausted,
     /// The learner has finished.
     Stopping,
 }
@@ -93,6 +96,7 @@ impl Refusal {
         match self {
             Refusal::StaleWeights => "stale_weights",
             Refusal::PoolEmpty => "pool_empty",
+            Refusal::Exhausted => "exhausted",
             Refusal::Stopping => "stopping",
         }
     }
@@ -226,6 +230,14 @@ pub(crate) struct StatusSnapshot {
     pub actors: Vec<ActorSnapshot>,
     pub pool_active: u64,
     pub pool_retired: u64,
+    /// The train pool's size; None for an unbounded source.
+    pub pool_size: Option<u64>,
+    /// Passes over the train pool completed.
+    pub epoch: u64,
+    /// Passes configured (0: no limit).
+    pub epochs: u64,
+    /// The pool is spent and no lease is out: no more rollouts will come.
+    pub exhausted: bool,
     pub leases_outstanding: u64,
     pub leases_expired: u64,
     pub prompts_completed: u64,

@@ -47,15 +47,21 @@ impl Coordinator {
     /// `settings.journal` naming an existing journal, the run it records.
     pub fn new(settings: CoordinatorSettings) -> Result<Self, CoordinatorError> {
         settings.validate()?;
-        let source = tasks::from_spec(&settings.task, settings.seed, &VerifierRegistry::new())
-            .map_err(|source| CoordinatorError::Task {
-                spec: settings.task.clone(),
-                source,
-            })?;
+        let registry = VerifierRegistry::new();
+        let source =
+            tasks::from_spec_split(&settings.task, settings.seed, &registry, &settings.split)
+                .map_err(|source| CoordinatorError::Task {
+                    spec: settings.task.clone(),
+                    source,
+                })?;
+        // A procedural task trains on a finite pool walked in epochs (unless train_size = 0).
+        let source = tasks::finite_train(source, settings.train_size);
         info!(
             task = %settings.task,
             source = source.name(),
             train_problems = ?source.len(Split::Train),
+            epochs = settings.epochs,
+            pass_rate_window = settings.pass_rate_window,
             max_lag = settings.max_lag,
             lease_timeout_ms = settings.lease_timeout.as_millis() as u64,
             actor_timeout_ms = settings.actor_timeout.as_millis() as u64,
@@ -73,11 +79,12 @@ impl Coordinator {
     ) -> Result<Self, CoordinatorError> {
         let journal_path = settings.journal.clone();
         let (task, seed) = (settings.task.clone(), settings.seed);
+        let train_size = source.len(Split::Train);
         let mut state = State::new(settings, source);
         let journal = match journal_path {
             None => None,
             Some(path) => {
-                let opened = Journal::open(&path, &task, seed)?;
+                let opened = Journal::open(&path, &task, seed, train_size)?;
                 let replayed =
                     state
                         .replay(opened.entries, Instant::now())
@@ -243,7 +250,25 @@ mod tests {
         let status = coordinator
             .with_state(|state| state.status(tokio::time::Instant::now()))
             .unwrap();
-        assert_eq!(status.pool_active, 0);
+        assert_eq!(
+            status.pool_active,
+            CoordinatorSettings::default().train_size,
+            "a pool of train_size prompts"
+        );
+        assert_eq!((status.epoch, status.exhausted), (0, false));
         assert_eq!(status.max_lag, 8);
+        let stream = Coordinator::new(CoordinatorSettings {
+            train_size: 0,
+            ..CoordinatorSettings::default()
+        })
+        .unwrap();
+        let status = stream
+            .with_state(|state| state.status(tokio::time::Instant::now()))
+            .unwrap();
+        assert_eq!(
+            (status.pool_active, status.pool_size),
+            (0, None),
+            "unbounded"
+        );
     }
 }

@@ -41,8 +41,14 @@ pub(crate) struct Opened {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal at `path` for a run of `task` with `seed`.
-    pub(crate) fn open(path: &Path, task: &str, seed: u64) -> Result<Opened, CoordinatorError> {
+    /// Opens (or creates) the journal at `path` for a run of `task` with `seed` over a train
+    /// pool of `train_size` problems (None: unbounded).
+    pub(crate) fn open(
+        path: &Path,
+        task: &str,
+        seed: u64,
+        train_size: Option<u64>,
+    ) -> Result<Opened, CoordinatorError> {
         let io = |source| CoordinatorError::JournalIo {
             path: path.to_path_buf(),
             source,
@@ -75,6 +81,7 @@ impl Journal {
                         format: FORMAT,
                         task: task.to_string(),
                         seed,
+                        train_size,
                     },
                 };
                 file.write_all(&lines(std::slice::from_ref(&header)))
@@ -83,7 +90,7 @@ impl Journal {
                 sync_parent(path);
                 info!(journal = %path.display(), "new journal");
             }
-            Some((line, entry)) => check_header(path, line, &entry.record, task, seed)?,
+            Some((line, entry)) => check_header(path, line, &entry.record, task, seed, train_size)?,
         }
         let sync = SyncHandle {
             path: path.to_path_buf(),
@@ -178,6 +185,7 @@ fn check_header(
     record: &Record,
     task: &str,
     seed: u64,
+    train_size: Option<u64>,
 ) -> Result<(), CoordinatorError> {
     let error = |reason: String| CoordinatorError::Journal {
         path: path.to_path_buf(),
@@ -189,6 +197,7 @@ fn check_header(
             format,
             task: journal_task,
             seed: journal_seed,
+            train_size: journal_train_size,
         } => {
             if *format != FORMAT {
                 return Err(error(format!(
@@ -200,6 +209,17 @@ fn check_header(
                     "the journal belongs to a run of task {journal_task:?} with seed \
                      {journal_seed}, this coordinator runs task {task:?} with seed {seed}: give \
                      a new --journal path for a new run"
+                )));
+            }
+            // Journals written before the pool's size was recorded carry none.
+            if journal_train_size.is_some() && *journal_train_size != train_size {
+                let size = |n: &Option<u64>| n.map_or("unbounded".to_string(), |n| n.to_string());
+                return Err(error(format!(
+                    "the journal belongs to a run over a train pool of {} problems, this \
+                     coordinator's pool has {} (train_size): give a new --journal path for a new \
+                     run, or the run's train_size",
+                    size(journal_train_size),
+                    size(&train_size)
                 )));
             }
             Ok(())
@@ -238,7 +258,7 @@ mod tests {
     fn a_new_journal_gets_a_header_and_appends_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.journal");
-        let mut opened = Journal::open(&path, "addition:2", 3).unwrap();
+        let mut opened = Journal::open(&path, "addition:2", 3, None).unwrap();
         assert!(opened.entries.is_empty());
         opened
             .journal
@@ -246,7 +266,7 @@ mod tests {
             .unwrap();
         opened.journal.sync_handle().sync().unwrap();
         drop(opened);
-        let again = Journal::open(&path, "addition:2", 3).unwrap();
+        let again = Journal::open(&path, "addition:2", 3, None).unwrap();
         let got: Vec<_> = again.entries.iter().map(|(n, e)| (*n, e.clone())).collect();
         assert_eq!(got, [(2, expire(1, "lease-1")), (3, expire(2, "lease-2"))]);
     }
@@ -255,19 +275,19 @@ mod tests {
     fn a_torn_last_line_is_dropped_and_the_file_repaired() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.journal");
-        let mut opened = Journal::open(&path, "t", 0).unwrap();
+        let mut opened = Journal::open(&path, "t", 0, None).unwrap();
         opened.journal.append(&[expire(1, "lease-1")]).unwrap();
         drop(opened);
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str(r#"{"t":2,"kind":"exp"#);
         std::fs::write(&path, &text).unwrap();
 
-        let mut opened = Journal::open(&path, "t", 0).unwrap();
+        let mut opened = Journal::open(&path, "t", 0, None).unwrap();
         assert_eq!(opened.entries.len(), 1);
         // Appending after the repair starts on a fresh line.
         opened.journal.append(&[expire(3, "lease-2")]).unwrap();
         drop(opened);
-        let again = Journal::open(&path, "t", 0).unwrap();
+        let again = Journal::open(&path, "t", 0, None).unwrap();
         assert_eq!(again.entries.len(), 2);
         assert_eq!(again.entries[1].1, expire(3, "lease-2"));
     }
@@ -276,11 +296,11 @@ mod tests {
     fn a_malformed_complete_line_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.journal");
-        drop(Journal::open(&path, "t", 0).unwrap());
+        drop(Journal::open(&path, "t", 0, None).unwrap());
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str("{\"t\":1,\"kind\":\"expire\",\"lease\":\"lease-1\"}\nnot json\n{}\n");
         std::fs::write(&path, &text).unwrap();
-        let err = Journal::open(&path, "t", 0).err().unwrap();
+        let err = Journal::open(&path, "t", 0, None).err().unwrap();
         let message = err.to_string();
         assert!(message.contains("line 3"), "{message}");
         assert!(message.contains("c.journal"), "{message}");
@@ -290,11 +310,19 @@ mod tests {
     fn a_journal_of_another_run_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.journal");
-        drop(Journal::open(&path, "addition:2", 0).unwrap());
-        let err = Journal::open(&path, "countdown", 0).err().unwrap();
+        drop(Journal::open(&path, "addition:2", 0, None).unwrap());
+        let err = Journal::open(&path, "countdown", 0, None).err().unwrap();
         assert!(err.to_string().contains("new --journal path"), "{err}");
-        let err = Journal::open(&path, "addition:2", 1).err().unwrap();
+        let err = Journal::open(&path, "addition:2", 1, None).err().unwrap();
         assert!(err.to_string().contains("seed 0"), "{err}");
+
+        let sized = dir.path().join("sized.journal");
+        drop(Journal::open(&sized, "addition:2", 0, Some(8)).unwrap());
+        assert!(Journal::open(&sized, "addition:2", 0, Some(8)).is_ok());
+        let err = Journal::open(&sized, "addition:2", 0, Some(16))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("pool of 8 problems"), "{err}");
 
         let other = dir.path().join("other.journal");
         std::fs::write(
@@ -302,7 +330,7 @@ mod tests {
             "{\"t\":1,\"kind\":\"expire\",\"lease\":\"lease-1\"}\n",
         )
         .unwrap();
-        let err = Journal::open(&other, "t", 0).err().unwrap();
+        let err = Journal::open(&other, "t", 0, None).err().unwrap();
         assert!(err.to_string().contains("line 1"), "{err}");
         assert!(err.to_string().contains("not a header"), "{err}");
     }

@@ -89,7 +89,7 @@ impl Rejection {
     pub(crate) fn of_refusal(refusal: Refusal) -> Option<Rejection> {
         match refusal {
             Refusal::StaleWeights => Some(Rejection::StaleWeights),
-            Refusal::PoolEmpty | Refusal::Stopping => None,
+            Refusal::PoolEmpty | Refusal::Exhausted | Refusal::Stopping => None,
         }
     }
 
@@ -132,6 +132,8 @@ pub(crate) struct CoordinatorMetrics {
     prompts_completed: Counter,
     pool_active: Gauge,
     pool_retired: Gauge,
+    pool_epoch: Gauge,
+    pool_exhausted: Gauge,
     zero_variance_groups: Counter,
     lag_tokens: LagHistogram,
     trained_tokens: Counter,
@@ -200,6 +202,11 @@ impl CoordinatorMetrics {
             "oxrl_pool_retired",
             "Problems retired by the curriculum (pass rate reached)",
         );
+        let pool_epoch = gauge("oxrl_pool_epoch", "Passes over the training pool completed");
+        let pool_exhausted = gauge(
+            "oxrl_pool_exhausted",
+            "1 once the pool is spent (every prompt retired or the epochs done, no lease out)",
+        );
         let mut counter = |name: &str, help: &str| {
             let counter = Counter::default();
             registry.register(name, help, counter.clone());
@@ -265,6 +272,8 @@ impl CoordinatorMetrics {
             prompts_completed,
             pool_active,
             pool_retired,
+            pool_epoch,
+            pool_exhausted,
             zero_variance_groups,
             lag_tokens,
             trained_tokens,
@@ -316,6 +325,8 @@ impl CoordinatorMetrics {
             .set(signed(status.leases_outstanding));
         self.pool_active.set(signed(status.pool_active));
         self.pool_retired.set(signed(status.pool_retired));
+        self.pool_epoch.set(signed(status.epoch));
+        self.pool_exhausted.set(i64::from(status.exhausted));
         catch_up(&self.leases_expired, status.leases_expired);
         catch_up(&self.prompts_completed, status.prompts_completed);
         catch_up(&self.zero_variance_groups, status.zero_variance_groups);
@@ -424,6 +435,10 @@ mod tests {
                 actors: vec![actor("a", true), actor("b", true), actor("c", false)],
                 pool_active: 90,
                 pool_retired: 10,
+                pool_size: Some(100),
+                epoch: 3,
+                epochs: 0,
+                exhausted: false,
                 leases_outstanding: 2,
                 leases_expired: 1,
                 prompts_completed,
@@ -481,6 +496,8 @@ mod tests {
             ("oxrl_prompts_completed_total", "32"),
             ("oxrl_pool_active", "90"),
             ("oxrl_pool_retired", "10"),
+            ("oxrl_pool_epoch", "3"),
+            ("oxrl_pool_exhausted", "0"),
             ("oxrl_zero_variance_groups_total", "5"),
             ("oxrl_trained_tokens_total", "1000"),
             ("oxrl_dropped_stale_groups_total", "1"),
@@ -538,6 +555,7 @@ mod tests {
             Some(Rejection::StaleWeights)
         );
         assert_eq!(Rejection::of_refusal(Refusal::PoolEmpty), None);
+        assert_eq!(Rejection::of_refusal(Refusal::Exhausted), None);
         assert_eq!(
             Rejection::of_completion(CompleteOutcome::Expired),
             Some(Rejection::ExpiredLease)

@@ -1,12 +1,15 @@
 //! The prompt pool: which train problem is leased next.
 //!
 //! Order: prompts returned by expired leases first (oldest first), then the source's train
-//! indices in order. A dataset (finite source) is cycled in epochs; an unbounded procedural
-//! source is walked forever. A retired problem is never handed out again, and a problem of a
-//! dataset is never in two outstanding leases at once.
+//! indices in order (`rollout::curriculum::TrainPool`). A finite source (a dataset, or a
+//! procedural task cut to `train_size`) is walked in epochs, up to `epochs` of them when
+//! that is set; an unbounded procedural source is walked forever. A retired problem is never
+//! handed out again, and a problem of a finite pool is never in two outstanding leases at
+//! once: the walk waits at a problem still leased from the previous epoch.
 
 use std::collections::{HashSet, VecDeque};
 
+use rollout::curriculum::TrainPool;
 use tasks::{Problem, ProblemSource, Split};
 
 /// A problem handed out by the pool, with the train index it came from.
@@ -19,32 +22,27 @@ pub(crate) struct PooledProblem {
 /// The supply of train problems and the bookkeeping of which are leased, returned or retired.
 pub(crate) struct PromptPool {
     source: Box<dyn ProblemSource>,
-    /// Number of train problems; None for an unbounded source.
-    len: Option<u64>,
-    /// Next index to hand out fresh: in `0..len` for a dataset, the count handed out so far
-    /// for an unbounded source.
-    cursor: u64,
+    /// The walk over fresh indices, and the retired ones.
+    walk: TrainPool,
     /// Indices given back by expired leases, to be leased again before fresh ones.
     returned: VecDeque<u64>,
     leased: HashSet<u64>,
-    retired: HashSet<u64>,
 }
 
 impl PromptPool {
-    /// A pool over the train split of `source`.
-    pub(crate) fn new(source: Box<dyn ProblemSource>) -> Self {
+    /// A pool over the train split of `source`, walked for `epochs` passes (0: no limit).
+    pub(crate) fn new(source: Box<dyn ProblemSource>, epochs: u64) -> Self {
         let len = source.len(Split::Train);
         Self {
             source,
-            len,
-            cursor: 0,
+            walk: TrainPool::new(len, epochs),
             returned: VecDeque::new(),
             leased: HashSet::new(),
-            retired: HashSet::new(),
         }
     }
 
-    /// Up to `max` problems, marked leased; empty when every problem is retired or leased.
+    /// Up to `max` problems, marked leased; empty when every problem is retired or leased,
+    /// or the walk is over.
     pub(crate) fn take(&mut self, max: usize) -> Vec<PooledProblem> {
         let mut taken = Vec::with_capacity(max.min(64));
         while taken.len() < max {
@@ -61,9 +59,11 @@ impl PromptPool {
         taken
     }
 
-    /// Where fresh problems continue from (journaled with each grant).
+    /// Where fresh problems continue from (journaled with each grant): epochs completed times
+    /// the pool's size plus the place in this epoch; for an unbounded source, the count
+    /// handed out so far.
     pub(crate) fn cursor(&self) -> u64 {
-        self.cursor
+        self.walk.cursor()
     }
 
     /// Replays a `take` that handed out `indices` (in order) and left the cursor at `cursor`:
@@ -77,12 +77,12 @@ impl PromptPool {
             }
             self.leased.insert(index);
         }
-        self.cursor = cursor;
+        self.walk.set_cursor(cursor);
     }
 
     /// Whether `index` is retired.
     pub(crate) fn is_retired(&self, index: u64) -> bool {
-        self.retired.contains(&index)
+        self.walk.is_retired(index)
     }
 
     /// The pool's bookkeeping in a canonical order, to compare a replayed pool with the live one.
@@ -90,11 +90,11 @@ impl PromptPool {
     pub(crate) fn describe(&self) -> String {
         let mut leased: Vec<_> = self.leased.iter().collect();
         leased.sort();
-        let mut retired: Vec<_> = self.retired.iter().collect();
-        retired.sort();
         format!(
-            "cursor {} returned {:?} leased {leased:?} retired {retired:?}",
-            self.cursor, self.returned
+            "cursor {} returned {:?} leased {leased:?} retired {:?}",
+            self.walk.cursor(),
+            self.returned,
+            self.walk.retired_indices()
         )
     }
 
@@ -110,7 +110,7 @@ impl PromptPool {
     pub(crate) fn give_back(&mut self, indices: impl IntoIterator<Item = u64>) {
         for index in indices {
             self.leased.remove(&index);
-            if !self.retired.contains(&index) && !self.returned.contains(&index) {
+            if !self.walk.is_retired(index) && !self.returned.contains(&index) {
                 self.returned.push_back(index);
             }
         }
@@ -118,26 +118,48 @@ impl PromptPool {
 
     /// Retires `index` for good; true if it was not retired before.
     pub(crate) fn retire(&mut self, index: u64) -> bool {
-        self.retired.insert(index)
+        self.walk.retire(index)
     }
 
-    /// Problems that may still be leased: a dataset's problems not retired, or for an
+    /// Problems that may still be leased: a finite pool's problems not retired, or for an
     /// unbounded source the distinct problems handed out so far that are not retired.
     pub(crate) fn active(&self) -> u64 {
-        let known = self.len.unwrap_or(self.cursor);
-        known.saturating_sub(self.retired())
+        self.walk.active()
     }
 
     /// Problems retired.
     pub(crate) fn retired(&self) -> u64 {
-        self.retired.len() as u64
+        self.walk.retired()
+    }
+
+    /// Passes over a finite pool completed (0 for an unbounded source).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.walk.epoch()
+    }
+
+    /// The configured passes (0: no limit).
+    pub(crate) fn epochs(&self) -> u64 {
+        self.walk.epochs()
+    }
+
+    /// The train pool's size; None for an unbounded source.
+    pub(crate) fn size(&self) -> Option<u64> {
+        self.walk.len()
+    }
+
+    /// The pool is spent: no fresh problem is left to walk to (every one retired, or the
+    /// configured epochs done), none waits to be leased again and none is leased. Nothing can
+    /// bring work back, so the run's rollouts are over.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.walk.exhausted()
+            && self.leased.is_empty()
+            && self.returned.iter().all(|&i| self.walk.is_retired(i))
     }
 
     fn next_returned(&mut self) -> Option<u64> {
         while let Some(index) = self.returned.pop_front() {
-            // A dataset may have reached it again fresh meanwhile, or it may have been retired
-            // by a late completion.
-            if !self.leased.contains(&index) && !self.retired.contains(&index) {
+            // It may have been retired by a late completion meanwhile.
+            if !self.leased.contains(&index) && !self.walk.is_retired(index) {
                 return Some(index);
             }
         }
@@ -145,21 +167,10 @@ impl PromptPool {
     }
 
     fn next_fresh(&mut self) -> Option<u64> {
-        let Some(len) = self.len else {
-            // Indices of an unbounded source are handed out once each, in order, so a fresh
-            // one is never leased or retired.
-            let index = self.cursor;
-            self.cursor += 1;
-            return Some(index);
-        };
-        for _ in 0..len {
-            let index = self.cursor;
-            self.cursor = (self.cursor + 1) % len;
-            if !self.leased.contains(&index) && !self.retired.contains(&index) {
-                return Some(index);
-            }
-        }
-        None
+        // An index still leased from the previous epoch holds the walk: handing out the one
+        // after it instead would skip it for this epoch.
+        let leased = &self.leased;
+        self.walk.next_unless(|index| leased.contains(&index))
     }
 }
 
@@ -200,7 +211,11 @@ pub(crate) mod tests {
     }
 
     fn pool(len: Option<u64>) -> PromptPool {
-        PromptPool::new(Box::new(FixedSource { len }))
+        pool_for(len, 0)
+    }
+
+    fn pool_for(len: Option<u64>, epochs: u64) -> PromptPool {
+        PromptPool::new(Box::new(FixedSource { len }), epochs)
     }
 
     fn indices(taken: &[PooledProblem]) -> Vec<u64> {
@@ -238,12 +253,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn dataset_cycles_skipping_leased_and_retired() {
+    fn dataset_cycles_waiting_for_leased_and_skipping_retired() {
         let mut pool = pool(Some(3));
         assert_eq!(indices(&pool.take(2)), [0, 1]);
         pool.release([0]);
-        // 2 is fresh, then the cycle wraps to 0; 1 is still leased.
+        // 2 is fresh, then the cycle wraps to 0; 1 is still leased: the walk waits there.
         assert_eq!(indices(&pool.take(5)), [2, 0]);
+        assert_eq!(pool.epoch(), 1);
         assert!(pool.take(1).is_empty(), "everything leased");
         pool.release([0, 1, 2]);
         pool.retire(1);
@@ -298,5 +314,57 @@ pub(crate) mod tests {
         pool.retire(1);
         assert!(pool.take(1).is_empty());
         assert_eq!(pool.active(), 0);
+    }
+
+    #[test]
+    fn the_pool_is_exhausted_after_its_epochs_once_nothing_is_out() {
+        let mut pool = pool_for(Some(3), 1);
+        assert_eq!(indices(&pool.take(2)), [0, 1]);
+        assert_eq!(indices(&pool.take(5)), [2], "one epoch only");
+        assert_eq!(pool.epoch(), 1);
+        assert!(!pool.exhausted(), "prompts are still leased");
+        pool.release([0, 2]);
+        // An expired lease's prompt comes back even after the last epoch.
+        pool.give_back([1]);
+        assert!(!pool.exhausted(), "1 waits to be leased again");
+        assert_eq!(indices(&pool.take(5)), [1]);
+        assert!(!pool.exhausted());
+        pool.release([1]);
+        assert!(pool.exhausted());
+        assert!(pool.take(1).is_empty());
+
+        let mut two = pool_for(Some(2), 2);
+        assert_eq!(indices(&two.take(2)), [0, 1]);
+        two.release([0, 1]);
+        assert!(!two.exhausted());
+        assert_eq!(indices(&two.take(4)), [0, 1], "the same prompts again");
+        two.release([0, 1]);
+        assert!(two.exhausted());
+        assert_eq!(two.epoch(), 2);
+    }
+
+    #[test]
+    fn the_pool_is_exhausted_when_every_prompt_is_retired() {
+        let mut pool = pool(Some(2));
+        assert_eq!(indices(&pool.take(2)), [0, 1]);
+        pool.retire(0);
+        pool.retire(1);
+        assert!(!pool.exhausted(), "still leased");
+        pool.give_back([0, 1]);
+        assert!(pool.exhausted(), "retired prompts are not given back");
+        // A retired prompt of an expired lease is no work either.
+        let mut pool = pool_for(Some(1), 0);
+        pool.take(1);
+        pool.give_back([0]);
+        pool.retire(0);
+        assert!(pool.exhausted());
+        // An unbounded source never runs out.
+        let mut stream = pool_for(None, 1);
+        stream.take(3);
+        stream.release([0, 1, 2]);
+        for i in 0..3 {
+            stream.retire(i);
+        }
+        assert!(!stream.exhausted());
     }
 }

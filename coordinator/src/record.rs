@@ -42,6 +42,9 @@ pub(crate) enum Record {
         format: u32,
         task: String,
         seed: u64,
+        /// The train pool's size (None: unbounded, or a journal from before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        train_size: Option<u64>,
     },
     /// A member joined under `member`.
     Register {

@@ -340,6 +340,10 @@ impl From<StatusSnapshot> for proto::StatusReply {
             zero_variance_groups: status.zero_variance_groups,
             done: status.done,
             max_lag: status.max_lag,
+            pool_size: status.pool_size.unwrap_or(0),
+            epoch: status.epoch,
+            epochs: status.epochs,
+            exhausted: status.exhausted,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! What a coordinator is started with: the task, the pipeline lag bound, the timeouts, the
-//! curriculum's retirement rule and where its journal is.
+//! What a coordinator is started with: the task and its training pool, the pipeline lag
+//! bound, the timeouts, the curriculum's retirement rule and where its journal is.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,8 +11,16 @@ use crate::error::CoordinatorError;
 pub struct CoordinatorSettings {
     /// Task spec for `tasks::from_spec`, e.g. `addition:3` or `data/train.jsonl@exact`.
     pub task: String,
+    /// How a dataset task divides into train and held-out problems (the coordinator leases
+    /// only the train side).
+    pub split: tasks::DatasetSplit,
     /// Seed of procedural tasks.
     pub seed: u64,
+    /// Training prompts of a procedural task, walked in epochs (0: an unbounded stream, every
+    /// prompt new). A dataset keeps its own size.
+    pub train_size: u64,
+    /// Passes over a finite training pool before the rollouts end (0: no limit).
+    pub epochs: u64,
     /// PipelineRL k: an actor may lease only with weights at least `learner_version - max_lag`.
     pub max_lag: u64,
     /// The run config as TOML, handed verbatim to every member that registers.
@@ -25,8 +33,10 @@ pub struct CoordinatorSettings {
     pub actor_timeout: Duration,
     /// No-Positive-Resampling: a problem whose pass rate reaches this is retired...
     pub retire_pass_rate: f64,
-    /// ...once it has at least this many scored samples.
+    /// ...once it has at least this many scored samples...
     pub retire_min_samples: usize,
+    /// ...among its last this many (the pass rate is over a recent window).
+    pub pass_rate_window: usize,
     /// Append-only journal of the run's state changes: replayed on start (a restarted
     /// coordinator continues the run), appended to while serving. None: nothing survives a
     /// restart.
@@ -36,8 +46,11 @@ pub struct CoordinatorSettings {
 impl Default for CoordinatorSettings {
     fn default() -> Self {
         Self {
-            task: "addition".to_string(),
+            task: "addition:2".to_string(),
+            split: tasks::DatasetSplit::default(),
             seed: 0,
+            train_size: 1024,
+            epochs: 0,
             max_lag: 8,
             run_config_toml: String::new(),
             lease_timeout: Duration::from_secs(60),
@@ -45,6 +58,7 @@ impl Default for CoordinatorSettings {
             actor_timeout: Duration::from_secs(5),
             retire_pass_rate: 0.9,
             retire_min_samples: 16,
+            pass_rate_window: 32,
             journal: None,
         }
     }
@@ -66,13 +80,12 @@ impl CoordinatorSettings {
                 });
             }
         }
-        if self.retire_pass_rate.is_nan() {
-            return Err(CoordinatorError::InvalidSettings {
-                name: "retire_pass_rate",
-                reason: "is NaN: give a pass rate such as 0.9 (above 1.0 never retires)"
-                    .to_string(),
-            });
-        }
+        rollout::curriculum::check_rule(
+            self.retire_pass_rate,
+            self.retire_min_samples,
+            self.pass_rate_window,
+        )
+        .map_err(|(name, reason)| CoordinatorError::InvalidSettings { name, reason })?;
         Ok(())
     }
 }
@@ -98,5 +111,12 @@ mod tests {
             ..CoordinatorSettings::default()
         };
         assert!(nan.validate().is_err());
+        let narrow = CoordinatorSettings {
+            pass_rate_window: 8,
+            retire_min_samples: 16,
+            ..CoordinatorSettings::default()
+        };
+        let err = narrow.validate().unwrap_err().to_string();
+        assert!(err.contains("at least 16"), "{err}");
     }
 }

@@ -13,7 +13,7 @@ use tasks::ProblemSource;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::curriculum::Curriculum;
+use crate::curriculum::{Curriculum, PassRate};
 use crate::domain::{
     CompleteOutcome, Completion, Grant, HeartbeatAnswer, LeaseAnswer, LeaseCheck, LeaseRequest,
     MemberRole, ProblemResult, Publication, Refusal, Registered, Registration, StatusSnapshot,
@@ -85,6 +85,9 @@ pub(crate) struct State {
     /// lower (a learner restarted from a checkpoint goes back to the checkpoint's version).
     accept_any_version: bool,
     done: bool,
+    /// The pool's exhaustion has been logged (not journaled: a restarted coordinator says it
+    /// again).
+    exhaustion_logged: bool,
     prompts_completed: u64,
     /// Group ids of prompts returned by expired leases, by pool index: leased again, a prompt
     /// keeps its group id, so the learner takes at most one group per leased prompt.
@@ -99,16 +102,22 @@ pub(crate) struct State {
 impl State {
     /// A fresh run over `source`'s train split.
     pub(crate) fn new(settings: CoordinatorSettings, source: Box<dyn ProblemSource>) -> Self {
-        let curriculum = Curriculum::new(settings.retire_pass_rate, settings.retire_min_samples);
+        let curriculum = Curriculum::new(
+            settings.retire_pass_rate,
+            settings.retire_min_samples,
+            settings.pass_rate_window,
+        );
+        let pool = PromptPool::new(source, settings.epochs);
         Self {
             settings,
-            pool: PromptPool::new(source),
+            pool,
             curriculum,
             leases: LeaseBook::default(),
             registry: Registry::default(),
             learner_version: 0,
             accept_any_version: false,
             done: false,
+            exhaustion_logged: false,
             prompts_completed: 0,
             reissue: HashMap::new(),
             clock: WallClock::start(),
@@ -177,10 +186,12 @@ impl State {
         self.reap(now);
         let known =
             self.registry.touch(member_id, now) && self.registry.set_version(member_id, version);
+        // With the pool spent there is nothing left to generate: actors may go.
+        let exhausted = self.note_exhaustion();
         HeartbeatAnswer {
             learner_version: self.learner_version,
             learner_addr: self.registry.learner_addr().map(str::to_string),
-            stop: self.done,
+            stop: self.done || exhausted,
             unknown_member: !known,
         }
     }
@@ -242,8 +253,9 @@ impl State {
                 results: results.clone(),
             },
         );
-        self.apply_completion(&completion.lease_id, outcome.accepted(), &results);
-        self.retire_learned(&prompts, &results, now);
+        let learned = self.apply_completion(&completion.lease_id, outcome.accepted(), &results);
+        self.retire_learned(&prompts, learned, now);
+        self.note_exhaustion();
         debug!(
             lease_id = %completion.lease_id,
             member_id = %completion.member_id,
@@ -306,6 +318,7 @@ impl State {
     /// The run at a glance.
     pub(crate) fn status(&mut self, now: Instant) -> StatusSnapshot {
         self.reap(now);
+        self.note_exhaustion();
         self.snapshot(now)
     }
 
@@ -325,6 +338,10 @@ impl State {
             actors: self.registry.actors(now),
             pool_active: self.pool.active(),
             pool_retired: self.pool.retired(),
+            pool_size: self.pool.size(),
+            epoch: self.pool.epoch(),
+            epochs: self.pool.epochs(),
+            exhausted: self.pool.exhausted(),
             leases_outstanding: self.leases.outstanding(),
             leases_expired: self.leases.expired(),
             prompts_completed: self.prompts_completed,
@@ -376,7 +393,13 @@ impl State {
         let max = request.max_prompts.clamp(1, MAX_PROMPTS_PER_LEASE) as usize;
         let taken = self.pool.take(max);
         if taken.is_empty() {
-            return Err(Refusal::PoolEmpty);
+            // Empty for now (everything leased) or for good (nothing left to walk, nothing out
+            // that could come back).
+            return Err(if self.note_exhaustion() {
+                Refusal::Exhausted
+            } else {
+                Refusal::PoolEmpty
+            });
         }
         let next_id = self.leases.next_id();
         let leased: Vec<LeasedPrompt> = taken
@@ -450,8 +473,15 @@ impl State {
         true
     }
 
-    /// Ends an accepted lease (prompts released) and adds the results to the pass rates.
-    fn apply_completion(&mut self, lease_id: &str, accepted: bool, results: &[RecordedResult]) {
+    /// Ends an accepted lease (prompts released) and adds the results to the pass rates;
+    /// returns the problems that meet the retirement rule now, with their pass rates (a
+    /// replay ignores them: the journal's own retire records follow).
+    fn apply_completion(
+        &mut self,
+        lease_id: &str,
+        accepted: bool,
+        results: &[RecordedResult],
+    ) -> Vec<(String, PassRate)> {
         if accepted {
             if let Some(lease) = self.leases.complete(lease_id) {
                 let indices: Vec<u64> = lease.indices().collect();
@@ -459,9 +489,13 @@ impl State {
             }
             self.prompts_completed += results.len() as u64;
         }
-        for result in results {
-            self.curriculum.record(&result.problem, &result.rewards);
-        }
+        results
+            .iter()
+            .filter_map(|result| {
+                let learned = self.curriculum.record(&result.problem, &result.rewards)?;
+                Some((result.problem.clone(), learned))
+            })
+            .collect()
     }
 
     fn apply_publication(&mut self, record: &Record) {
@@ -491,18 +525,38 @@ impl State {
         self.pool.retire(index)
     }
 
-    /// Retires the problems of `results` whose pass rate now meets the rule.
+    /// Whether the pool is spent: every prompt retired or the configured epochs done, and
+    /// no lease out whose prompts could come back. Says so once, when it first is.
+    fn note_exhaustion(&mut self) -> bool {
+        let exhausted = self.pool.exhausted();
+        if exhausted && !self.exhaustion_logged {
+            self.exhaustion_logged = true;
+            let reason = if self.pool.active() == 0 {
+                "every prompt is retired"
+            } else {
+                "the configured epochs are done"
+            };
+            info!(
+                reason,
+                epoch = self.pool.epoch(),
+                retired = self.pool.retired(),
+                active = self.pool.active(),
+                "the prompt pool is exhausted: no more rollouts; the run ends once the learner \
+                 has trained the groups it holds"
+            );
+        }
+        exhausted
+    }
+
+    /// Retires the `learned` problems of a lease holding `prompts`.
     fn retire_learned(
         &mut self,
         prompts: &[LeasedPrompt],
-        results: &[RecordedResult],
+        learned: Vec<(String, PassRate)>,
         now: Instant,
     ) {
-        for result in results {
-            let Some(history) = self.curriculum.history_if_learned(&result.problem) else {
-                continue;
-            };
-            let Some(prompt) = prompts.iter().find(|p| p.problem_id == result.problem) else {
+        for (problem_id, history) in learned {
+            let Some(prompt) = prompts.iter().find(|p| p.problem_id == problem_id) else {
                 continue;
             };
             if self.apply_retirement(prompt.index) {

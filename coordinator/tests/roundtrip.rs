@@ -23,6 +23,7 @@ fn settings() -> CoordinatorSettings {
         max_lag: 3,
         run_config_toml: RUN_CONFIG.to_string(),
         retire_min_samples: 4,
+        train_size: 16,
         ..CoordinatorSettings::default()
     }
 }
@@ -191,7 +192,9 @@ async fn register_lease_complete_status_then_shut_down() {
     );
     assert!(actor_status.alive);
     assert!(actor_status.last_heartbeat_ms_ago < 10_000);
-    assert_eq!((status.pool_active, status.pool_retired), (3, 1));
+    assert_eq!((status.pool_active, status.pool_retired), (15, 1));
+    assert_eq!((status.pool_size, status.epoch, status.epochs), (16, 0, 0));
+    assert!(!status.exhausted);
     assert_eq!((status.leases_outstanding, status.leases_expired), (0, 0));
     assert_eq!(status.prompts_completed, 4);
     assert_eq!(status.zero_variance_groups, 1);
@@ -302,6 +305,68 @@ async fn stale_weights_are_refused_over_the_wire() {
     let fresh = client.lease(lease(7)).await.unwrap().into_inner();
     assert_eq!(fresh.refused, "", "7 + k (3) == 10 is allowed");
     assert_eq!(fresh.prompts.len(), 1);
+    drop(client);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_spent_pool_refuses_with_exhausted_and_stops_the_actors() {
+    let server = start_coordinator(CoordinatorSettings {
+        train_size: 2,
+        epochs: 1,
+        ..settings()
+    })
+    .await;
+    let mut client = server.client().await;
+    let actor = client
+        .register(RegisterRequest {
+            role: Role::Actor as i32,
+            advertise_addr: String::new(),
+            name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member_id;
+    let ask = || LeaseRequest {
+        member_id: actor.clone(),
+        version: 0,
+        max_prompts: 4,
+    };
+    let lease = client.lease(ask()).await.unwrap().into_inner();
+    assert_eq!(lease.prompts.len(), 2, "one epoch of the 2-prompt pool");
+    let out = client.lease(ask()).await.unwrap().into_inner();
+    assert_eq!(out.refused, "pool_empty", "a lease is still out");
+    let results = lease
+        .prompts
+        .iter()
+        .map(|p| ProblemResult {
+            problem_id: p.problem_id.clone(),
+            rewards: vec![0.0; 4],
+        })
+        .collect();
+    client
+        .complete(CompleteRequest {
+            member_id: actor.clone(),
+            lease_id: lease.lease_id.clone(),
+            results,
+        })
+        .await
+        .unwrap();
+    let refused = client.lease(ask()).await.unwrap().into_inner();
+    assert_eq!(refused.refused, "exhausted");
+    let beat = client
+        .heartbeat(HeartbeatRequest {
+            member_id: actor.clone(),
+            version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(beat.stop, "nothing left to generate");
+    let status = client.status(StatusRequest {}).await.unwrap().into_inner();
+    assert!(status.exhausted && !status.done, "{status:?}");
+    assert_eq!((status.epoch, status.epochs, status.pool_size), (1, 1, 2));
     drop(client);
     server.stop().await.unwrap();
 }

@@ -19,6 +19,8 @@ pub enum LearnerError {
     NonFinite { what: &'static str, step: u64 },
     #[error("{0}")]
     Remote(String),
+    #[error("invalid config: {0}")]
+    Config(String),
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]

@@ -1,5 +1,5 @@
 //! The learner: turns rollout groups into optimizer steps (the ScaleRL update), the
-//! synchronous RL loop, run checkpoints, the metrics log, and the supervised warm start.
+//! synchronous RL loop and its curriculum, run checkpoints, the metrics log, and the supervised warm start.
 //!
 //! **Architecture Invariant:** only the learner writes weights; everyone else reads
 //! versioned snapshots.
@@ -15,6 +15,7 @@ pub mod params;
 pub mod replicas;
 pub mod server;
 pub mod sft;
+pub mod sync_curriculum;
 pub mod sync_loop;
 pub mod update;
 

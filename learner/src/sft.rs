@@ -2,6 +2,12 @@
 //!
 //! Cross-entropy on the solution tokens (and the end-of-sequence token), the prompt masked
 //! out; AdamW with warm-up and cosine decay.
+//!
+//! `label_noise` makes the warm start imitate a noisy corpus: that fraction of the solutions
+//! has one digit replaced by another (a slip). The model then learns the
+//! right answer as its mode but samples it only about `1 - label_noise` of the time at T = 1,
+//! which is the situation RLVR is for: the knowledge is there, sampling it is not. The
+//! embedded default is made this way (see docs/learning.md).
 
 use crate::batch::TokenBatch;
 use crate::error::{LearnerError, Result};
@@ -22,6 +28,8 @@ pub struct SftConfig {
     pub warmup: u64,
     /// Seed of the training problems (the model init has its own seed).
     pub seed: u64,
+    /// Fraction of training solutions with one digit replaced by a different one.
+    pub label_noise: f64,
     pub optimizer: AdamWConfig,
 }
 
@@ -34,6 +42,7 @@ impl Default for SftConfig {
             lr: 3e-3,
             warmup: 40,
             seed: 0,
+            label_noise: 0.0,
             optimizer: AdamWConfig {
                 weight_decay: 0.01,
                 eps: 1e-8,
@@ -60,18 +69,23 @@ pub fn train_sft(
     eos: u32,
     mut on_step: impl FnMut(SftStep),
 ) -> Result<()> {
+    if !(0.0..=1.0).contains(&cfg.label_noise) {
+        return Err(LearnerError::Config(format!(
+            "label_noise must lie in [0, 1], got {}",
+            cfg.label_noise
+        )));
+    }
     let tok = &model.tokenizer;
     let mut opt = AdamW::new(cfg.optimizer.clone());
     let device = model.policy().device().clone();
     for step in 0..cfg.steps {
         let mut pairs = Vec::with_capacity(cfg.batch_size);
         for i in 0..cfg.batch_size as u64 {
-            let p = source.problem(
-                Split::Train,
-                cfg.seed.wrapping_mul(1_000_003) + step * cfg.batch_size as u64 + i,
-            );
+            let index = cfg.seed.wrapping_mul(1_000_003) + step * cfg.batch_size as u64 + i;
+            let p = source.problem(Split::Train, index);
+            let solution = noisy_solution(&p.solution, cfg.label_noise, index);
             let prompt = tok.encode(&p.prompt)?;
-            let mut completion = tok.encode(&p.solution)?;
+            let mut completion = tok.encode(&solution)?;
             completion.push(eos);
             pairs.push((prompt, completion));
         }
@@ -103,4 +117,68 @@ pub fn train_sft(
         });
     }
     Ok(())
+}
+
+/// splitmix64: the deterministic draws of the label noise.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// With probability `noise` (drawn from `index`), `solution` with one of its digits replaced
+/// by a different digit drawn uniformly; otherwise, or when it has no digit, `solution`
+/// unchanged.
+pub fn noisy_solution(solution: &str, noise: f64, index: u64) -> String {
+    let draw = mix(index ^ 0x6E6F_6973_6500_0000);
+    if noise <= 0.0 || (draw >> 11) as f64 / (1u64 << 53) as f64 >= noise {
+        return solution.to_string();
+    }
+    let digits: Vec<usize> = solution
+        .char_indices()
+        .filter(|(_, c)| c.is_ascii_digit())
+        .map(|(i, _)| i)
+        .collect();
+    if digits.is_empty() {
+        return solution.to_string();
+    }
+    let pick = mix(draw);
+    let at = digits[(pick % digits.len() as u64) as usize];
+    let d = solution.as_bytes()[at] - b'0';
+    // Any other digit, uniformly: the slip is never the right digit.
+    let moved = (d + 1 + ((pick >> 32) % 9) as u8) % 10;
+    let mut out = solution.to_string();
+    out.replace_range(at..at + 1, &char::from(b'0' + moved).to_string());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::noisy_solution;
+
+    #[test]
+    fn label_noise_moves_one_digit_in_the_asked_fraction() {
+        let n = 20_000u64;
+        let mut changed = 0;
+        for i in 0..n {
+            let out = noisy_solution("579", 0.7, i);
+            assert_eq!(out.len(), 3);
+            let diff: Vec<(u8, u8)> = out
+                .bytes()
+                .zip("579".bytes())
+                .filter(|(a, b)| a != b)
+                .collect();
+            assert!(diff.len() <= 1, "{out}");
+            if let Some((a, b)) = diff.first() {
+                assert!(a.is_ascii_digit() && a != b, "{out}");
+                changed += 1;
+            }
+        }
+        let frac = changed as f64 / n as f64;
+        assert!((frac - 0.7).abs() < 0.02, "{frac}");
+        assert_eq!(noisy_solution("579", 0.0, 3), "579");
+        assert_eq!(noisy_solution("abc", 1.0, 3), "abc");
+        assert_ne!(noisy_solution("9", 1.0, 3), "9");
+    }
 }

@@ -4,15 +4,16 @@
 
 use crate::checkpoint::{self, RunState};
 use crate::error::{LearnerError, Result};
-use crate::metrics::{MetricsLine, MetricsLog};
+use crate::metrics::{EvalLine, EvalLog, MetricsLine, MetricsLog};
 use crate::params::TrainableModel;
+use crate::sync_curriculum::SyncCurriculum;
 use crate::update::Learner;
 use crate::AdamW;
 use policy::device::Placement;
 use rollout::config::RunConfig;
 use std::path::Path;
 use std::time::Instant;
-use tasks::{ProblemSource, Split};
+use tasks::ProblemSource;
 
 /// Where a run starts from.
 pub enum Start {
@@ -77,17 +78,30 @@ pub fn run_sync(
     std::fs::create_dir_all(dir).map_err(|e| LearnerError::io(dir, e))?;
     let (mut learner, mut state) = open_run(cfg, dir, start)?;
     let registry = tasks::VerifierRegistry::new();
-    let source = tasks::from_spec(&cfg.task, cfg.seed, &registry)?;
+    let source = cfg.problem_source(&registry)?;
     let verifier = source.verifier();
+    let mut curriculum = match checkpoint::latest(dir) {
+        Some(ckpt) if state.step > 0 => SyncCurriculum::load_or_new(cfg, source.as_ref(), &ckpt)?,
+        _ => SyncCurriculum::new(cfg, source.as_ref())?,
+    };
     let mut log = MetricsLog::open(dir)?;
     let eos = learner.model.tokenizer.eos_ids();
     let started = Instant::now();
     let wall0 = state.wall_s;
+    evaluate_start(cfg, dir, &learner, &state, source.as_ref())?;
     while state.step < cfg.steps {
         let step_started = Instant::now();
-        let problems: Vec<_> = (0..cfg.prompts_per_step as u64)
-            .map(|i| source.problem(Split::Train, state.step * cfg.prompts_per_step as u64 + i))
-            .collect();
+        let (indices, problems): (Vec<u64>, Vec<_>) = curriculum
+            .next_problems(source.as_ref(), cfg.prompts_per_step)
+            .into_iter()
+            .unzip();
+        if problems.is_empty() {
+            tracing::info!(
+                step = state.step,
+                "the training pool is exhausted (every prompt retired or the epochs done): the run ends"
+            );
+            break;
+        }
         let mut params = cfg.sampling.clone();
         params.seed = step_seed(cfg.seed, state.step);
         if params.stop_tokens.is_empty() {
@@ -105,21 +119,36 @@ pub fn run_sync(
         for g in &mut groups {
             g.group_id = format!("{}/step-{}", g.problem_id, state.step);
         }
+        curriculum.record(&indices, &groups);
         let report = learner.step(&groups)?;
         state.step += 1;
         state.version = learner.version();
         state.wall_s = wall0 + started.elapsed().as_secs_f64();
-        let line = record_step(
+        // The last step: the cap, or the pool has nothing left after this batch.
+        let last = state.step == cfg.steps || curriculum.exhausted();
+        let line = record_step_with(
             cfg,
             dir,
             &learner,
             &state,
-            report,
-            step_started,
+            StepExtras {
+                report,
+                step_started,
+                pool: Some(curriculum.stats()),
+                last,
+            },
             source.as_ref(),
             &mut log,
         )?;
+        if let Some(ckpt) =
+            checkpoint::latest(dir).filter(|c| c.ends_with(format!("step-{}", state.step)))
+        {
+            curriculum.save(&ckpt)?;
+        }
         on_step(&line);
+        if last {
+            break;
+        }
     }
     learner.model.save(&dir.join("final"))?;
     Ok(state)
@@ -138,17 +167,44 @@ pub(crate) fn record_step(
     source: &dyn ProblemSource,
     log: &mut MetricsLog,
 ) -> Result<MetricsLine> {
-    let eos = learner.model.tokenizer.eos_ids();
-    let eval_due = cfg.eval_every > 0
-        && (state.step.is_multiple_of(cfg.eval_every) || state.step == cfg.steps);
-    let eval_pass_rate = if eval_due {
-        Some(evaluate(
-            &learner.model,
-            source,
-            cfg.eval_n,
-            cfg.sampling.max_new_tokens,
-            &eos,
-        )?)
+    let extras = StepExtras {
+        report,
+        step_started,
+        pool: None,
+        last: state.step == cfg.steps,
+    };
+    record_step_with(cfg, dir, learner, state, extras, source, log)
+}
+
+/// What a step leaves for [`record_step_with`] besides the learner's state.
+pub(crate) struct StepExtras {
+    pub report: crate::update::StepReport,
+    pub step_started: Instant,
+    /// The sync loop's pool figures.
+    pub pool: Option<crate::sync_curriculum::PoolStats>,
+    /// The run's last step (evaluated and checkpointed whatever the schedule says).
+    pub last: bool,
+}
+
+/// [`record_step`] with the pool's figures and the run's end spelled out.
+pub(crate) fn record_step_with(
+    cfg: &RunConfig,
+    dir: &Path,
+    learner: &Learner,
+    state: &RunState,
+    extras: StepExtras,
+    source: &dyn ProblemSource,
+    log: &mut MetricsLog,
+) -> Result<MetricsLine> {
+    let StepExtras {
+        report,
+        step_started,
+        pool,
+        last,
+    } = extras;
+    let eval_due = cfg.eval_every > 0 && (state.step.is_multiple_of(cfg.eval_every) || last);
+    let eval = if eval_due {
+        Some(evaluate_logged(cfg, dir, learner, state, source)?)
     } else {
         None
     };
@@ -156,33 +212,77 @@ pub(crate) fn record_step(
         step: state.step,
         wall_s: state.wall_s,
         tokens_per_s: report.tokens as f64 / step_started.elapsed().as_secs_f64(),
-        eval_pass_rate,
+        eval_pass_rate: eval.map(|e| e.eval_pass_rate),
+        eval_sampled_pass_rate: eval.map(|e| e.eval_sampled_pass_rate),
+        pool,
         report,
     };
     log.append(&line)?;
-    let ckpt_due = (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every))
-        || state.step == cfg.steps;
+    let ckpt_due =
+        (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)) || last;
     if ckpt_due {
         checkpoint::save(dir, &learner.model, &learner.optimizer, state)?;
     }
     Ok(line)
 }
 
-/// Greedy pass@1 on the held-out split.
+/// Evaluates the starting weights (step 0) of a fresh run into `eval.jsonl`, so that a
+/// run's curve has its origin; a resumed run or `eval_every = 0` skips it.
+pub(crate) fn evaluate_start(
+    cfg: &RunConfig,
+    dir: &Path,
+    learner: &Learner,
+    state: &RunState,
+    source: &dyn ProblemSource,
+) -> Result<Option<EvalLine>> {
+    if cfg.eval_every == 0 || state.step > 0 {
+        return Ok(None);
+    }
+    let line = evaluate_logged(cfg, dir, learner, state, source)?;
+    tracing::info!(
+        greedy = line.eval_pass_rate,
+        sampled = line.eval_sampled_pass_rate,
+        "held-out pass@1 at the start"
+    );
+    Ok(Some(line))
+}
+
+/// Greedy and sampled held-out pass@1 of the learner's weights, appended to `eval.jsonl`.
+fn evaluate_logged(
+    cfg: &RunConfig,
+    dir: &Path,
+    learner: &Learner,
+    state: &RunState,
+    source: &dyn ProblemSource,
+) -> Result<EvalLine> {
+    let (greedy, sampled) = evaluate(
+        &learner.model,
+        source,
+        cfg.eval_n,
+        cfg.sampling.max_new_tokens,
+        &learner.model.tokenizer.eos_ids(),
+    )?;
+    let line = EvalLine {
+        step: state.step,
+        version: learner.version(),
+        wall_s: state.wall_s,
+        eval_pass_rate: greedy,
+        eval_sampled_pass_rate: sampled,
+    };
+    EvalLog::open(dir)?.append(&line)?;
+    Ok(line)
+}
+
+/// Greedy and sampled (T = 1) pass@1 on the same held-out problems.
 pub fn evaluate(
     model: &TrainableModel,
     source: &dyn ProblemSource,
     n: usize,
     max_new_tokens: usize,
     eos: &[u32],
-) -> Result<f64> {
-    let r = rollout::greedy_eval(
-        model.policy(),
-        &model.tokenizer,
-        source,
-        n,
-        max_new_tokens,
-        eos,
-    )?;
-    Ok(r.pass_rate)
+) -> Result<(f64, f64)> {
+    let (policy, tok) = (model.policy(), &model.tokenizer);
+    let greedy = rollout::greedy_eval(policy, tok, source, n, max_new_tokens, eos)?;
+    let sampled = rollout::sampled_eval(policy, tok, source, n, max_new_tokens, eos)?;
+    Ok((greedy.pass_rate, sampled.pass_rate))
 }

@@ -32,6 +32,10 @@ pub struct StepReport {
     /// Fraction of samples with full reward.
     pub pass_rate: f64,
     pub zero_variance_groups: usize,
+    /// `zero_variance_groups / prompts` (0 with no prompts): the share of the step's groups
+    /// the policy already always solves or always fails.
+    #[serde(default)]
+    pub zero_variance_frac: f64,
     pub dropped_stale: usize,
     pub truncated_frac: f64,
     pub loss: f64,
@@ -42,12 +46,31 @@ pub struct StepReport {
     pub lag_mean: f64,
     pub lag_max: u64,
     /// Lag in versions -> completion tokens trained on.
+    #[serde(deserialize_with = "lag_hist_from_json")]
     pub lag_hist: BTreeMap<u64, u64>,
     /// Trained samples whose tokens came from more than one version (in-flight updates).
     pub mixed_version_samples: usize,
     /// Problem ids whose group had zero variance (for the curriculum).
     #[serde(skip)]
     pub zero_variance_ids: Vec<String>,
+}
+
+/// Reads `lag_hist` back from JSON, whose object keys are strings ("0": tokens). serde_json
+/// parses integer keys itself, but not once the report is flattened into a `metrics.jsonl`
+/// line (`#[serde(flatten)]` buffers the keys as strings first).
+fn lag_hist_from_json<'de, D>(deserializer: D) -> std::result::Result<BTreeMap<u64, u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let by_key = BTreeMap::<String, u64>::deserialize(deserializer)?;
+    by_key
+        .into_iter()
+        .map(|(lag, tokens)| {
+            lag.parse::<u64>().map(|lag| (lag, tokens)).map_err(|_| {
+                serde::de::Error::custom(format!("lag_hist key {lag:?} is not a lag in versions"))
+            })
+        })
+        .collect()
 }
 
 /// The learner's state: weights, optimizer, version, and its data-parallel group.
@@ -145,6 +168,11 @@ impl Learner {
             }
         }
         report.lag_mean = lag_sum as f64 / lag_n.max(1) as f64;
+        report.zero_variance_frac = if groups.is_empty() {
+            0.0
+        } else {
+            report.zero_variance_groups as f64 / groups.len() as f64
+        };
         report.mixed_version_samples = kept
             .iter()
             .flat_map(|g| &g.samples)
@@ -178,7 +206,12 @@ impl Learner {
             .iter()
             .map(|&(g, s)| kept[g].samples[s].tokens.len())
             .collect();
-        let weights = objective::aggregation_weights(self.config.aggregation, &group_of, &lens);
+        let weights = objective::sample_weights(
+            self.config.objective,
+            self.config.aggregation,
+            &group_of,
+            &lens,
+        );
 
         let pad = self.model.tokenizer.pad_id();
         let device = self.model.policy().device().clone();

@@ -80,6 +80,8 @@ fn zero_variance_and_stale_groups_are_dropped_and_counted() {
         (r.zero_variance_groups, r.dropped_stale, r.tokens),
         (2, 1, 0)
     );
+    // Of the 3 groups received (the stale one included), 2 had zero variance.
+    assert!((r.zero_variance_frac - 2.0 / 3.0).abs() < 1e-12, "{r:?}");
     assert_eq!(
         r.zero_variance_ids,
         vec!["z1".to_string(), "z0".to_string()]
@@ -96,6 +98,8 @@ fn zero_variance_and_stale_groups_are_dropped_and_counted() {
     assert_eq!(r.lag_max, 8);
     assert_eq!(r.lag_hist.get(&8).copied(), Some(2));
     assert_eq!(r.zero_variance_groups, 1);
+    assert_eq!(r.zero_variance_frac, 0.5);
+    assert_eq!(l.step(&[]).unwrap().zero_variance_frac, 0.0, "no prompts");
     assert!(r.grad_norm > 0.0 && r.loss.is_finite());
     assert_ne!(weights_of(&l), before);
 }
@@ -131,4 +135,18 @@ fn repeated_steps_raise_the_likelihood_of_rewarded_answers() {
     let (right1, wrong1) = (score(&l, "9"), score(&l, "8"));
     assert!(right1 > right0 + 0.5, "log p(right) {right0} -> {right1}");
     assert!(wrong1 < wrong0 - 0.5, "log p(wrong) {wrong0} -> {wrong1}");
+}
+
+#[test]
+fn a_step_report_reads_back_from_its_metrics_line() {
+    // A line as the pipeline writes it: lag_hist's keys are JSON strings.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.jsonl");
+    let line = r#"{"step":1,"wall_s":0.13,"tokens_per_s":401.5,"version":1,"prompts":3,"samples":12,"tokens":32,"reward_mean":0.25,"pass_rate":0.25,"zero_variance_groups":1,"zero_variance_frac":0.3333333333333333,"dropped_stale":0,"truncated_frac":0.0,"loss":0.04,"grad_norm":1.6,"lr":1e-6,"rho_mean":1.0,"clip_frac":0.0,"lag_mean":0.5,"lag_max":2,"lag_hist":{"0":30,"2":2},"mixed_version_samples":0}"#;
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    let back = learner::metrics::read_metrics(&path).unwrap();
+    assert_eq!(back.len(), 1);
+    let report = &back[0].report;
+    assert_eq!(report.lag_hist, [(0, 30), (2, 2)].into_iter().collect());
+    assert!((report.zero_variance_frac - 1.0 / 3.0).abs() < 1e-12);
 }

@@ -13,6 +13,19 @@ pub struct RunConfig {
     pub model: String,
     /// Task spec (`addition:2`, `FILE.jsonl`, ...).
     pub task: String,
+    /// A JSONL file of held-out problems for a dataset task (the in-run evaluation and
+    /// `oxrl fit` use it; the whole task file then trains). Without it a dataset is split by
+    /// prompt hash, `eval_fraction` of it held out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_data: Option<String>,
+    /// Fraction of a dataset's prompts held out for evaluation when there is no `eval_data`.
+    pub eval_fraction: f64,
+    /// Training prompts of a procedural task, walked in epochs (0 = an unbounded stream, every
+    /// prompt new). A finite pool is what lets the curriculum retire prompts for good.
+    pub train_size: u64,
+    /// Passes over the training pool before the run ends on its own (0 = no limit; `steps`
+    /// still bounds the run).
+    pub epochs: u64,
     pub seed: u64,
     /// Optimizer steps of the run.
     pub steps: u64,
@@ -37,9 +50,13 @@ impl Default for RunConfig {
         RunConfig {
             model: "default".into(),
             task: "addition:2".into(),
+            eval_data: None,
+            eval_fraction: 0.1,
+            train_size: 1024,
+            epochs: 0,
             seed: 0,
-            steps: 60,
-            prompts_per_step: 64,
+            steps: 100,
+            prompts_per_step: 32,
             group_size: 16,
             eval_every: 10,
             eval_n: 500,
@@ -51,6 +68,31 @@ impl Default for RunConfig {
             update: UpdateConfig::default(),
             pipeline: PipelineConfig::default(),
         }
+    }
+}
+
+impl RunConfig {
+    /// How a dataset task divides into train and held-out problems: `eval_data` when set,
+    /// else a hash split holding out `eval_fraction`.
+    pub fn dataset_split(&self) -> tasks::DatasetSplit {
+        match &self.eval_data {
+            Some(file) => tasks::DatasetSplit::EvalFile(file.into()),
+            None => tasks::DatasetSplit::Hashed {
+                eval_fraction: self.eval_fraction,
+            },
+        }
+    }
+
+    /// The run's problems: the task with its held-out split, a procedural task's training
+    /// side cut to the finite pool of `train_size` prompts. Every role builds it this way, so
+    /// they agree on which problem an index names.
+    pub fn problem_source(
+        &self,
+        registry: &tasks::VerifierRegistry,
+    ) -> Result<Box<dyn tasks::ProblemSource>, tasks::TaskError> {
+        let source =
+            tasks::from_spec_split(&self.task, self.seed, registry, &self.dataset_split())?;
+        Ok(tasks::finite_train(source, self.train_size))
     }
 }
 
@@ -78,7 +120,7 @@ impl Default for UpdateConfig {
             objective: Objective::default(),
             aggregation: Aggregation::Prompt,
             advantage_norm: AdvantageNorm::Batch,
-            lr: 1e-5,
+            lr: 3e-4,
             warmup: 10,
             optimizer: AdamWConfig::default(),
             max_lag: 8,
@@ -173,6 +215,9 @@ pub struct PipelineConfig {
     pub retire_pass_rate: f64,
     /// Samples of a prompt needed before its pass rate can retire it.
     pub retire_min_samples: usize,
+    /// A prompt's pass rate is the mean reward of its last this many samples (a recent
+    /// window, not the whole run, so a prompt is judged by the policy as it is now).
+    pub pass_rate_window: usize,
     /// Groups the learner queues before backpressure reaches the actors. Keep it near
     /// `prompts_per_step`: a queued group ages one version per step it waits.
     pub learner_queue: usize,
@@ -188,7 +233,8 @@ impl Default for PipelineConfig {
             actor_timeout_s: 5.0,
             retire_pass_rate: 0.9,
             retire_min_samples: 16,
-            learner_queue: 64,
+            pass_rate_window: 32,
+            learner_queue: 32,
         }
     }
 }

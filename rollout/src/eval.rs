@@ -1,4 +1,6 @@
-//! Greedy pass@1 on held-out problems.
+//! Pass@1 on held-out problems: greedy, and sampled at T = 1 from a fixed seed (what the
+//! policy actually does when it samples; the same problems and the same random streams every
+//! time, so two evaluations differ only by the weights).
 
 use policy::{generate, Policy, SamplingParams, Tokenizer};
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,9 @@ pub struct EvalReport {
     pub examples: Vec<(String, String, f32)>,
 }
 
+/// Seed of the sampled evaluation's streams: fixed, so every evaluation draws alike.
+pub const SAMPLED_EVAL_SEED: u64 = 0x5EED_E7A1;
+
 /// Greedy pass@1 over the first `n` problems of the held-out split, in batches.
 pub fn greedy_eval(
     policy: &Policy,
@@ -25,22 +30,67 @@ pub fn greedy_eval(
     max_new_tokens: usize,
     stop_tokens: &[u32],
 ) -> policy::Result<EvalReport> {
-    let verifier = source.verifier();
-    let problems: Vec<_> = (0..n as u64)
-        .map(|i| source.problem(Split::Eval, i))
-        .collect();
     let params = SamplingParams {
         temperature: 0.0,
         max_new_tokens,
         stop_tokens: stop_tokens.to_vec(),
         ..Default::default()
     };
+    held_out_eval(policy, tok, source, n, &params)
+}
+
+/// Sampled pass@1 (T = 1, no truncation, one completion per problem from
+/// [`SAMPLED_EVAL_SEED`]) over the same problems as [`greedy_eval`].
+pub fn sampled_eval(
+    policy: &Policy,
+    tok: &Tokenizer,
+    source: &dyn ProblemSource,
+    n: usize,
+    max_new_tokens: usize,
+    stop_tokens: &[u32],
+) -> policy::Result<EvalReport> {
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens,
+        stop_tokens: stop_tokens.to_vec(),
+        seed: SAMPLED_EVAL_SEED,
+        ..Default::default()
+    };
+    held_out_eval(policy, tok, source, n, &params)
+}
+
+/// Pass@1 of one completion per problem drawn with `params` over the first `n` held-out
+/// problems. Problem i always draws from stream i of `params.seed`, whatever the batching.
+pub fn held_out_eval(
+    policy: &Policy,
+    tok: &Tokenizer,
+    source: &dyn ProblemSource,
+    n: usize,
+    params: &SamplingParams,
+) -> policy::Result<EvalReport> {
+    let verifier = source.verifier();
+    // Never more problems than the held-out set has: repeating them would only fake precision.
+    let requested = n;
+    let n = tasks::capped_eval_n(source, n);
+    if n < requested {
+        tracing::warn!(
+            requested,
+            held_out = n,
+            task = source.name(),
+            "eval_n is larger than the held-out set: evaluating every held-out problem once"
+        );
+    }
+    let problems: Vec<_> = (0..n as u64)
+        .map(|i| source.problem(Split::Eval, i))
+        .collect();
     let (mut correct, mut tokens, mut examples) = (0, 0, Vec::new());
-    for chunk in problems.chunks(256) {
+    for (c, chunk) in problems.chunks(256).enumerate() {
         let prompts = chunk
             .iter()
             .map(|p| tok.encode(&p.prompt))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut params = params.clone();
+        params.seed = params.seed.wrapping_add(c as u64 * 0x1_0000_0001);
         let out = generate(policy, prompts, &params, tok.pad_id())?;
         for (p, c) in chunk.iter().zip(out) {
             let text = tok.decode(&c.tokens)?;

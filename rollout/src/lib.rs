@@ -7,10 +7,11 @@
 //! learner's synchronous loop and `oxrl eval`, so none of them depends on another role.
 
 pub mod config;
+pub mod curriculum;
 pub mod eval;
 pub mod group;
 pub mod ttc;
 pub mod wire;
 
-pub use eval::{greedy_eval, EvalReport};
+pub use eval::{greedy_eval, held_out_eval, sampled_eval, EvalReport};
 pub use group::{encode_prompt, sample_groups, GroupError, RolloutGroup, Sample};

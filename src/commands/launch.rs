@@ -217,16 +217,12 @@ async fn pipeline(cfg: &RunConfig, dir: &Path) -> anyhow::Result<()> {
         );
     }
     let last = last_line(&metrics).context("the run wrote no metrics")?;
-    let eval = crate::commands::run::last_eval(&metrics);
-    println!(
-        "run finished: {} steps, version {}, held-out greedy pass@1 {}, {:.0} s; metrics in {}",
-        last["step"],
-        last["version"],
-        eval.map_or("-".into(), |e| format!("{e:.3}")),
+    crate::commands::run::finish(
+        dir,
+        last["step"].as_u64().unwrap_or(0),
+        last["version"].as_u64().unwrap_or(0),
         last["wall_s"].as_f64().unwrap_or(0.0),
-        metrics.display()
-    );
-    Ok(())
+    )
 }
 
 fn last_line(path: &Path) -> Option<serde_json::Value> {

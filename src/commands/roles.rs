@@ -171,7 +171,10 @@ pub fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
     let p = &cfg.pipeline;
     let settings = coordinator::CoordinatorSettings {
         task: cfg.task.clone(),
+        split: cfg.dataset_split(),
         seed: cfg.seed,
+        train_size: cfg.train_size,
+        epochs: cfg.epochs,
         max_lag: cfg.update.max_lag,
         run_config_toml: toml::to_string(&cfg)?,
         lease_timeout: std::time::Duration::from_secs_f64(p.lease_timeout_s),
@@ -179,6 +182,7 @@ pub fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         actor_timeout: std::time::Duration::from_secs_f64(p.actor_timeout_s),
         retire_pass_rate: p.retire_pass_rate,
         retire_min_samples: p.retire_min_samples,
+        pass_rate_window: p.pass_rate_window,
         journal: a.journal.clone(),
     };
     let security = a.security.load()?;

@@ -25,6 +25,15 @@ pub struct Args {
     model: Option<String>,
     #[arg(long)]
     task: Option<String>,
+    /// Held-out problems of a dataset task (JSONL); default: a hash split of the task file.
+    #[arg(long)]
+    eval_data: Option<String>,
+    /// Training prompts of a procedural task, walked in epochs (0: an unbounded stream).
+    #[arg(long)]
+    train_size: Option<u64>,
+    /// Passes over the training pool before the run ends (0: no limit).
+    #[arg(long)]
+    epochs: Option<u64>,
     #[arg(long)]
     steps: Option<u64>,
     #[arg(long)]
@@ -63,6 +72,15 @@ impl Args {
         }
         if let Some(v) = &self.task {
             cfg.task = v.clone();
+        }
+        if let Some(v) = &self.eval_data {
+            cfg.eval_data = Some(v.clone());
+        }
+        if let Some(v) = self.train_size {
+            cfg.train_size = v;
+        }
+        if let Some(v) = self.epochs {
+            cfg.epochs = v;
         }
         if let Some(v) = self.steps {
             cfg.steps = v;
@@ -157,12 +175,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let pb = progress::bar(cfg.steps, "rl");
     let mut last_eval = None;
     let state = run_sync(&cfg, &dir, start, |line| {
-        if line.eval_pass_rate.is_some() {
-            last_eval = line.eval_pass_rate;
+        if line.eval_sampled_pass_rate.is_some() {
+            last_eval = line.eval_sampled_pass_rate;
         }
         pb.set_position(line.step);
         pb.set_message(format!(
-            "v{} reward {:.3} eval {} {:.0} tok/s",
+            "v{} reward {:.3} sampled pass@1 {} {:.0} tok/s",
             line.report.version,
             line.report.reward_mean,
             last_eval.map_or("-".into(), |e| format!("{e:.3}")),
@@ -171,22 +189,35 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         tracing::debug!(step = line.step, reward = line.report.reward_mean, "step");
     })?;
     pb.finish_and_clear();
+    finish(&dir, state.step, state.version, state.wall_s)
+}
+
+/// The sampled pass@1 whose first crossing the final line reports (time to accuracy).
+const SAMPLED_TARGET: f64 = 0.8;
+
+/// The end of a run, sync or pipeline: draws `DIR/curve.png` and prints the final line, which
+/// says where held-out pass@1 (sampled and greedy) started and where it ended.
+pub fn finish(dir: &Path, steps: u64, version: u64, wall_s: f64) -> anyhow::Result<()> {
+    let curve = crate::fit::run_curve::RunCurve::load(dir)?;
+    let png = dir.join("curve.png");
+    let title = format!("oxrl run {}", dir.display());
+    let drawn = match crate::fit::run_curve::write_png(&png, &curve, &title) {
+        Ok(()) => format!("; curve in {}", png.display()),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not draw the learning curve");
+            String::new()
+        }
+    };
+    let reached = curve
+        .time_to_sampled(SAMPLED_TARGET)
+        .map(|s| format!(" (sampled >= {SAMPLED_TARGET} at {s:.0} s)"))
+        .unwrap_or_default();
     println!(
-        "run finished: {} steps, version {}, held-out greedy pass@1 {}, {:.0} s; metrics in {}",
-        state.step,
-        state.version,
-        last_eval.map_or("-".into(), |e| format!("{e:.3}")),
-        state.wall_s,
+        "run finished: {steps} steps, version {version}, {}{reached}, {wall_s:.0} s{drawn}; metrics in {}",
+        curve
+            .summary()
+            .unwrap_or_else(|| "no held-out evaluation".into()),
         dir.join("metrics.jsonl").display()
     );
     Ok(())
-}
-
-/// The last held-out evaluation in a metrics log.
-pub fn last_eval(metrics: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(metrics).ok()?;
-    text.lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|v| v["eval_pass_rate"].as_f64())
 }

@@ -26,6 +26,9 @@ pub struct Args {
     lr: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Fraction of solutions replaced by a near miss (one digit moved by one).
+    #[arg(long)]
+    label_noise: Option<f64>,
     /// Output directory (config.json, model.safetensors, tokenizer.json, sft.toml).
     #[arg(long, default_value = "runs/sft")]
     out: PathBuf,
@@ -57,6 +60,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(v) = a.seed {
         cfg.seed = v;
+    }
+    if let Some(v) = a.label_noise {
+        cfg.label_noise = v;
     }
     tracing::info!(config = ?cfg, "sft");
     let model = match &a.from {
@@ -99,7 +105,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     std::fs::write(a.out.join("sft.toml"), toml::to_string(&cfg)?)?;
     tracing::info!(out = %a.out.display(), loss = ema, secs = started.elapsed().as_secs_f64(), "sft done");
     if a.eval_n > 0 {
-        let r = rollout::greedy_eval(
+        let greedy = rollout::greedy_eval(
+            model.policy(),
+            &model.tokenizer,
+            source.as_ref(),
+            a.eval_n,
+            16,
+            &[eos],
+        )?;
+        let sampled = rollout::sampled_eval(
             model.policy(),
             &model.tokenizer,
             source.as_ref(),
@@ -108,8 +122,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             &[eos],
         )?;
         println!(
-            "{}: greedy pass@1 {:.3} ({}/{}) on held-out problems",
-            r.task, r.pass_rate, r.correct, r.n
+            "{}: held-out pass@1 greedy {:.3} ({}/{}), sampled at T = 1 {:.3} ({}/{})",
+            greedy.task,
+            greedy.pass_rate,
+            greedy.correct,
+            greedy.n,
+            sampled.pass_rate,
+            sampled.correct,
+            sampled.n
         );
     }
     Ok(())

@@ -8,7 +8,7 @@ use plotters::prelude::*;
 use std::path::Path;
 
 const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansMono.ttf");
-const FAMILY: &str = "oxrl-mono";
+pub(crate) const FAMILY: &str = "oxrl-mono";
 const SIZE: (u32, u32) = (960, 640);
 
 /// What to draw.
@@ -25,7 +25,7 @@ pub struct Plot<'a> {
     pub title: String,
 }
 
-fn register_font() -> anyhow::Result<()> {
+pub(crate) fn register_font() -> anyhow::Result<()> {
     static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let ok = *ONCE
         .get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());

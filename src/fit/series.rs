@@ -24,6 +24,9 @@ pub enum YSeries {
     Auto,
     /// Greedy pass@1 on held-out problems (`eval_pass_rate`, on evaluation steps only).
     EvalPassRate,
+    /// Sampled (T = 1) pass@1 on held-out problems (`eval_sampled_pass_rate`, evaluation
+    /// steps only).
+    EvalSampledPassRate,
     /// Mean verifier reward of the step's training samples (`reward_mean`).
     RewardMean,
     /// Fraction of the step's training samples with full reward (`pass_rate`).
@@ -35,6 +38,7 @@ impl YSeries {
     pub fn field(self) -> &'static str {
         match self {
             YSeries::Auto | YSeries::EvalPassRate => "eval_pass_rate",
+            YSeries::EvalSampledPassRate => "eval_sampled_pass_rate",
             YSeries::RewardMean => "reward_mean",
             YSeries::PassRate => "pass_rate",
         }
@@ -114,7 +118,7 @@ pub fn load(path: &Path, x: XAxis, y: YSeries, params: Option<u64>) -> anyhow::R
             tokens += num("tokens")?;
         }
         let Some(reward) = v[y.field()].as_f64() else {
-            if y == YSeries::EvalPassRate {
+            if matches!(y, YSeries::EvalPassRate | YSeries::EvalSampledPassRate) {
                 continue; // not an evaluation step
             }
             bail!("{} line {line}: no number `{}`", path.display(), y.field());

@@ -13,7 +13,10 @@
 //! | `sorting`        | `sort 5 2 9 1:` | `1 2 5 9`  | `1 2 5 9` | list length (4)       |
 //!
 //! Procedural tasks are deterministic in (seed, split, index), and their train and eval splits
-//! never share a prompt: a prompt is eval iff a fixed hash of it is 0 mod 10.
+//! never share a prompt: a prompt is eval iff a fixed hash of it is 0 mod 10. A JSONL dataset
+//! holds out a share of its prompts by the same hash (`eval_fraction`, default 0.1), or takes
+//! its eval split from a second file: see [`DatasetSplit`]. Size an evaluation with
+//! [`capped_eval_n`], so that a finite eval split is never repeated.
 //!
 //! **Architecture Invariant:** `tasks` does no network I/O and knows nothing of models or
 //! tokens; its only file I/O is reading a dataset when asked to.
@@ -23,6 +26,7 @@ mod countdown;
 mod dataset;
 mod error;
 mod expr;
+mod finite;
 mod numeric;
 mod problem;
 mod procedural;
@@ -33,11 +37,62 @@ mod spec;
 mod verifier;
 
 pub use countdown::CountdownVerifier;
-pub use dataset::Dataset;
+pub use dataset::{Dataset, DatasetSplit, DEFAULT_EVAL_FRACTION};
 pub use error::TaskError;
+pub use finite::{finite_train, FiniteTrain};
 pub use numeric::NumericVerifier;
 pub use problem::{Problem, ProblemSource, Split};
 pub use registry::VerifierRegistry;
 pub use sorting::SortingVerifier;
-pub use spec::{builtin, builtin_names, from_spec};
+pub use spec::{builtin, builtin_names, from_spec, from_spec_split};
 pub use verifier::{ExactVerifier, Verifier};
+
+/// How many eval problems to evaluate when `n` are asked for: `min(n, len(Split::Eval))` for
+/// a finite source, `n` for an unbounded one. Indices `0..capped_eval_n(source, n)` of
+/// [`Split::Eval`] are then distinct problems (a dataset's indices wrap around its split, so
+/// asking for more would repeat problems and weight them twice); 0 when a dataset holds
+/// nothing out.
+pub fn capped_eval_n(source: &dyn ProblemSource, n: usize) -> usize {
+    match source.len(Split::Eval) {
+        Some(len) => n.min(usize::try_from(len).unwrap_or(usize::MAX)),
+        None => n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn capped_eval_n_caps_finite_sources_only() {
+        let procedural = builtin("addition", None, 0).unwrap();
+        assert_eq!(capped_eval_n(procedural.as_ref(), 1000), 1000);
+        let mut file = tempfile::Builder::new()
+            .suffix(".jsonl")
+            .tempfile()
+            .unwrap();
+        for i in 0..5 {
+            writeln!(file, "{{\"prompt\": \"{i}=\", \"answer\": \"{i}\"}}").unwrap();
+        }
+        let eval = tempfile::Builder::new()
+            .suffix(".jsonl")
+            .tempfile()
+            .unwrap();
+        std::fs::write(eval.path(), "{\"prompt\": \"a\", \"answer\": \"1\"}\n").unwrap();
+        let dataset =
+            Dataset::load_with_eval_file(file.path(), eval.path(), Arc::new(NumericVerifier))
+                .unwrap();
+        assert_eq!(capped_eval_n(&dataset, 1000), 1);
+        assert_eq!(capped_eval_n(&dataset, 0), 0);
+        let none = Dataset::load_split(
+            file.path(),
+            &DatasetSplit::Hashed { eval_fraction: 0.0 },
+            Arc::new(NumericVerifier),
+        )
+        .unwrap();
+        assert_eq!(capped_eval_n(&none, 10), 0, "nothing held out");
+    }
+}

@@ -58,20 +58,19 @@ pub fn write_checkpoint(dir: &Path, qwen2: bool, seed: u64) -> ModelDir {
     }
 }
 
-/// Greedy pass@1 of `model` on 500 held-out 2-digit additions, through `oxrl eval`.
-pub fn held_out_pass_rate(model: &str) -> f64 {
-    let out = oxrl(&[
-        "eval",
-        "--model",
-        model,
-        "--task",
-        "addition:2",
-        "--n",
-        "500",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    json["samplers"][0]["accuracy"].as_f64().unwrap()
+/// Held-out sampled pass@1 (T = 1) of a run at its start and at its end, from the run's own
+/// `eval.jsonl`: (step 0, last evaluation).
+pub fn sampled_start_and_end(run: &Path) -> (f64, f64) {
+    let evals = read_jsonl(&run.join("eval.jsonl"));
+    assert!(
+        evals.len() >= 2,
+        "{} evaluations in {}",
+        evals.len(),
+        run.display()
+    );
+    assert_eq!(evals[0]["step"], 0, "the first evaluation is the start");
+    let rate = |v: &serde_json::Value| v["eval_sampled_pass_rate"].as_f64().unwrap();
+    (rate(&evals[0]), rate(evals.last().unwrap()))
 }
 
 /// Parses every line of a JSONL file.

@@ -118,6 +118,7 @@ impl State {
                         "{lease} completed (accepted: {accepted}) while {state:?}"
                     ));
                 }
+                // What it retires comes as the journal's own retire records.
                 self.apply_completion(&lease, accepted, &results);
             }
             Record::Expire { lease } => {

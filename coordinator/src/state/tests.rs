@@ -456,7 +456,7 @@ fn a_dataset_cycles_and_runs_dry_while_everything_is_leased() {
 }
 
 #[test]
-fn a_fully_retired_dataset_refuses_with_pool_empty() {
+fn a_fully_retired_dataset_is_exhausted_and_says_so() {
     let mut state = state_with(
         Some(1),
         CoordinatorSettings {
@@ -467,13 +467,176 @@ fn a_fully_retired_dataset_refuses_with_pool_empty() {
     let now = Instant::now();
     let actor = join(&mut state, MemberRole::Actor, now);
     let grant = lease(&mut state, &actor, 0, 1, now).unwrap();
+    assert!(!state.status(now).exhausted, "a lease is out");
     complete(&mut state, &actor, &grant, 1.0, now);
     assert_eq!(
         lease(&mut state, &actor, 0, 1, now).unwrap_err(),
-        Refusal::PoolEmpty
+        Refusal::Exhausted
     );
     let status = state.status(now);
     assert_eq!((status.pool_active, status.pool_retired), (0, 1));
+    assert!(status.exhausted);
+    assert!(!status.done, "the learner decides when it is done");
+    assert!(state.heartbeat(&actor, 0, now).stop, "actors may go");
+}
+
+#[test]
+fn the_pool_is_exhausted_once_its_epochs_are_done_and_every_lease_is_in() {
+    let mut state = state_with(
+        Some(3),
+        CoordinatorSettings {
+            epochs: 2,
+            ..settings()
+        },
+    );
+    let now = Instant::now();
+    let a = join(&mut state, MemberRole::Actor, now);
+    let b = join(&mut state, MemberRole::Actor, now);
+    let first = lease(&mut state, &a, 0, 2, now).unwrap();
+    let second = lease(&mut state, &b, 0, 2, now).unwrap();
+    assert_eq!(
+        ids(&second),
+        ["fixed/2"],
+        "the walk waits at fixed/0, leased"
+    );
+    assert_eq!(state.status(now).epoch, 1);
+    complete(&mut state, &a, &first, 0.0, now);
+    let third = lease(&mut state, &a, 0, 5, now).unwrap();
+    assert_eq!(
+        ids(&third),
+        ["fixed/0", "fixed/1"],
+        "the same prompts, epoch 2"
+    );
+    // Epoch 2 still needs fixed/2, which b holds: empty for now, not for good.
+    assert_eq!(
+        lease(&mut state, &a, 0, 1, now).unwrap_err(),
+        Refusal::PoolEmpty
+    );
+    complete(&mut state, &b, &second, 0.0, now);
+    let last = lease(&mut state, &b, 0, 5, now).unwrap();
+    assert_eq!(ids(&last), ["fixed/2"]);
+    assert_eq!(
+        lease(&mut state, &a, 0, 1, now).unwrap_err(),
+        Refusal::PoolEmpty,
+        "two leases are still out"
+    );
+    assert!(!state.heartbeat(&a, 0, now).stop);
+    complete(&mut state, &a, &third, 0.0, now);
+    complete(&mut state, &b, &last, 0.0, now);
+    let status = state.status(now);
+    assert!(status.exhausted);
+    assert_eq!(
+        (status.epoch, status.epochs, status.pool_size),
+        (2, 2, Some(3))
+    );
+    assert_eq!(
+        status.pool_retired, 0,
+        "nothing retired: the epochs ended it"
+    );
+    assert_eq!(
+        lease(&mut state, &a, 0, 1, now).unwrap_err(),
+        Refusal::Exhausted
+    );
+    assert!(state.heartbeat(&b, 0, now).stop);
+}
+
+#[test]
+fn an_expired_lease_keeps_a_spent_pool_open_until_its_prompts_are_done() {
+    let mut state = state_with(
+        Some(2),
+        CoordinatorSettings {
+            epochs: 1,
+            ..settings()
+        },
+    );
+    let start = Instant::now();
+    let slow = join(&mut state, MemberRole::Actor, start);
+    let lost = lease(&mut state, &slow, 0, 2, start).unwrap();
+    assert_eq!(ids(&lost), ["fixed/0", "fixed/1"]);
+    let later = start + Duration::from_secs(3);
+    let other = join(&mut state, MemberRole::Actor, later);
+    state.heartbeat(&slow, 0, later);
+    assert!(!state.status(later).exhausted, "the prompts came back");
+    let again = lease(&mut state, &other, 0, 5, later).unwrap();
+    assert_eq!(ids(&again), ["fixed/0", "fixed/1"]);
+    complete(&mut state, &other, &again, 0.0, later);
+    assert!(state.status(later).exhausted);
+}
+
+#[test]
+fn the_pass_rate_is_over_the_recent_window() {
+    // Retire at 0.75 over the last 8 samples (2 completions of 4).
+    let windowed = || {
+        state_with(
+            Some(2),
+            CoordinatorSettings {
+                retire_pass_rate: 0.75,
+                retire_min_samples: 8,
+                pass_rate_window: 8,
+                ..settings()
+            },
+        )
+    };
+    let now = Instant::now();
+    // fixed/0 failed long ago and is solved now: it retires once the failures are out of
+    // the window. fixed/1 keeps failing and stays.
+    let mut state = windowed();
+    let actor = join(&mut state, MemberRole::Actor, now);
+    for (round, reward) in [0.0, 0.0, 1.0, 1.0].into_iter().enumerate() {
+        let grant = lease(&mut state, &actor, 0, 2, now).unwrap();
+        assert_eq!(ids(&grant)[0], "fixed/0", "round {round}");
+        let results = vec![
+            ProblemResult {
+                problem_id: "fixed/0".to_string(),
+                rewards: vec![reward; 4],
+            },
+            ProblemResult {
+                problem_id: "fixed/1".to_string(),
+                rewards: vec![0.0; 4],
+            },
+        ];
+        state.complete(
+            Completion {
+                member_id: actor.clone(),
+                lease_id: grant.lease_id.clone(),
+                results,
+            },
+            now,
+        );
+    }
+    assert_eq!(state.status(now).pool_retired, 1, "8 of the last 8");
+    assert_eq!(
+        ids(&lease(&mut state, &actor, 0, 2, now).unwrap()),
+        ["fixed/1"]
+    );
+
+    // fixed/0 was solved long ago and fails now: since the start it passes 3 of 6 = 0.5,
+    // over the last 4 samples 1 of 4. With a window it stays; without one it would retire.
+    for (window, retires) in [(4, 0), (1000, 1)] {
+        let mut state = state_with(
+            Some(1),
+            CoordinatorSettings {
+                retire_pass_rate: 0.5,
+                retire_min_samples: 4,
+                pass_rate_window: window,
+                ..settings()
+            },
+        );
+        let actor = join(&mut state, MemberRole::Actor, now);
+        for rewards in [[1.0; 3], [0.0; 3]] {
+            let grant = lease(&mut state, &actor, 0, 1, now).unwrap();
+            let completion = Completion {
+                member_id: actor.clone(),
+                lease_id: grant.lease_id.clone(),
+                results: vec![ProblemResult {
+                    problem_id: "fixed/0".to_string(),
+                    rewards: rewards.to_vec(),
+                }],
+            };
+            assert!(state.complete(completion, now).accepted());
+        }
+        assert_eq!(state.status(now).pool_retired, retires, "window {window}");
+    }
 }
 
 #[test]

@@ -4,8 +4,10 @@
 //!
 //! Threads: the tonic server runs on the async runtime; training runs on its own thread
 //! (`trainer.rs`) so gRPC keeps answering while a step computes. They meet at a bounded
-//! queue of groups (backpressure) and a watch channel of encoded versions.
+//! queue of groups (backpressure) and a watch channel of encoded versions. A third task
+//! watches the coordinator for the end of the rollouts (`exhaustion.rs`).
 
+mod exhaustion;
 mod intake;
 mod ledger;
 pub mod metrics;
@@ -218,6 +220,14 @@ pub async fn run_learner(
         shutdown.await;
         let _ = outside.send(true);
     });
+    // The end of the rollouts (the prompt pool exhausted), from the coordinator's status.
+    let (exhausted_tx, exhausted_rx) = watch::channel(false);
+    tokio::spawn(exhaustion::watch_pool(
+        coordinator.clone(),
+        Duration::from_millis(reply.heartbeat_interval_ms.clamp(50, 2_000)),
+        exhausted_tx,
+        stop_rx.clone(),
+    ));
     let server = tokio::spawn(service::serve(
         shared.clone(),
         listener,
@@ -229,7 +239,13 @@ pub async fn run_learner(
     let out_dir = out.clone();
     let trainer = std::thread::Builder::new()
         .name("oxrl-trainer".into())
-        .spawn(move || trainer::train(cfg, out, start, queue_rx, trainer_shared, handle, stop_rx))
+        .spawn(move || {
+            let ends = trainer::Ends {
+                stop: stop_rx,
+                exhausted: exhausted_rx,
+            };
+            trainer::train(cfg, out, start, queue_rx, trainer_shared, handle, ends)
+        })
         .map_err(|e| LearnerError::io("<trainer thread>", e))?;
     let summary = tokio::task::spawn_blocking(move || trainer.join())
         .await

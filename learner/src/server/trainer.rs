@@ -1,15 +1,20 @@
 //! The learner server's training thread: batches of `prompts_per_step` groups from the
 //! queue, one update each (the synchronous loop's code), then a new version for actors and
 //! the coordinator.
+//!
+//! The run ends after `steps` steps, or earlier when the coordinator's prompt pool is
+//! exhausted (every prompt retired, or the epochs done): then the groups already queued are
+//! trained (a last, partial step if they do not fill a batch) and the run finishes as at its
+//! last step: evaluation, checkpoint, `final/`, and `done` published to the coordinator.
 
 use super::ledger::TrainedLedger;
 use super::{EncodedVersion, LearnerSummary, Shared};
 use crate::checkpoint::{self, RunState};
 use crate::error::{LearnerError, Result};
-use crate::metrics::MetricsLog;
+use crate::metrics::{EvalLine, EvalLog, MetricsLog};
 use crate::params::TrainableModel;
 use crate::replicas::Replicas;
-use crate::sync_loop::{open_run_on, record_step, Start as RunStart};
+use crate::sync_loop::{evaluate, evaluate_start, open_run_on, record_step, Start as RunStart};
 use crate::update::{Learner, StepReport};
 use policy::device::{DeviceSpec, Placement};
 use policy::PolicyError;
@@ -153,7 +158,23 @@ fn publish(shared: &Shared, handle: &tokio::runtime::Handle, req: proto::Publish
     }
 }
 
-/// Trains until the run's last step or until `stop` is set; returns what it did.
+/// What may end training before the run's last step.
+pub(crate) struct Ends {
+    /// An outside shutdown: checkpoint and return.
+    pub stop: watch::Receiver<bool>,
+    /// The coordinator's prompt pool is exhausted: no more groups will come.
+    pub exhausted: watch::Receiver<bool>,
+}
+
+/// What waiting for the next group brought.
+enum Next {
+    Group(RolloutGroup),
+    Stop,
+    Exhausted,
+}
+
+/// Trains until the run's last step, until the rollouts are over (the pool exhausted) or
+/// until `stop` is set; returns what it did.
 pub(crate) fn train(
     cfg: RunConfig,
     out: PathBuf,
@@ -161,36 +182,62 @@ pub(crate) fn train(
     mut queue: mpsc::Receiver<RolloutGroup>,
     shared: Arc<Shared>,
     handle: tokio::runtime::Handle,
-    mut stop: watch::Receiver<bool>,
+    ends: Ends,
 ) -> Result<LearnerSummary> {
     let Start {
         mut learner,
         mut state,
     } = start;
-    let source = tasks::from_spec(&cfg.task, cfg.seed, &tasks::VerifierRegistry::new())?;
+    let Ends {
+        mut stop,
+        mut exhausted,
+    } = ends;
+    let source = cfg.problem_source(&tasks::VerifierRegistry::new())?;
     let mut log = MetricsLog::open(&out)?;
     let mut ledger = TrainedLedger::open(&out)?;
     let started = Instant::now();
     let wall0 = state.wall_s;
     let mut last_eval = None;
     let mut stale_skipped = 0usize;
-    while state.step < cfg.steps {
+    // The rollouts ended (the pool is exhausted), and whether the step taken last was then
+    // recorded as the run's last one (evaluated and checkpointed).
+    let mut rollouts_over = false;
+    let mut recorded_as_last = false;
+    // Actors already sample with version 0 while this runs, so the start costs no pipeline time.
+    evaluate_start(&cfg, &out, learner.primary(), &state, source.as_ref())?;
+    while state.step < cfg.steps && !rollouts_over {
         let mut groups = Vec::with_capacity(cfg.prompts_per_step);
         while groups.len() < cfg.prompts_per_step {
             let next = handle.block_on(async {
+                // Queued groups come before the end of the rollouts: every group of the run
+                // is queued by the time the pool reads as exhausted.
                 tokio::select! {
-                    g = queue.recv() => g,
-                    _ = stop.wait_for(|s| *s) => None,
+                    biased;
+                    _ = stop.wait_for(|s| *s) => Next::Stop,
+                    g = queue.recv() => g.map_or(Next::Stop, Next::Group),
+                    Ok(_) = exhausted.wait_for(|e| *e) => Next::Exhausted,
                 }
             });
             match next {
                 // A group already past the lag bound is dropped here and does not take a
                 // slot in the batch (it is counted in the next step's dropped_stale).
-                Some(g) if max_lag(&g, learner.primary().version()) > cfg.update.max_lag => {
+                Next::Group(g) if max_lag(&g, learner.primary().version()) > cfg.update.max_lag => {
                     stale_skipped += 1
                 }
-                Some(g) => groups.push(g),
-                None => {
+                Next::Group(g) => groups.push(g),
+                Next::Exhausted => {
+                    tracing::info!(
+                        step = state.step,
+                        steps = cfg.steps,
+                        groups = groups.len(),
+                        "the coordinator's prompt pool is exhausted (every prompt retired or \
+                         the configured epochs done): no more groups will come; training the \
+                         groups at hand, then finishing the run"
+                    );
+                    rollouts_over = true;
+                    break;
+                }
+                Next::Stop => {
                     tracing::info!(
                         step = state.step,
                         "stopping before the run's end; checkpointing"
@@ -208,6 +255,9 @@ pub(crate) fn train(
                     });
                 }
             }
+        }
+        if groups.is_empty() {
+            break;
         }
         let step_started = Instant::now();
         let mut report = learner.step(&groups)?;
@@ -243,8 +293,21 @@ pub(crate) fn train(
                 stats: Some(stats),
             },
         );
+        // The step after which the rollouts ended is the run's last: evaluated and
+        // checkpointed as the configured last step would be.
+        let ended_here;
+        let step_cfg = if rollouts_over {
+            ended_here = RunConfig {
+                steps: state.step,
+                ..cfg.clone()
+            };
+            &ended_here
+        } else {
+            &cfg
+        };
+        recorded_as_last = rollouts_over || state.step == cfg.steps;
         let line = record_step(
-            &cfg,
+            step_cfg,
             &out,
             learner.primary(),
             &state,
@@ -266,6 +329,18 @@ pub(crate) fn train(
             "step"
         );
     }
+    if rollouts_over && !recorded_as_last && state.step > 0 {
+        // The rollouts ended right after a full step, which was recorded as any other.
+        checkpoint::save(
+            &out,
+            &learner.primary().model,
+            &learner.primary().optimizer,
+            &state,
+        )?;
+        if let Some(line) = evaluate_end(&cfg, &out, learner.primary(), &state, source.as_ref())? {
+            last_eval = Some(line.eval_pass_rate);
+        }
+    }
     learner.primary().model.save(&out.join("final"))?;
     publish(
         &shared,
@@ -276,7 +351,14 @@ pub(crate) fn train(
             ..Default::default()
         },
     );
-    if state.step < cfg.steps {
+    if rollouts_over {
+        tracing::info!(
+            steps = state.step,
+            configured_steps = cfg.steps,
+            version = state.version,
+            "the run ended with its rollouts: final weights and checkpoint saved"
+        );
+    } else if state.step < cfg.steps {
         return Err(LearnerError::Remote("stopped early".into()));
     }
     Ok(LearnerSummary {
@@ -284,6 +366,42 @@ pub(crate) fn train(
         version: state.version,
         last_eval,
     })
+}
+
+/// The held-out evaluation of a run whose rollouts ended after a step that was not
+/// evaluated (`eval_every > 0` and the step not a multiple of it), appended to `eval.jsonl`.
+fn evaluate_end(
+    cfg: &RunConfig,
+    out: &std::path::Path,
+    learner: &Learner,
+    state: &RunState,
+    source: &dyn tasks::ProblemSource,
+) -> Result<Option<EvalLine>> {
+    if cfg.eval_every == 0 || state.step.is_multiple_of(cfg.eval_every) {
+        return Ok(None);
+    }
+    let (greedy, sampled) = evaluate(
+        &learner.model,
+        source,
+        cfg.eval_n,
+        cfg.sampling.max_new_tokens,
+        &learner.model.tokenizer.eos_ids(),
+    )?;
+    let line = EvalLine {
+        step: state.step,
+        version: learner.version(),
+        wall_s: state.wall_s,
+        eval_pass_rate: greedy,
+        eval_sampled_pass_rate: sampled,
+    };
+    EvalLog::open(out)?.append(&line)?;
+    tracing::info!(
+        greedy,
+        sampled,
+        step = state.step,
+        "held-out pass@1 at the end"
+    );
+    Ok(Some(line))
 }
 
 /// One step as the coordinator's dashboard shows it (the numbers of its metrics.jsonl line).

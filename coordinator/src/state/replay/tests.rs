@@ -26,20 +26,35 @@ fn settings() -> CoordinatorSettings {
 }
 
 fn fresh(len: Option<u64>) -> State {
-    State::new(settings(), Box::new(FixedSource { len }))
+    fresh_for(len, 0)
+}
+
+/// A fresh state over `len` problems walked for `epochs` passes.
+fn fresh_for(len: Option<u64>, epochs: u64) -> State {
+    let settings = CoordinatorSettings {
+        epochs,
+        ..settings()
+    };
+    State::new(settings, Box::new(FixedSource { len }))
 }
 
 /// A live state and every record it wrote, numbered like journal lines (the header is 1).
 struct Live {
     state: State,
     records: Vec<(usize, Entry)>,
+    epochs: u64,
 }
 
 impl Live {
     fn new(len: Option<u64>) -> Self {
+        Self::for_epochs(len, 0)
+    }
+
+    fn for_epochs(len: Option<u64>, epochs: u64) -> Self {
         Self {
-            state: fresh(len),
+            state: fresh_for(len, epochs),
             records: Vec::new(),
+            epochs,
         }
     }
 
@@ -53,7 +68,7 @@ impl Live {
     }
 
     fn replayed(&self, len: Option<u64>, now: Instant) -> State {
-        let mut state = fresh(len);
+        let mut state = fresh_for(len, self.epochs);
         state.replay(self.records.clone(), now).expect("replays");
         assert!(state.take_records().is_empty(), "a replay journals nothing");
         state
@@ -233,6 +248,24 @@ fn a_replayed_state_is_the_live_state() {
         7,
         "the runs exercised only {every_kind:?}"
     );
+}
+
+#[test]
+fn a_replayed_pool_keeps_its_epochs_and_its_exhaustion() {
+    for (len, epochs, seed) in [(Some(4), 2, 5), (Some(6), 3, 6), (Some(2), 1, 7)] {
+        let start = Instant::now();
+        let mut live = Live::for_epochs(len, epochs);
+        let now = random_run(&mut live, seed, start);
+        let later = now + Duration::from_secs(3600);
+        let mut replayed = live.replayed(len, later);
+        assert_eq!(replayed.describe(), live.state.describe(), "seed {seed}");
+        let [a, b] = [&mut live.state, &mut replayed].map(|s| {
+            let status = s.status(later);
+            (status.epoch, status.exhausted, status.pool_active)
+        });
+        assert_eq!(a, b, "seed {seed}");
+        assert!(a.0 >= 1, "seed {seed}: the run walked at least one epoch");
+    }
 }
 
 #[test]

@@ -158,7 +158,7 @@ impl SimActor {
             .fetch_max(reply.learner_version, Ordering::Relaxed);
         match reply.refused.as_str() {
             "" => {}
-            "stopping" => return Cycle::Stopping,
+            "stopping" | "exhausted" => return Cycle::Stopping,
             // stale_weights: the reply carried the newer version; pool_empty: wait a little.
             _ => return Cycle::Retry,
         }
