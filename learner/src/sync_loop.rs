@@ -248,7 +248,7 @@ pub(crate) fn evaluate_start(
 }
 
 /// Greedy and sampled held-out pass@1 of the learner's weights, appended to `eval.jsonl`.
-fn evaluate_logged(
+pub(crate) fn evaluate_logged(
     cfg: &RunConfig,
     dir: &Path,
     learner: &Learner,

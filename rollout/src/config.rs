@@ -238,3 +238,59 @@ impl Default for PipelineConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tasks::Split;
+
+    fn write_lines(name: &str, prompts: &[&str]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("oxrl-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let text: Vec<String> = prompts
+            .iter()
+            .map(|p| format!(r#"{{"prompt": "{p}", "answer": "1"}}"#))
+            .collect();
+        std::fs::write(&path, text.join("\n")).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_run_config_decides_what_is_held_out() {
+        let prompts: Vec<String> = (0..200).map(|i| format!("q{i}")).collect();
+        let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+        let train = write_lines("train.jsonl", &refs);
+        let eval = write_lines("eval.jsonl", &["e0", "e1", "e2"]);
+        let registry = tasks::VerifierRegistry::new();
+        let mut cfg = RunConfig {
+            task: train.display().to_string(),
+            ..RunConfig::default()
+        };
+        // Without eval_data: a hash split, a tenth held out, disjoint from training.
+        let hashed = cfg.problem_source(&registry).unwrap();
+        let (n_train, n_eval) = (
+            hashed.len(Split::Train).unwrap(),
+            hashed.len(Split::Eval).unwrap(),
+        );
+        assert_eq!(n_train + n_eval, 200);
+        assert!((5..=40).contains(&n_eval), "{n_eval} held out");
+        let train_prompts: std::collections::HashSet<String> = (0..n_train)
+            .map(|i| hashed.problem(Split::Train, i).prompt)
+            .collect();
+        assert!(
+            (0..n_eval).all(|i| !train_prompts.contains(&hashed.problem(Split::Eval, i).prompt))
+        );
+        // With eval_data: the whole task file trains and the eval file is held out.
+        cfg.eval_data = Some(eval.display().to_string());
+        let split = cfg.problem_source(&registry).unwrap();
+        assert_eq!(split.len(Split::Train), Some(200));
+        assert_eq!(split.len(Split::Eval), Some(3));
+        assert_eq!(split.problem(Split::Eval, 2).prompt, "e2");
+        // eval_n beyond the held-out set is capped, never repeated.
+        assert_eq!(tasks::capped_eval_n(split.as_ref(), 500), 3);
+        // A procedural task's training side is the finite pool.
+        let pool = RunConfig::default().problem_source(&registry).unwrap();
+        assert_eq!(pool.len(Split::Train), Some(1024));
+    }
+}

@@ -25,7 +25,7 @@ pub struct Plot<'a> {
     pub title: String,
 }
 
-pub(crate) fn register_font() -> anyhow::Result<()> {
+fn register_font() -> anyhow::Result<()> {
     static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let ok = *ONCE
         .get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
@@ -35,10 +35,20 @@ pub(crate) fn register_font() -> anyhow::Result<()> {
 
 /// Draws `p` into `path` as a PNG.
 pub fn write_png(path: &Path, p: &Plot) -> anyhow::Result<()> {
+    write_drawn_png(path, SIZE, |buf| draw(buf, p))
+}
+
+/// Registers the embedded font, lets `draw` paint a white RGB buffer of `size`, and writes
+/// it to `path` as a PNG.
+pub(crate) fn write_drawn_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&mut [u8]) -> Result<(), Box<dyn std::error::Error>>,
+) -> anyhow::Result<()> {
     register_font()?;
-    let (w, h) = SIZE;
+    let (w, h) = size;
     let mut buf = vec![255u8; (w * h * 3) as usize];
-    draw(&mut buf, p).map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
+    draw(&mut buf).map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
     let file =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);

@@ -3,11 +3,10 @@
 //! step 0 included), against optimizer steps on the left and wall time on the right; and the
 //! one-line summary of where the run started and where it ended.
 
-use anyhow::Context;
 use plotters::prelude::*;
 use std::path::Path;
 
-use super::plot::{register_font, FAMILY};
+use super::plot::{write_drawn_png, FAMILY};
 
 const SIZE: (u32, u32) = (1280, 560);
 
@@ -64,19 +63,7 @@ impl RunCurve {
 
 /// Draws `curve` into `path` as a PNG titled `title`.
 pub fn write_png(path: &Path, curve: &RunCurve, title: &str) -> anyhow::Result<()> {
-    register_font()?;
-    let (w, h) = SIZE;
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    draw(&mut buf, curve, title).map_err(|e| anyhow::anyhow!("drawing the curve: {e}"))?;
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut writer = enc.write_header()?;
-    writer.write_image_data(&buf)?;
-    writer.finish()?;
-    Ok(())
+    write_drawn_png(path, SIZE, |buf| draw(buf, curve, title))
 }
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;

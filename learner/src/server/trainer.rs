@@ -11,10 +11,12 @@ use super::ledger::TrainedLedger;
 use super::{EncodedVersion, LearnerSummary, Shared};
 use crate::checkpoint::{self, RunState};
 use crate::error::{LearnerError, Result};
-use crate::metrics::{EvalLine, EvalLog, MetricsLog};
+use crate::metrics::{EvalLine, MetricsLog};
 use crate::params::TrainableModel;
 use crate::replicas::Replicas;
-use crate::sync_loop::{evaluate, evaluate_start, open_run_on, record_step, Start as RunStart};
+use crate::sync_loop::{
+    evaluate_logged, evaluate_start, open_run_on, record_step, Start as RunStart,
+};
 use crate::update::{Learner, StepReport};
 use policy::device::{DeviceSpec, Placement};
 use policy::PolicyError;
@@ -380,24 +382,10 @@ fn evaluate_end(
     if cfg.eval_every == 0 || state.step.is_multiple_of(cfg.eval_every) {
         return Ok(None);
     }
-    let (greedy, sampled) = evaluate(
-        &learner.model,
-        source,
-        cfg.eval_n,
-        cfg.sampling.max_new_tokens,
-        &learner.model.tokenizer.eos_ids(),
-    )?;
-    let line = EvalLine {
-        step: state.step,
-        version: learner.version(),
-        wall_s: state.wall_s,
-        eval_pass_rate: greedy,
-        eval_sampled_pass_rate: sampled,
-    };
-    EvalLog::open(out)?.append(&line)?;
+    let line = evaluate_logged(cfg, out, learner, state, source)?;
     tracing::info!(
-        greedy,
-        sampled,
+        greedy = line.eval_pass_rate,
+        sampled = line.eval_sampled_pass_rate,
         step = state.step,
         "held-out pass@1 at the end"
     );
