@@ -259,6 +259,7 @@ pub(crate) fn evaluate_logged(
         &learner.model,
         source,
         cfg.eval_n,
+        cfg.eval_samples,
         cfg.sampling.max_new_tokens,
         &learner.model.tokenizer.eos_ids(),
     )?;
@@ -273,16 +274,17 @@ pub(crate) fn evaluate_logged(
     Ok(line)
 }
 
-/// Greedy and sampled (T = 1) pass@1 on the same held-out problems.
+/// Greedy and sampled (T = 1, `draws` per problem) pass@1 on the same held-out problems.
 pub fn evaluate(
     model: &TrainableModel,
     source: &dyn ProblemSource,
     n: usize,
+    draws: usize,
     max_new_tokens: usize,
     eos: &[u32],
 ) -> Result<(f64, f64)> {
     let (policy, tok) = (model.policy(), &model.tokenizer);
     let greedy = rollout::greedy_eval(policy, tok, source, n, max_new_tokens, eos)?;
-    let sampled = rollout::sampled_eval(policy, tok, source, n, max_new_tokens, eos)?;
+    let sampled = rollout::sampled_eval(policy, tok, source, n, draws, max_new_tokens, eos)?;
     Ok((greedy.pass_rate, sampled.pass_rate))
 }

@@ -35,7 +35,10 @@ pub struct RunConfig {
     pub group_size: usize,
     /// Greedy held-out evaluation every N steps (0 = never; always at the end when > 0).
     pub eval_every: u64,
+    /// Held-out problems evaluated (capped at the held-out set's size).
     pub eval_n: usize,
+    /// Completions per problem of the sampled (T = 1) evaluation; its pass@1 is their mean.
+    pub eval_samples: usize,
     /// Checkpoint every N steps (0 = only at the end).
     pub checkpoint_every: u64,
     /// Actors' sampling (temperature 1 for RL; stop tokens are the model's EOS).
@@ -60,6 +63,7 @@ impl Default for RunConfig {
             group_size: 16,
             eval_every: 10,
             eval_n: 500,
+            eval_samples: 4,
             checkpoint_every: 20,
             sampling: SamplingParams {
                 max_new_tokens: 8,

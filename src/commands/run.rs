@@ -48,6 +48,9 @@ pub struct Args {
     eval_every: Option<u64>,
     #[arg(long)]
     eval_n: Option<usize>,
+    /// Draws per held-out problem of the sampled (T = 1) evaluation.
+    #[arg(long)]
+    eval_samples: Option<usize>,
     #[arg(long)]
     checkpoint_every: Option<u64>,
     /// Actor processes (pipeline mode).
@@ -102,6 +105,9 @@ impl Args {
         }
         if let Some(v) = self.eval_n {
             cfg.eval_n = v;
+        }
+        if let Some(v) = self.eval_samples {
+            cfg.eval_samples = v;
         }
         if let Some(v) = self.checkpoint_every {
             cfg.checkpoint_every = v;

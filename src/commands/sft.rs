@@ -118,11 +118,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             &model.tokenizer,
             source.as_ref(),
             a.eval_n,
+            4,
             16,
             &[eos],
         )?;
         println!(
-            "{}: held-out pass@1 greedy {:.3} ({}/{}), sampled at T = 1 {:.3} ({}/{})",
+            "{}: held-out pass@1 greedy {:.3} ({}/{}), sampled at T = 1 {:.3} ({}/{} draws)",
             greedy.task,
             greedy.pass_rate,
             greedy.correct,
