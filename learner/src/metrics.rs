@@ -68,17 +68,7 @@ pub fn read_evals(dir: &Path) -> Result<Vec<EvalLine>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| LearnerError::io(&path, e))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| LearnerError::Checkpoint {
-                path: path.clone(),
-                message: format!("line {}: {e}", i + 1),
-            })
-        })
-        .collect()
+    read_lines(&path)
 }
 
 /// Appends lines to `DIR/metrics.jsonl`.
@@ -117,6 +107,11 @@ impl MetricsLog {
 
 /// Reads every line of a metrics log.
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsLine>> {
+    read_lines(path)
+}
+
+/// Every non-empty line of a JSONL log, parsed; an unreadable line is an error naming it.
+fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let text = std::fs::read_to_string(path).map_err(|e| LearnerError::io(path, e))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
