@@ -154,28 +154,6 @@ pub fn run_sync(
     Ok(state)
 }
 
-/// After a step: held-out evaluation when due, the metrics line, a checkpoint when due.
-/// Shared by the synchronous loop and the learner server.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_step(
-    cfg: &RunConfig,
-    dir: &Path,
-    learner: &Learner,
-    state: &RunState,
-    report: crate::update::StepReport,
-    step_started: Instant,
-    source: &dyn ProblemSource,
-    log: &mut MetricsLog,
-) -> Result<MetricsLine> {
-    let extras = StepExtras {
-        report,
-        step_started,
-        pool: None,
-        last: state.step == cfg.steps,
-    };
-    record_step_with(cfg, dir, learner, state, extras, source, log)
-}
-
 /// What a step leaves for [`record_step_with`] besides the learner's state.
 pub(crate) struct StepExtras {
     pub report: crate::update::StepReport,
@@ -186,7 +164,8 @@ pub(crate) struct StepExtras {
     pub last: bool,
 }
 
-/// [`record_step`] with the pool's figures and the run's end spelled out.
+/// After a step: held-out evaluation when due (or on the run's last step), the metrics line,
+/// a checkpoint when due. Shared by the synchronous loop and the learner server.
 pub(crate) fn record_step_with(
     cfg: &RunConfig,
     dir: &Path,

@@ -15,7 +15,7 @@ use crate::metrics::{EvalLine, MetricsLog};
 use crate::params::TrainableModel;
 use crate::replicas::Replicas;
 use crate::sync_loop::{
-    evaluate_logged, evaluate_start, open_run_on, record_step, Start as RunStart,
+    evaluate_logged, evaluate_start, open_run_on, record_step_with, Start as RunStart, StepExtras,
 };
 use crate::update::{Learner, StepReport};
 use policy::device::{DeviceSpec, Placement};
@@ -297,24 +297,19 @@ pub(crate) fn train(
         );
         // The step after which the rollouts ended is the run's last: evaluated and
         // checkpointed as the configured last step would be.
-        let ended_here;
-        let step_cfg = if rollouts_over {
-            ended_here = RunConfig {
-                steps: state.step,
-                ..cfg.clone()
-            };
-            &ended_here
-        } else {
-            &cfg
-        };
         recorded_as_last = rollouts_over || state.step == cfg.steps;
-        let line = record_step(
-            step_cfg,
+        let extras = StepExtras {
+            report,
+            step_started,
+            pool: None,
+            last: recorded_as_last,
+        };
+        let line = record_step_with(
+            &cfg,
             &out,
             learner.primary(),
             &state,
-            report,
-            step_started,
+            extras,
             source.as_ref(),
             &mut log,
         )?;
