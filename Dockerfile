@@ -9,9 +9,7 @@
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-bookworm AS builder
-# The embedded default model is read at run time from a path fixed at compile time,
-# <this directory>/policy/../assets/default-policy (policy::default_model::EMBEDDED_DIR);
-# the runtime stage recreates that layout under the same directory.
+# The embedded default model (assets/default-policy) is compiled into the binary.
 WORKDIR /opt/oxrl
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
@@ -28,10 +26,6 @@ RUN groupadd --system --gid 10001 oxrl \
     && useradd --system --uid 10001 --gid oxrl --create-home --home-dir /home/oxrl \
         --shell /usr/sbin/nologin oxrl
 COPY --from=builder /out/oxrl /usr/local/bin/oxrl
-# The embedded default model (see the builder's WORKDIR). `policy/` must exist for the
-# `policy/..` in the compiled-in path to resolve.
-COPY assets/default-policy /opt/oxrl/assets/default-policy
-RUN mkdir -p /opt/oxrl/policy
 USER 10001:10001
 WORKDIR /home/oxrl
 # coordinator gRPC, learner gRPC, metrics (coordinator + dashboard, learner, actor)

@@ -1,8 +1,8 @@
 //! The Dockerfiles, checked statically (no Docker engine is needed): each builds a binary
-//! target and features that exist, runs it as the entry point as the uid `k8s/` runs as, and
-//! lays out the embedded default model where the binary looks for it (a path fixed at
-//! compile time, `<builder WORKDIR>/policy/../assets/default-policy`); `.dockerignore` keeps
-//! the build context small without dropping the model.
+//! target and features that exist and runs it as the entry point as the uid `k8s/` runs as;
+//! the default model is compiled into the binary, so the runtime stage carries no model
+//! files; `.dockerignore` keeps the build context small without dropping the model the build
+//! compiles in.
 
 mod common;
 
@@ -75,15 +75,12 @@ fn dockerfiles_build_the_oxrl_binary_with_features_that_exist() {
         .and_then(|f| f.as_table())
         .map(|f| f.keys().cloned().collect())
         .unwrap_or_default();
-    // Where the binary reads the default model from: a path fixed at compile time.
+    // The default model is compiled into the binary: the image needs no model files.
     let embedded = read("policy/src/default_model.rs");
-    let compiled_in_path = embedded.contains("CARGO_MANIFEST_DIR");
     assert!(
-        !compiled_in_path
-            || embedded
-                .contains(r#"concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/default-policy")"#),
-        "policy/src/default_model.rs reads the default model from somewhere new: update the \
-         Dockerfiles' runtime layout and this test"
+        embedded.contains("include_bytes!"),
+        "policy/src/default_model.rs no longer compiles the default model in: the Dockerfiles' \
+         runtime stage would need the model files again"
     );
 
     for (name, want_features) in [
@@ -140,34 +137,10 @@ fn dockerfiles_build_the_oxrl_binary_with_features_that_exist() {
         // The manifests' runAsUser must be able to read the image's files: the same uid.
         assert_eq!(uid, "10001", "{name}: the uid k8s/ runs as (runAsUser)");
 
-        // The default model is read from <builder WORKDIR>/policy/../assets/default-policy.
-        if compiled_in_path {
-            let workdir = d
-                .builder
-                .iter()
-                .find_map(|l| l.strip_prefix("WORKDIR "))
-                .unwrap_or_else(|| panic!("{name}: no builder WORKDIR"));
-            let assets = format!("{workdir}/assets/default-policy");
-            assert!(
-                d.runtime.iter().any(|l| {
-                    let words: Vec<&str> = l
-                        .split_whitespace()
-                        .filter(|w| !w.starts_with("--"))
-                        .collect();
-                    words.len() == 3
-                        && words[0] == "COPY"
-                        && words[1].ends_with("assets/default-policy")
-                        && words[2] == assets
-                }),
-                "{name}: the runtime stage has no {assets}"
-            );
-            assert!(
-                d.runtime
-                    .iter()
-                    .any(|l| l.contains(&format!("mkdir -p {workdir}/policy"))),
-                "{name}: {workdir}/policy must exist for policy/.. to resolve"
-            );
-        }
+        assert!(
+            !d.runtime.iter().any(|l| l.contains("default-policy")),
+            "{name}: the runtime stage copies model files the binary already holds"
+        );
     }
 
     let ignore = read(".dockerignore");

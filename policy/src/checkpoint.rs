@@ -108,19 +108,32 @@ pub fn load_weights(
     let mut weights = Weights::new();
     for file in weight_files(dir)? {
         let bytes = std::fs::read(&file).map_err(|e| PolicyError::io(&file, e))?;
-        let loaded = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
-            PolicyError::Config {
-                path: file.clone(),
-                message: format!("not a readable safetensors file: {e}"),
-            }
-        })?;
-        weights.extend(loaded);
+        weights.extend(read_safetensors(&bytes, &file, device)?);
     }
+    checked_weights(weights, config, dir, dtype)
+}
+
+/// The tensors of one safetensors file held in memory; `origin` names it in errors.
+pub fn read_safetensors(bytes: &[u8], origin: &Path, device: &Device) -> Result<Weights> {
+    candle_core::safetensors::load_buffer(bytes, device).map_err(|e| PolicyError::Config {
+        path: origin.into(),
+        message: format!("not a readable safetensors file: {e}"),
+    })
+}
+
+/// Checks `weights` against `config` (names and shapes), drops the tensors the model does not
+/// use and casts the rest to `dtype`; `source` names the checkpoint in errors.
+pub fn checked_weights(
+    mut weights: Weights,
+    config: &ModelConfig,
+    source: &Path,
+    dtype: DType,
+) -> Result<Weights> {
     // Tied checkpoints sometimes carry lm_head anyway; untied ones must have it.
     if config.tie_word_embeddings {
         weights.remove("lm_head.weight");
     }
-    validate_weights(config, &weights, dir)?;
+    validate_weights(config, &weights, source)?;
     let expected: std::collections::HashSet<String> = config
         .parameter_shapes()
         .into_iter()

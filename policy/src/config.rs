@@ -90,7 +90,12 @@ impl ModelConfig {
     /// Reads and validates `config.json`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| PolicyError::io(path, e))?;
-        let cfg: ModelConfig = serde_json::from_str(&text).map_err(|e| PolicyError::Config {
+        Self::from_json(&text, path)
+    }
+
+    /// Parses and validates the text of a `config.json`; `path` names it in errors.
+    pub fn from_json(text: &str, path: &Path) -> Result<Self> {
+        let cfg: ModelConfig = serde_json::from_str(text).map_err(|e| PolicyError::Config {
             path: path.into(),
             message: e.to_string(),
         })?;

@@ -84,13 +84,12 @@ fn run_params(metrics: &Path) -> anyhow::Result<u64> {
         .get("model")
         .and_then(|m| m.as_str())
         .unwrap_or(crate::model_arg::DEFAULT_MODEL);
-    let dir = if model == crate::model_arg::DEFAULT_MODEL {
-        PathBuf::from(policy::default_model::EMBEDDED_DIR)
+    let cfg = if model == crate::model_arg::DEFAULT_MODEL {
+        policy::default_model::embedded_config()?
     } else {
-        PathBuf::from(model)
+        policy::ModelConfig::load(&PathBuf::from(model).join("config.json"))
+            .with_context(|| format!("the parameter count of model {model:?} (or pass --params)"))?
     };
-    let cfg = policy::ModelConfig::load(&dir.join("config.json"))
-        .with_context(|| format!("the parameter count of model {model:?} (or pass --params)"))?;
     Ok(cfg.num_parameters() as u64)
 }
 

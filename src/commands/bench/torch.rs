@@ -29,12 +29,9 @@ fn threads() -> String {
     std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "1".into())
 }
 
-/// A Hugging Face directory holding `m`: the embedded default's own directory, else `m`
-/// written under `tmp/name`.
+/// A Hugging Face directory holding `m` (the embedded default included: it lives in the
+/// binary), written under `tmp/name` for the Python side to load.
 pub fn model_dir(name: &str, m: &policy::ModelDir, tmp: &Path) -> anyhow::Result<PathBuf> {
-    if name == "default" {
-        return Ok(PathBuf::from(policy::default_model::EMBEDDED_DIR));
-    }
     let dir = tmp.join(name);
     std::fs::create_dir_all(&dir)?;
     m.save(&dir)?;
