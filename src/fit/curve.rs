@@ -258,8 +258,62 @@ fn best(cells: &[Cell]) -> Cell {
         .expect("a grid has cells")
 }
 
+/// The grid of (A, ln C_mid) being searched, `na` x `nc` cells.
+#[derive(Clone, Copy)]
+struct Grid {
+    a: (f64, f64),
+    log_c: (f64, f64),
+    na: usize,
+    nc: usize,
+}
+
+impl Grid {
+    /// The spacing of the coarse grid along A and along ln C_mid.
+    fn steps(&self) -> (f64, f64) {
+        (
+            (self.a.1 - self.a.0) / (self.na - 1) as f64,
+            (self.log_c.1 - self.log_c.0) / (self.nc - 1) as f64,
+        )
+    }
+}
+
+/// The smallest and the largest of `values`.
+fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    })
+}
+
 /// Fits the curve to points `(x, y)` (x > 0, the compute).
 pub fn fit(x: &[f64], y: &[f64], opts: &FitOptions) -> Result<Fit, FitError> {
+    let (n, params) = check_points(x, y, opts)?;
+    let problem = Problem {
+        log_x: x[..n].iter().map(|v| v.ln()).collect(),
+        y: &y[..n],
+        r0: opts.r0,
+        log_b: (opts.b_range.0.ln(), opts.b_range.1.ln()),
+    };
+    let grid = initial_grid(&problem, opts)?;
+    let (grid, mut cells, top) = coarse_search(&problem, grid, opts);
+    let top = refine(&problem, &grid, &mut cells, top);
+    let region = uncertainty_region(&cells, top, n, params);
+    let range = |f: fn(&Curve) -> f64| min_max(region.iter().map(f));
+    Ok(Fit {
+        curve: top.curve,
+        sse: top.sse,
+        n,
+        a_range: grid.a,
+        c_mid_range: (grid.log_c.0.exp(), grid.log_c.1.exp()),
+        a_interval: range(|c| c.a),
+        b_interval: range(|c| c.b),
+        c_mid_interval: range(|c| c.c_mid),
+        at_edge: at_edge(&problem, &grid, top),
+        region,
+    })
+}
+
+/// The number of points used and of parameters fitted, after checking points and B's range.
+fn check_points(x: &[f64], y: &[f64], opts: &FitOptions) -> Result<(usize, usize), FitError> {
     let n = x.len().min(y.len());
     let params = if opts.r0 == R0::Fit { 4 } else { 3 };
     if n < 4 || n < params {
@@ -268,85 +322,91 @@ pub fn fit(x: &[f64], y: &[f64], opts: &FitOptions) -> Result<Fit, FitError> {
     if let Some(i) = (0..n).find(|&i| !(x[i] > 0.0 && x[i].is_finite() && y[i].is_finite())) {
         return Err(FitError::BadPoint(i));
     }
-    let ok = |r: (f64, f64)| r.0 < r.1 && r.0.is_finite() && r.1.is_finite();
-    if !ok(opts.b_range) || opts.b_range.0 <= 0.0 {
+    if !ordered(opts.b_range) || opts.b_range.0 <= 0.0 {
         return Err(FitError::BadRange("B"));
     }
-    let problem = Problem {
-        log_x: x[..n].iter().map(|v| v.ln()).collect(),
-        y: &y[..n],
-        r0: opts.r0,
-        log_b: (opts.b_range.0.ln(), opts.b_range.1.ln()),
-    };
-    let (y_min, y_max) = y[..n]
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
-    let (x_min, x_max) = problem
-        .log_x
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
-    // Data-driven defaults: A from a little under the best observed reward up to 1 (rewards
-    // here are pass rates); C_mid two decades either side of the observed compute.
-    let mut a = opts
+    Ok((n, params))
+}
+
+/// A range `lo < hi` of finite numbers.
+fn ordered(r: (f64, f64)) -> bool {
+    r.0 < r.1 && r.0.is_finite() && r.1.is_finite()
+}
+
+/// The first grid: the options' ranges, or data-driven defaults: A from a little under the
+/// best observed reward up to 1 (rewards here are pass rates); C_mid two decades either side
+/// of the observed compute.
+fn initial_grid(problem: &Problem, opts: &FitOptions) -> Result<Grid, FitError> {
+    let (_, y_max) = min_max(problem.y.iter().copied());
+    let (x_min, x_max) = min_max(problem.log_x.iter().copied());
+    let a = opts
         .a_range
         .unwrap_or(((y_max - 0.1).max(0.0), 1f64.max(y_max + 0.05)));
-    let mut log_c = match opts.c_mid_range {
+    let log_c = match opts.c_mid_range {
         Some((lo, hi)) if lo > 0.0 => (lo.ln(), hi.ln()),
         Some(_) => return Err(FitError::BadRange("C_mid")),
         None => (x_min - 100f64.ln(), x_max + 100f64.ln()),
     };
-    if !ok(a) {
+    if !ordered(a) {
         return Err(FitError::BadRange("A"));
     }
-    if !ok(log_c) {
+    if !ordered(log_c) {
         return Err(FitError::BadRange("C_mid"));
     }
-    let (na, nc) = (opts.a_steps.max(3), opts.c_mid_steps.max(3));
-    let mut cells;
-    let mut top;
+    Ok(Grid {
+        a,
+        log_c,
+        na: opts.a_steps.max(3),
+        nc: opts.c_mid_steps.max(3),
+    })
+}
+
+/// Evaluates the coarse grid, widening a defaulted range (at most three times) while the best
+/// cell lands on its edge; returns the grid finally searched, its cells and the best one.
+fn coarse_search(problem: &Problem, mut grid: Grid, opts: &FitOptions) -> (Grid, Vec<Cell>, Cell) {
+    let (y_min, _) = min_max(problem.y.iter().copied());
     let mut widenings = 0;
     loop {
-        cells = problem.grid(a, log_c, na, nc);
-        top = best(&cells);
-        let da = (a.1 - a.0) / (na - 1) as f64;
-        let dc = (log_c.1 - log_c.0) / (nc - 1) as f64;
-        let a_low = top.curve.a <= a.0 + da / 2.0 && opts.a_range.is_none();
-        let c_low = top.curve.c_mid.ln() <= log_c.0 + dc / 2.0 && opts.c_mid_range.is_none();
-        let c_high = top.curve.c_mid.ln() >= log_c.1 - dc / 2.0 && opts.c_mid_range.is_none();
+        let cells = problem.grid(grid.a, grid.log_c, grid.na, grid.nc);
+        let top = best(&cells);
+        let (da, dc) = grid.steps();
+        let a_low = top.curve.a <= grid.a.0 + da / 2.0 && opts.a_range.is_none();
+        let free_c = opts.c_mid_range.is_none();
+        let c_low = top.curve.c_mid.ln() <= grid.log_c.0 + dc / 2.0 && free_c;
+        let c_high = top.curve.c_mid.ln() >= grid.log_c.1 - dc / 2.0 && free_c;
         if widenings >= 3 || !(a_low || c_low || c_high) {
-            break;
+            return (grid, cells, top);
         }
         widenings += 1;
         if a_low {
             // The data fall or sit far under the default range: reach down to the lowest
             // reward and below.
-            a.0 = (a.0 - (a.1 - a.0)).min(y_min - 0.1).max(-1.0);
+            grid.a.0 = (grid.a.0 - (grid.a.1 - grid.a.0))
+                .min(y_min - 0.1)
+                .max(-1.0);
         }
         if c_low {
-            log_c.0 -= 100f64.ln();
+            grid.log_c.0 -= 100f64.ln();
         }
         if c_high {
-            log_c.1 += 100f64.ln();
+            grid.log_c.1 += 100f64.ln();
         }
     }
-    // Refine by local grids around the best cell: 11 x 11 cells over +-1 coarse step; while
-    // the best lands on the local grid's edge (the error valley runs on, as it does along the
-    // A-C_mid-B trade-off) recentre there at the same scale, else shrink the scale five-fold.
-    let (mut da, mut dc) = (
-        (a.1 - a.0) / (na - 1) as f64,
-        (log_c.1 - log_c.0) / (nc - 1) as f64,
-    );
+}
+
+/// Refines by local grids around the best cell: 11 x 11 cells over +-1 coarse step; while the
+/// best lands on the local grid's edge (the error valley runs on, as it does along the
+/// A-C_mid-B trade-off) recentres there at the same scale, else shrinks the scale five-fold.
+/// Every evaluated cell joins `cells` (for the uncertainty region).
+fn refine(problem: &Problem, grid: &Grid, cells: &mut Vec<Cell>, mut top: Cell) -> Cell {
+    let (mut da, mut dc) = grid.steps();
     for _level in 0..5 {
         for _walk in 0..40 {
             let ca = top.curve.a;
             let cc = top.curve.c_mid.ln();
             let fine = problem.grid(
-                ((ca - da).max(a.0), (ca + da).min(a.1)),
-                ((cc - dc).max(log_c.0), (cc + dc).min(log_c.1)),
+                ((ca - da).max(grid.a.0), (ca + da).min(grid.a.1)),
+                ((cc - dc).max(grid.log_c.0), (cc + dc).min(grid.log_c.1)),
                 11,
                 11,
             );
@@ -365,48 +425,37 @@ pub fn fit(x: &[f64], y: &[f64], opts: &FitOptions) -> Result<Fit, FitError> {
         da /= 5.0;
         dc /= 5.0;
     }
+    top
+}
+
+/// The curves whose SSE is within one noise variance of the best (delta-chi-square = 1).
+fn uncertainty_region(cells: &[Cell], top: Cell, n: usize, params: usize) -> Vec<Curve> {
     let sigma2 = top.sse / (n - params).max(1) as f64;
     let threshold = top.sse + sigma2.max(1e-12);
-    let region: Vec<Curve> = cells
+    cells
         .iter()
         .filter(|c| c.sse <= threshold)
         .map(|c| c.curve)
         .chain(std::iter::once(top.curve))
-        .collect();
-    let range = |f: fn(&Curve) -> f64| {
-        region
-            .iter()
-            .map(f)
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-                (lo.min(v), hi.max(v))
-            })
-    };
-    let mut at_edge = Vec::new();
-    let a_step = (a.1 - a.0) / (na - 1) as f64;
-    if top.curve.a <= a.0 + a_step / 2.0 || top.curve.a >= a.1 - a_step / 2.0 {
-        at_edge.push("A");
+        .collect()
+}
+
+/// The parameters whose best value sits on the edge of the range searched.
+fn at_edge(problem: &Problem, grid: &Grid, top: Cell) -> Vec<&'static str> {
+    let mut edges = Vec::new();
+    let (a_step, c_step) = grid.steps();
+    if top.curve.a <= grid.a.0 + a_step / 2.0 || top.curve.a >= grid.a.1 - a_step / 2.0 {
+        edges.push("A");
     }
-    let c_step = (log_c.1 - log_c.0) / (nc - 1) as f64;
     let lc = top.curve.c_mid.ln();
-    if lc <= log_c.0 + c_step / 2.0 || lc >= log_c.1 - c_step / 2.0 {
-        at_edge.push("C_mid");
+    if lc <= grid.log_c.0 + c_step / 2.0 || lc >= grid.log_c.1 - c_step / 2.0 {
+        edges.push("C_mid");
     }
     let lb = top.curve.b.ln();
     if lb <= problem.log_b.0 + 1e-3 || lb >= problem.log_b.1 - 1e-3 {
-        at_edge.push("B");
+        edges.push("B");
     }
-    Ok(Fit {
-        curve: top.curve,
-        sse: top.sse,
-        n,
-        a_range: a,
-        c_mid_range: (log_c.0.exp(), log_c.1.exp()),
-        a_interval: range(|c| c.a),
-        b_interval: range(|c| c.b),
-        c_mid_interval: range(|c| c.c_mid),
-        at_edge,
-        region,
-    })
+    edges
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use super::torch::{self, Outcome};
 use super::{bench_models_on, best_of};
 use crate::progress;
 use learner::{Learner, TrainableModel, UpdateConfig};
+use policy::Placement;
 use rollout::{RolloutGroup, Sample};
 
 #[derive(clap::Args)]
@@ -47,18 +48,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let on_gpu = placement.spec.is_cuda();
     for (name, m) in bench_models_on(!a.quick, a.target.half_billion, &placement.device)? {
         let prompt = m.tokenizer.encode("12+34=")?;
-        let model = if on_gpu {
-            TrainableModel::new_on(
-                m.config.clone(),
-                m.tokenizer.clone(),
-                &m.weights,
-                &placement,
-            )?
-        } else {
-            TrainableModel::new(m.config.clone(), m.tokenizer.clone(), &m.weights)?
-        };
         let mut learner = Learner::new(
-            model,
+            trainable(&m, &placement)?,
             UpdateConfig {
                 warmup: 0,
                 lr: 1e-6,
@@ -66,63 +57,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             },
             0,
         );
-        let groups: Vec<RolloutGroup> = (0..a.groups)
-            .map(|g| RolloutGroup {
-                group_id: format!("g{g}"),
-                problem_id: format!("p{g}"),
-                prompt_tokens: prompt.clone(),
-                samples: (0..a.group_size)
-                    .map(|s| Sample {
-                        tokens: (0..a.tokens)
-                            .map(|t| 4 + ((g + s + t) % 90) as u32)
-                            .collect(),
-                        logprobs: vec![-1.0; a.tokens],
-                        versions: vec![0; a.tokens],
-                        reward: (s % 2) as f32,
-                        truncated: false,
-                        text: String::new(),
-                    })
-                    .collect(),
-            })
-            .collect();
-        let seqs: Vec<Vec<u32>> = groups
-            .iter()
-            .flat_map(|g| {
-                g.samples
-                    .iter()
-                    .map(|s| g.prompt_tokens.iter().chain(&s.tokens).copied().collect())
-            })
-            .collect();
+        let groups = synthetic_groups(&a, &prompt);
         let tokens = (a.groups * a.group_size * a.tokens) as f64;
         pb.set_message(format!("{name}: forward"));
-        let fwd = best_of(a.reps, || {
-            Ok(policy::score_sequences(learner.model.policy(), &seqs, 0, 1.0).map(|_| ())?)
-        })?;
+        let fwd = time_forward(&learner, &groups, a.reps)?;
         pb.set_message(format!("{name}: train step"));
-        let step = best_of(a.reps, || {
-            let v = learner.version();
-            let mut gs = groups.clone();
-            for g in &mut gs {
-                for s in &mut g.samples {
-                    s.versions = vec![v; s.tokens.len()];
-                }
-            }
-            learner.step(&gs)?;
-            Ok(())
-        })?;
+        let step = time_step(&mut learner, &groups, a.reps)?;
+        let params = m.config.num_parameters();
         pb.suspend(|| {
             println!(
-                "{name:<8} {:>10} {:>12.0} t/s {:>12.0} t/s {:>11.2}x",
-                m.config.num_parameters(),
+                "{name:<8} {params:>10} {:>12.0} t/s {:>12.0} t/s {:>11.2}x",
                 tokens / fwd,
                 tokens / step,
                 fwd / step
             )
         });
         // Model FLOPs of a training step: 6 per parameter per token (forward 2, backward 4).
-        let flops_s = 6.0 * m.config.num_parameters() as f64 * tokens / step;
+        let flops_s = 6.0 * params as f64 * tokens / step;
         let mut row = serde_json::json!({
-            "model": name, "params": m.config.num_parameters(), "tokens_per_step": tokens,
+            "model": name, "params": params, "tokens_per_step": tokens,
             "forward_tok_s": tokens / fwd, "train_step_tok_s": tokens / step, "step_over_forward": fwd / step,
             "device": placement.spec.to_string(), "model_tflops_s": flops_s / 1e12,
         });
@@ -141,46 +94,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             pb.suspend(|| println!("{name}: PyTorch baseline skipped (it runs on the CPU only)"));
         } else if a.torch {
             pb.set_message(format!("{name}: PyTorch baseline"));
+            let ours = (tokens / fwd, tokens / step);
             let dir = torch::model_dir(&name, &m, &tmp)?;
-            let extra: Vec<String> = [
-                ("--groups", a.groups),
-                ("--group-size", a.group_size),
-                ("--tokens", a.tokens),
-                ("--reps", a.reps),
-            ]
-            .iter()
-            .flat_map(|(k, v)| [k.to_string(), v.to_string()])
-            .collect();
-            row["torch"] = match torch::run("learner", &dir, &prompt, &extra, true) {
-                Outcome::Ran(v) => {
-                    let pt_step = v["train_step_tok_s"].as_f64().unwrap_or(f64::NAN);
-                    let pt_fwd = v["forward_tok_s"].as_f64().unwrap_or(f64::NAN);
-                    pb.suspend(|| {
-                        println!(
-                            "{:<8} {:>10} {:>12.0} t/s {:>12.0} t/s   oxrl/PyTorch: forward {:.2}x, train step {:.2}x (PyTorch {})",
-                            format!("{name}/pt"),
-                            v["params"],
-                            pt_fwd,
-                            pt_step,
-                            (tokens / fwd) / pt_fwd,
-                            (tokens / step) / pt_step,
-                            v["torch"].as_str().unwrap_or("?")
-                        )
-                    });
-                    row["vs_torch_forward"] = ((tokens / fwd) / pt_fwd).into();
-                    row["vs_torch_train_step"] = ((tokens / step) / pt_step).into();
-                    v
-                }
-                Outcome::Skipped(why) => {
-                    pb.suspend(|| {
-                        println!(
-                            "{:<8} PyTorch baseline skipped: {why}",
-                            format!("{name}/pt")
-                        )
-                    });
-                    serde_json::json!({ "skipped": why })
-                }
-            };
+            let baseline = torch_baseline(&a, &name, &dir, &prompt, ours, &mut row, &pb);
+            row["torch"] = baseline;
         }
         rows.push(row);
     }
@@ -191,4 +108,113 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         serde_json::json!({"suite": "learner", "results": rows})
     );
     Ok(())
+}
+
+/// The trainable copy of `m` where the bench runs.
+fn trainable(m: &policy::ModelDir, placement: &Placement) -> anyhow::Result<TrainableModel> {
+    let (config, tokenizer) = (m.config.clone(), m.tokenizer.clone());
+    Ok(if placement.spec.is_cuda() {
+        TrainableModel::new_on(config, tokenizer, &m.weights, placement)?
+    } else {
+        TrainableModel::new(config, tokenizer, &m.weights)?
+    })
+}
+
+/// `--groups` groups of `--group-size` samples of `--tokens` tokens each, half of them right.
+fn synthetic_groups(a: &Args, prompt: &[u32]) -> Vec<RolloutGroup> {
+    (0..a.groups)
+        .map(|g| RolloutGroup {
+            group_id: format!("g{g}"),
+            problem_id: format!("p{g}"),
+            prompt_tokens: prompt.to_vec(),
+            samples: (0..a.group_size)
+                .map(|s| Sample {
+                    tokens: (0..a.tokens)
+                        .map(|t| 4 + ((g + s + t) % 90) as u32)
+                        .collect(),
+                    logprobs: vec![-1.0; a.tokens],
+                    versions: vec![0; a.tokens],
+                    reward: (s % 2) as f32,
+                    truncated: false,
+                    text: String::new(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Seconds of the best of `reps` forward passes over the groups' sequences.
+fn time_forward(learner: &Learner, groups: &[RolloutGroup], reps: usize) -> anyhow::Result<f64> {
+    let seqs: Vec<Vec<u32>> = groups
+        .iter()
+        .flat_map(|g| {
+            g.samples
+                .iter()
+                .map(|s| g.prompt_tokens.iter().chain(&s.tokens).copied().collect())
+        })
+        .collect();
+    best_of(reps, || {
+        Ok(policy::score_sequences(learner.model.policy(), &seqs, 0, 1.0).map(|_| ())?)
+    })
+}
+
+/// Seconds of the best of `reps` training steps, each on the groups sampled at the learner's
+/// current version (so none is stale).
+fn time_step(learner: &mut Learner, groups: &[RolloutGroup], reps: usize) -> anyhow::Result<f64> {
+    best_of(reps, || {
+        let v = learner.version();
+        let mut gs = groups.to_vec();
+        for g in &mut gs {
+            for s in &mut g.samples {
+                s.versions = vec![v; s.tokens.len()];
+            }
+        }
+        learner.step(&gs)?;
+        Ok(())
+    })
+}
+
+/// `--torch`: the same forward and step in PyTorch (bench/torch_baseline.sh), its figures as
+/// JSON and the ratios `ours` (forward, step tokens/s) over them added to `row`.
+fn torch_baseline(
+    a: &Args,
+    name: &str,
+    dir: &std::path::Path,
+    prompt: &[u32],
+    ours: (f64, f64),
+    row: &mut serde_json::Value,
+    pb: &indicatif::ProgressBar,
+) -> serde_json::Value {
+    let extra: Vec<String> = [
+        ("--groups", a.groups),
+        ("--group-size", a.group_size),
+        ("--tokens", a.tokens),
+        ("--reps", a.reps),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect();
+    let label = format!("{name}/pt");
+    match torch::run("learner", dir, prompt, &extra, true) {
+        Outcome::Ran(v) => {
+            let pt_step = v["train_step_tok_s"].as_f64().unwrap_or(f64::NAN);
+            let pt_fwd = v["forward_tok_s"].as_f64().unwrap_or(f64::NAN);
+            pb.suspend(|| {
+                println!(
+                    "{label:<8} {:>10} {pt_fwd:>12.0} t/s {pt_step:>12.0} t/s   oxrl/PyTorch: forward {:.2}x, train step {:.2}x (PyTorch {})",
+                    v["params"],
+                    ours.0 / pt_fwd,
+                    ours.1 / pt_step,
+                    v["torch"].as_str().unwrap_or("?")
+                )
+            });
+            row["vs_torch_forward"] = (ours.0 / pt_fwd).into();
+            row["vs_torch_train_step"] = (ours.1 / pt_step).into();
+            v
+        }
+        Outcome::Skipped(why) => {
+            pb.suspend(|| println!("{label:<8} PyTorch baseline skipped: {why}"));
+            serde_json::json!({ "skipped": why })
+        }
+    }
 }
