@@ -14,4 +14,6 @@ pub mod ttc;
 pub mod wire;
 
 pub use eval::{greedy_eval, held_out_eval, sampled_eval, EvalReport};
-pub use group::{encode_prompt, sample_groups, GroupError, RolloutGroup, Sample};
+pub use group::{
+    encode_prompt, sample_groups, sample_groups_with, GroupBatch, GroupError, RolloutGroup, Sample,
+};
