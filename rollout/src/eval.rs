@@ -2,7 +2,7 @@
 //! policy actually does when it samples; the same problems and the same random streams every
 //! time, so two evaluations differ only by the weights).
 //!
-//! [`EvalSet::sample`] is the one place that draws completions of held-out problems, decodes
+//! `EvalSet::sample` is the one place that draws completions of held-out problems, decodes
 //! and verifies them: training's evaluation here and `oxrl eval`'s samplers (`ttc/`) both go
 //! through it, so `oxrl eval --sampler greedy` and training's greedy pass@1 are one
 //! computation.
@@ -139,7 +139,7 @@ pub fn held_out_problems(source: &dyn ProblemSource, n: usize) -> Vec<Problem> {
             requested,
             held_out = n,
             task = source.name(),
-            "more problems asked for than the held-out set has: evaluating every held-out problem once"
+            "more problems asked for than the held-out set has: evaluating each one once"
         );
     }
     (0..n as u64)

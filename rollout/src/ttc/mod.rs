@@ -6,12 +6,13 @@
 //! - [`vote`]: majority vote over verifier-extracted answers, ties broken deterministically.
 //! - [`passk`]: the unbiased pass@k estimator.
 //! - [`power`]: power sampling (Karan & Du 2025), target `p(x)^alpha` by Metropolis-Hastings.
-//! - [`sampler`]: the `--sampler` spellings; [`evaluate`]: runs samplers on held-out problems.
+//! - [`sampler`]: the `--sampler` spellings; [`evaluate`](mod@evaluate): runs samplers on
+//!   held-out problems.
 //!
 //! Beam search and power sampling work on token ids through `policy::Decoder` (rows that can
-//! be reordered or duplicated); text appears only in [`evaluate`] and `draws.rs`, where
-//! completions are decoded and verified, greedy and sampled draws through the same
-//! `crate::eval` code that training's evaluation uses.
+//! be reordered or duplicated); text appears only in [`evaluate`](mod@evaluate) and
+//! `draws.rs`, where completions are decoded and verified, greedy and sampled draws through
+//! the same `crate::eval` code that training's evaluation uses.
 
 pub mod beam;
 pub mod best_of;
