@@ -116,3 +116,96 @@ impl StepHook for LeaseHook<'_> {
         Some((&self.current.1, self.current.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy::tokenizer::char_tokenizer;
+    use policy::ModelConfig;
+
+    fn weights(version: u64) -> Versioned {
+        let cfg = ModelConfig::tiny(char_tokenizer().vocab_size(), 16, 1, 2, 1);
+        let w = policy::random_weights(&cfg, version, &candle_core::Device::Cpu).unwrap();
+        Arc::new((version, Policy::new(&cfg, &w).unwrap()))
+    }
+
+    fn follow(
+        rt: &tokio::runtime::Runtime,
+        learner: u64,
+    ) -> (watch::Sender<Option<Versioned>>, Follow) {
+        let (tx, slot) = watch::channel(Some(weights(1)));
+        let follow = Follow {
+            slot,
+            learner_version: Arc::new(AtomicU64::new(learner)),
+            max_lag: 1,
+            stop: Arc::new(AtomicBool::new(false)),
+            handle: rt.handle().clone(),
+        };
+        (tx, follow)
+    }
+
+    #[test]
+    fn the_hook_swaps_in_flight_waits_out_the_lag_and_stops() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (tx, mut follow) = follow(&rt, 1);
+        let current = weights(1);
+        let mut hook = LeaseHook {
+            follow: &mut follow,
+            current,
+            stats: LeaseStats::default(),
+        };
+        assert_eq!(hook.weights().map(|w| w.1), Some(1));
+        tx.send_replace(Some(weights(2)));
+        assert_eq!(hook.weights().map(|w| w.1), Some(2));
+        assert_eq!(hook.stats.swaps, 1);
+        // The learner is at 10: version 2 is too old, so the hook waits for version 9,
+        // within max_lag = 1, which arrives from another thread.
+        hook.follow.learner_version.store(10, Ordering::Relaxed);
+        let publisher = std::thread::spawn(move || {
+            tx.send_replace(Some(weights(9)));
+            tx
+        });
+        assert_eq!(hook.weights().map(|w| w.1), Some(9));
+        assert_eq!(hook.stats.swaps, 2);
+        let _tx = publisher.join().unwrap();
+        // Too far behind again, and stopping: no more steps.
+        hook.follow.learner_version.store(20, Ordering::Relaxed);
+        hook.follow.stop.store(true, Ordering::Relaxed);
+        assert!(hook.weights().is_none());
+    }
+
+    #[test]
+    fn a_lease_keeps_the_coordinators_group_ids_and_records_versions() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (_tx, mut follow) = follow(&rt, 1);
+        let source = tasks::from_spec("addition:2", 0, &tasks::VerifierRegistry::new()).unwrap();
+        let problems: Vec<Problem> = (0..2)
+            .map(|i| source.problem(tasks::Split::Train, i))
+            .collect();
+        let ids = vec!["lease-7/a".to_string(), "lease-7/b".to_string()];
+        let params = SamplingParams {
+            max_new_tokens: 3,
+            ..Default::default()
+        };
+        let tok = char_tokenizer();
+        let (groups, stats) = generate_lease(
+            &problems,
+            &tok,
+            &source.verifier(),
+            2,
+            params,
+            &ids,
+            &mut follow,
+        )
+        .unwrap()
+        .expect("not stopped");
+        assert_eq!(stats.swaps, 0);
+        let got: Vec<&str> = groups.iter().map(|g| g.group_id.as_str()).collect();
+        assert_eq!(got, ["lease-7/a", "lease-7/b"]);
+        for (g, p) in groups.iter().zip(&problems) {
+            assert_eq!(g.problem_id, p.id);
+            assert_eq!(g.samples.len(), 2);
+            assert!(g.samples.iter().all(|s| s.versions.iter().all(|&v| v == 1)));
+        }
+    }
+}
