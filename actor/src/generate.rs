@@ -1,14 +1,15 @@
-//! Generating one lease: every prompt G times in one batch, swapping to newer weights
-//! between decode steps and never decoding with weights more than `max_lag` versions behind
-//! the learner.
+//! Generating one lease: every prompt G times in one batch through `rollout`'s sampling of
+//! groups, with a step hook ([`Follow`] over the weight slot) that swaps to newer weights
+//! between decode steps and never lets a step run with weights more than `max_lag` versions
+//! behind the learner.
 
 use crate::error::ActorError;
 use crate::subscriber::Versioned;
-use policy::{Decoder, SamplingParams, Tokenizer};
-use rollout::RolloutGroup;
+use policy::{Policy, SamplingParams, StepHook, Tokenizer};
+use rollout::{GroupBatch, RolloutGroup};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tasks::{Problem, Verifier};
 use tokio::sync::watch;
 
@@ -42,69 +43,169 @@ pub fn generate_lease(
     group_ids: &[String],
     follow: &mut Follow,
 ) -> Result<Option<(Vec<RolloutGroup>, LeaseStats)>, ActorError> {
-    let mut prompts = Vec::new();
-    let mut encoded = Vec::new();
-    for p in problems {
-        let ids = tok.encode(&p.prompt)?;
-        prompts.extend(std::iter::repeat_n(ids.clone(), group_size));
-        encoded.push(ids);
-    }
-    let mut current = follow
+    let current = follow
         .slot
         .borrow()
         .clone()
         .expect("weights before generating");
-    let mut dec = Decoder::new(prompts, params, tok.pad_id(), &candle_core::Device::Cpu)?;
-    let mut stats = LeaseStats::default();
-    loop {
-        // In-flight update: take the newest complete version between decode steps.
-        if let Some(newer) = follow.slot.borrow().clone() {
-            if newer.0 > current.0 {
-                current = newer;
-                stats.swaps += 1;
+    let mut hook = LeaseHook {
+        follow,
+        current,
+        stats: LeaseStats::default(),
+    };
+    let batch = GroupBatch {
+        problems,
+        ids: group_ids,
+        group_size,
+    };
+    let groups = rollout::sample_groups_with(&mut hook, tok, verifier, batch, &params)?;
+    Ok(groups.map(|g| (g, hook.stats)))
+}
+
+/// The actor's step hook: the newest complete weights before every step, after waiting for
+/// weights within `max_lag` of the learner.
+struct LeaseHook<'a> {
+    follow: &'a mut Follow,
+    current: Versioned,
+    stats: LeaseStats,
+}
+
+impl LeaseHook<'_> {
+    /// In-flight update: takes the newest complete version the slot holds.
+    fn take_newer(&mut self) {
+        let newer = self.follow.slot.borrow().clone();
+        if let Some(newer) = newer {
+            if newer.0 > self.current.0 {
+                self.current = newer;
+                self.stats.swaps += 1;
             }
-        }
-        // Lag gate: wait rather than decode with weights older than learner - k.
-        let waited = std::time::Instant::now();
-        while follow.learner_version.load(Ordering::Relaxed) > current.0 + follow.max_lag {
-            if follow.stop.load(Ordering::Relaxed) {
-                return Ok(None);
-            }
-            let slot = &mut follow.slot;
-            let _ = follow.handle.block_on(async {
-                tokio::time::timeout(Duration::from_millis(200), slot.changed()).await
-            });
-            if let Some(newer) = follow.slot.borrow().clone() {
-                if newer.0 > current.0 {
-                    current = newer;
-                    stats.swaps += 1;
-                }
-            }
-        }
-        stats.waited += waited.elapsed();
-        if follow.stop.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        if !dec.step(&current.1, current.0)? {
-            break;
         }
     }
-    let groups = rollout::group::finish_groups(
-        problems,
-        encoded,
-        dec.finish(),
-        group_size,
-        tok,
-        verifier,
-        current.0,
-    )?;
-    let groups = groups
-        .into_iter()
-        .zip(group_ids)
-        .map(|(mut g, id)| {
-            g.group_id = id.clone();
-            g
-        })
-        .collect();
-    Ok(Some((groups, stats)))
+
+    fn stopped(&self) -> bool {
+        self.follow.stop.load(Ordering::Relaxed)
+    }
+
+    /// Lag gate: waits rather than decode with weights older than learner - k; false if
+    /// stopped while waiting.
+    fn wait_within_lag(&mut self) -> bool {
+        let waited = Instant::now();
+        while self.follow.learner_version.load(Ordering::Relaxed)
+            > self.current.0 + self.follow.max_lag
+        {
+            if self.stopped() {
+                return false;
+            }
+            let slot = &mut self.follow.slot;
+            let _ = self.follow.handle.block_on(async {
+                tokio::time::timeout(Duration::from_millis(200), slot.changed()).await
+            });
+            self.take_newer();
+        }
+        self.stats.waited += waited.elapsed();
+        true
+    }
+}
+
+impl StepHook for LeaseHook<'_> {
+    fn weights(&mut self) -> Option<(&Policy, u64)> {
+        self.take_newer();
+        if !self.wait_within_lag() || self.stopped() {
+            return None;
+        }
+        Some((&self.current.1, self.current.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy::tokenizer::char_tokenizer;
+    use policy::ModelConfig;
+
+    fn weights(version: u64) -> Versioned {
+        let cfg = ModelConfig::tiny(char_tokenizer().vocab_size(), 16, 1, 2, 1);
+        let w = policy::random_weights(&cfg, version, &candle_core::Device::Cpu).unwrap();
+        Arc::new((version, Policy::new(&cfg, &w).unwrap()))
+    }
+
+    fn follow(
+        rt: &tokio::runtime::Runtime,
+        learner: u64,
+    ) -> (watch::Sender<Option<Versioned>>, Follow) {
+        let (tx, slot) = watch::channel(Some(weights(1)));
+        let follow = Follow {
+            slot,
+            learner_version: Arc::new(AtomicU64::new(learner)),
+            max_lag: 1,
+            stop: Arc::new(AtomicBool::new(false)),
+            handle: rt.handle().clone(),
+        };
+        (tx, follow)
+    }
+
+    #[test]
+    fn the_hook_swaps_in_flight_waits_out_the_lag_and_stops() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (tx, mut follow) = follow(&rt, 1);
+        let current = weights(1);
+        let mut hook = LeaseHook {
+            follow: &mut follow,
+            current,
+            stats: LeaseStats::default(),
+        };
+        assert_eq!(hook.weights().map(|w| w.1), Some(1));
+        tx.send_replace(Some(weights(2)));
+        assert_eq!(hook.weights().map(|w| w.1), Some(2));
+        assert_eq!(hook.stats.swaps, 1);
+        // The learner is at 10: version 2 is too old, so the hook waits for version 9,
+        // within max_lag = 1, which arrives from another thread.
+        hook.follow.learner_version.store(10, Ordering::Relaxed);
+        let publisher = std::thread::spawn(move || {
+            tx.send_replace(Some(weights(9)));
+            tx
+        });
+        assert_eq!(hook.weights().map(|w| w.1), Some(9));
+        assert_eq!(hook.stats.swaps, 2);
+        let _tx = publisher.join().unwrap();
+        // Too far behind again, and stopping: no more steps.
+        hook.follow.learner_version.store(20, Ordering::Relaxed);
+        hook.follow.stop.store(true, Ordering::Relaxed);
+        assert!(hook.weights().is_none());
+    }
+
+    #[test]
+    fn a_lease_keeps_the_coordinators_group_ids_and_records_versions() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (_tx, mut follow) = follow(&rt, 1);
+        let source = tasks::from_spec("addition:2", 0, &tasks::VerifierRegistry::new()).unwrap();
+        let problems: Vec<Problem> = (0..2)
+            .map(|i| source.problem(tasks::Split::Train, i))
+            .collect();
+        let ids = vec!["lease-7/a".to_string(), "lease-7/b".to_string()];
+        let params = SamplingParams {
+            max_new_tokens: 3,
+            ..Default::default()
+        };
+        let tok = char_tokenizer();
+        let (groups, stats) = generate_lease(
+            &problems,
+            &tok,
+            &source.verifier(),
+            2,
+            params,
+            &ids,
+            &mut follow,
+        )
+        .unwrap()
+        .expect("not stopped");
+        assert_eq!(stats.swaps, 0);
+        let got: Vec<&str> = groups.iter().map(|g| g.group_id.as_str()).collect();
+        assert_eq!(got, ["lease-7/a", "lease-7/b"]);
+        for (g, p) in groups.iter().zip(&problems) {
+            assert_eq!(g.problem_id, p.id);
+            assert_eq!(g.samples.len(), 2);
+            assert!(g.samples.iter().all(|s| s.versions.iter().all(|&v| v == 1)));
+        }
+    }
 }

@@ -107,18 +107,23 @@ pub fn run_sync(
         if params.stop_tokens.is_empty() {
             params.stop_tokens = eos.clone();
         }
-        let mut groups = rollout::sample_groups(
+        let ids: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}/step-{}", p.id, state.step))
+            .collect();
+        let batch = rollout::GroupBatch {
+            problems: &problems,
+            ids: &ids,
+            group_size: cfg.group_size,
+        };
+        let groups = rollout::sample_groups(
             learner.model.policy(),
             &learner.model.tokenizer,
-            &problems,
             &verifier,
-            cfg.group_size,
+            batch,
             &params,
             learner.version(),
         )?;
-        for g in &mut groups {
-            g.group_id = format!("{}/step-{}", g.problem_id, state.step);
-        }
         curriculum.record(&indices, &groups);
         let report = learner.step(&groups)?;
         state.step += 1;

@@ -1,15 +1,18 @@
 //! The policy model shared by every role: a Llama-family decoder (Llama, Qwen2) that loads
-//! and saves Hugging Face directories, samples batches with a KV cache, and scores given
-//! tokens (teacher-forced log-probs) with an fp32 LM head.
+//! and saves Hugging Face directories, decodes batches incrementally with a KV cache
+//! (`decoder.rs`), samples them in one loop with a per-step hook (`generate.rs`), and scores
+//! given tokens (teacher-forced log-probs) with an fp32 LM head.
 //!
 //! **Architecture Invariant:** `policy` does no network I/O and knows nothing of RL.
 
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod decoder;
 pub mod default_model;
 pub mod device;
 pub mod error;
+pub mod generate;
 pub mod logprobs;
 pub mod model;
 pub mod sampling;
@@ -17,9 +20,13 @@ pub mod tokenizer;
 
 pub use checkpoint::{random_weights, save_model_dir, ModelDir, Weights};
 pub use config::{Architecture, ModelConfig};
+pub use decoder::Decoder;
 pub use device::{DeviceSpec, Placement};
 pub use error::{PolicyError, Result};
+pub use generate::{
+    decode_rows, generate, sample, Completion, FinishReason, FixedWeights, StepHook,
+};
 pub use logprobs::{next_token_logprobs, score_sequences};
 pub use model::{KvCache, Policy};
-pub use sampling::{generate, Completion, Decoder, FinishReason, SamplingParams};
+pub use sampling::SamplingParams;
 pub use tokenizer::Tokenizer;

@@ -1,5 +1,6 @@
-//! Batched sampling with a KV cache: greedy, temperature, top-k, top-p and min-p, stop
-//! tokens, a length budget and per-sequence seeds.
+//! How to pick each next token: greedy, temperature, top-k, top-p and min-p, stop tokens, a
+//! length budget and per-sequence seeds ([`SamplingParams`]), and the log-prob each pick
+//! records.
 //!
 //! The recorded log-prob of each sampled token is its log-prob under the distribution it was
 //! actually drawn from (DESIGN.md section 5, pi_gen): `softmax(logits / T)` at the
@@ -13,16 +14,10 @@
 //! Greedy (`T <= 0`) records the model's own T = 1 log-prob. RL sampling uses T = 1 without
 //! truncation, where the record is the model's own log-prob.
 //!
-//! [`Decoder`] advances one token per [`Decoder::step`], and every step takes the policy to
-//! use as an argument: an actor swaps to newer weights between steps while the sequences in
-//! flight keep their KV cache (PipelineRL's in-flight update). Each token records the
-//! version of the weights that produced its distribution.
+//! This file picks one token from one row of logits; `generate.rs` is the loop that decodes
+//! whole batches with it.
 
-use crate::batch::{left_pad, StepInput};
-use crate::error::{PolicyError, Result};
-use crate::model::{KvCache, Policy};
-use candle_core::{Device, Tensor};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// How to pick each next token.
@@ -73,169 +68,11 @@ impl Default for SamplingParams {
     }
 }
 
-/// Why a sequence ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FinishReason {
-    /// It produced a stop token.
-    Stop,
-    /// It reached the length budget (truncated).
-    Length,
-}
-
-/// One sampled continuation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Completion {
-    /// Sampled ids, the stop token included when there was one.
-    pub tokens: Vec<u32>,
-    /// Log-prob of each token under the distribution it was drawn from: tempered, truncated
-    /// and renormalised (the model's own, T = 1, for greedy).
-    pub logprobs: Vec<f32>,
-    /// Version of the weights that produced each token's distribution.
-    pub versions: Vec<u64>,
-    /// Stop or length.
-    pub finish: FinishReason,
-}
-
-/// A batch of sequences being decoded.
-pub struct Decoder {
-    params: SamplingParams,
-    prompts: Vec<Vec<u32>>,
-    pads: Vec<usize>,
-    /// Rows of the cache still decoding, as indices into `out`.
-    rows: Vec<usize>,
-    cache: KvCache,
-    slots: usize,
-    out: Vec<Completion>,
-    rngs: Vec<rand::rngs::StdRng>,
-    pad_id: u32,
-    device: Device,
-}
-
-impl Decoder {
-    /// Prepares to continue each prompt; nothing runs until the first [`Decoder::step`].
-    pub fn new(
-        prompts: Vec<Vec<u32>>,
-        params: SamplingParams,
-        pad_id: u32,
-        device: &Device,
-    ) -> Result<Self> {
-        if let Some(i) = prompts.iter().position(Vec::is_empty) {
-            return Err(PolicyError::Input(format!("prompt {i} is empty")));
-        }
-        let n = prompts.len();
-        let rngs = (0..n)
-            .map(|i| rand::rngs::StdRng::seed_from_u64(mix(params.seed, i as u64)))
-            .collect();
-        let out = (0..n)
-            .map(|_| Completion {
-                tokens: Vec::new(),
-                logprobs: Vec::new(),
-                versions: Vec::new(),
-                finish: FinishReason::Length,
-            })
-            .collect();
-        Ok(Decoder {
-            params,
-            prompts,
-            pads: Vec::new(),
-            rows: (0..n).collect(),
-            cache: KvCache::new(),
-            slots: 0,
-            out,
-            rngs,
-            pad_id,
-            device: device.clone(),
-        })
-    }
-
-    /// Whether every sequence has ended.
-    pub fn is_done(&self) -> bool {
-        self.rows.is_empty()
-    }
-
-    /// Sequences still decoding.
-    pub fn active(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// Runs one forward pass with `policy` (labelled `version`) and samples one token for
-    /// every sequence still decoding. Returns whether any sequence is still decoding.
-    pub fn step(&mut self, policy: &Policy, version: u64) -> Result<bool> {
-        if self.rows.is_empty() {
-            return Ok(false);
-        }
-        if self.params.max_new_tokens == 0 {
-            self.rows.clear();
-            return Ok(false);
-        }
-        let logits = if self.slots == 0 {
-            let (ids, pads) = left_pad(&self.prompts, self.pad_id, &self.device)?;
-            self.pads = pads;
-            let input = StepInput::new(ids, &self.pads, 0)?;
-            self.slots = input.ids.dim(1)?;
-            let hidden = policy.forward_hidden(&input, Some(&mut self.cache))?;
-            policy.logits(&hidden.narrow(1, self.slots - 1, 1)?)?
-        } else {
-            let last: Vec<u32> = self
-                .rows
-                .iter()
-                .map(|&r| *self.out[r].tokens.last().unwrap())
-                .collect();
-            let ids = Tensor::from_vec(last, (self.rows.len(), 1), &self.device)?;
-            let input = StepInput::new(ids, &self.pads, self.slots)?;
-            self.slots += 1;
-            policy.forward(&input, Some(&mut self.cache))?
-        };
-        let logits = logits.squeeze(1)?.to_vec2::<f32>()?;
-        let mut keep = Vec::with_capacity(self.rows.len());
-        for (i, &r) in self.rows.iter().enumerate() {
-            let (tok, lp) = sample_token(&logits[i], &self.params, &mut self.rngs[r]);
-            let c = &mut self.out[r];
-            c.tokens.push(tok);
-            c.logprobs.push(lp);
-            c.versions.push(version);
-            if self.params.stop_tokens.contains(&tok) {
-                c.finish = FinishReason::Stop;
-            } else if c.tokens.len() < self.params.max_new_tokens {
-                keep.push(i);
-            }
-        }
-        if keep.len() < self.rows.len() {
-            self.rows = keep.iter().map(|&i| self.rows[i]).collect();
-            self.pads = keep.iter().map(|&i| self.pads[i]).collect();
-            if !keep.is_empty() {
-                let idx: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
-                self.cache
-                    .select_rows(&Tensor::new(idx.as_slice(), &self.device)?)?;
-            }
-        }
-        Ok(!self.rows.is_empty())
-    }
-
-    /// The completions, in prompt order.
-    pub fn finish(self) -> Vec<Completion> {
-        self.out
-    }
-}
-
-/// Samples continuations of every prompt with one fixed policy.
-pub fn generate(
-    policy: &Policy,
-    prompts: Vec<Vec<u32>>,
-    params: &SamplingParams,
-    pad_id: u32,
-) -> Result<Vec<Completion>> {
-    let mut dec = Decoder::new(prompts, params.clone(), pad_id, policy.device())?;
-    while dec.step(policy, 0)? {}
-    Ok(dec.finish())
-}
-
-fn mix(seed: u64, i: u64) -> u64 {
-    // splitmix64 of the pair, so neighbouring sequences get unrelated streams.
-    let mut z = seed
-        ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(0xD1B5_4A32_D192_ED03);
+/// Seed of stream `i` under a base `seed`: splitmix64 of the pair (offset by `salt`, so
+/// that different uses of one base seed get unrelated streams), so neighbouring streams are
+/// unrelated too.
+pub fn stream_seed(seed: u64, i: u64, salt: u64) -> u64 {
+    let mut z = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(salt);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -355,6 +192,7 @@ fn draw(weights: &[f32], rng: &mut impl Rng) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     #[test]
     fn greedy_takes_argmax_and_records_model_logprob() {

@@ -4,6 +4,8 @@
 
 use candle_core::Device;
 use policy::{random_weights, save_model_dir, tokenizer::char_tokenizer, ModelConfig, ModelDir};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// A small Llama config with grouped-query attention and untied embeddings.
 pub fn llama_config() -> ModelConfig {
@@ -35,9 +37,18 @@ pub fn device() -> Device {
 /// A model with random weights; biases get random values too so they matter.
 pub fn model(cfg: &ModelConfig, seed: u64) -> ModelDir {
     let mut weights = random_weights(cfg, seed, &device()).unwrap();
-    for (name, t) in weights.iter_mut() {
+    // The noise comes from the seed too (not candle's unseeded generator), so a test sees the
+    // same model on every run.
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xB1A5);
+    let mut names: Vec<String> = weights.keys().cloned().collect();
+    names.sort();
+    for name in names {
+        let t = weights.get_mut(&name).unwrap();
         if name.ends_with(".bias") || name.ends_with("norm.weight") {
-            let noise = t.randn_like(0.0, 0.3).unwrap();
+            let noise: Vec<f32> = (0..t.elem_count())
+                .map(|_| normal(&mut rng) * 0.3)
+                .collect();
+            let noise = candle_core::Tensor::from_vec(noise, t.shape(), t.device()).unwrap();
             *t = (t.clone() + noise).unwrap();
         } else {
             // Larger weights than the 0.02 init, so the distributions are far from uniform.
@@ -56,4 +67,11 @@ pub fn write(m: &ModelDir) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     save_model_dir(dir.path(), &m.config, &m.tokenizer, &m.weights).unwrap();
     dir
+}
+
+/// A standard normal draw (Box-Muller).
+fn normal(rng: &mut StdRng) -> f32 {
+    let u1: f32 = rng.random::<f32>().max(f32::MIN_POSITIVE);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
 }

@@ -3,7 +3,9 @@
 
 mod common;
 
-use policy::{generate, score_sequences, Decoder, FinishReason, ModelDir, SamplingParams};
+use policy::{
+    generate, sample, score_sequences, FinishReason, ModelDir, Policy, SamplingParams, StepHook,
+};
 
 fn check_invariant(m: &ModelDir, temperature: f32) {
     let policy = m.policy().unwrap();
@@ -116,16 +118,29 @@ fn weights_swapped_between_steps_are_recorded_per_token() {
         seed: 1,
         ..Default::default()
     };
-    let mut dec = Decoder::new(prompts, params, 0, &candle_core::Device::Cpu).unwrap();
-    let mut step = 0;
-    loop {
-        let (p, v) = if step < 3 { (&p1, 1) } else { (&p2, 2) };
-        step += 1;
-        if !dec.step(p, v).unwrap() {
-            break;
+    // A hook that hands over version 1 for the first three steps, then version 2.
+    struct Swap<'a> {
+        step: usize,
+        p1: &'a Policy,
+        p2: &'a Policy,
+    }
+    impl StepHook for Swap<'_> {
+        fn weights(&mut self) -> Option<(&Policy, u64)> {
+            self.step += 1;
+            Some(if self.step <= 3 {
+                (self.p1, 1)
+            } else {
+                (self.p2, 2)
+            })
         }
     }
-    for c in dec.finish() {
+    let hook = &mut Swap {
+        step: 0,
+        p1: &p1,
+        p2: &p2,
+    };
+    let out = sample(&prompts, &params, 0, hook).unwrap().unwrap();
+    for c in out {
         let n = c.tokens.len();
         assert!(c.versions.iter().take(3.min(n)).all(|&v| v == 1));
         assert!(c.versions.iter().skip(3).all(|&v| v == 2));

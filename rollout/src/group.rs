@@ -1,6 +1,8 @@
-//! Rollout groups: G scored completions of one prompt, and their generation.
+//! Rollout groups: G scored completions of one prompt, and their generation through
+//! `policy`'s one sampling loop (with fixed weights, or with the hook an actor passes for
+//! in-flight weight swaps), each group under the id its caller gives it.
 
-use policy::{Decoder, FinishReason, Policy, SamplingParams, Tokenizer};
+use policy::{FinishReason, FixedWeights, Policy, SamplingParams, StepHook, Tokenizer};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tasks::{Problem, Verifier};
@@ -134,53 +136,75 @@ pub fn encode_prompt(tok: &Tokenizer, problem: &Problem) -> policy::Result<Vec<u
     tok.encode(&problem.prompt)
 }
 
-/// Samples `group_size` completions for every problem in one batch, decodes and scores
-/// them. Sampling uses `params` with the seed offset per problem; tokens record `version`.
+/// The problems to sample one group each for, and the id each group carries.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupBatch<'a> {
+    pub problems: &'a [Problem],
+    /// `ids[i]` names the group of `problems[i]` (the learner trains on a group id once).
+    pub ids: &'a [String],
+    /// Completions per problem (G).
+    pub group_size: usize,
+}
+
+/// Samples `batch.group_size` completions for every problem in one batch with one fixed
+/// policy, decodes and scores them. Sampling uses `params`; tokens record `version`.
 pub fn sample_groups(
     policy: &Policy,
     tok: &Tokenizer,
-    problems: &[Problem],
     verifier: &Arc<dyn Verifier>,
-    group_size: usize,
+    batch: GroupBatch,
     params: &SamplingParams,
     version: u64,
 ) -> policy::Result<Vec<RolloutGroup>> {
-    let mut prompts = Vec::with_capacity(problems.len() * group_size);
-    let mut encoded = Vec::with_capacity(problems.len());
-    for p in problems {
-        let ids = encode_prompt(tok, p)?;
-        prompts.extend(std::iter::repeat_n(ids.clone(), group_size));
-        encoded.push(ids);
-    }
-    let mut dec = Decoder::new(prompts, params.clone(), tok.pad_id(), policy.device())?;
-    while dec.step(policy, version)? {}
-    let completions = dec.finish();
-    finish_groups(
-        problems,
-        encoded,
-        completions,
-        group_size,
-        tok,
-        verifier,
-        version,
-    )
+    let fixed = &mut FixedWeights { policy, version };
+    let groups = sample_groups_with(fixed, tok, verifier, batch, params)?;
+    Ok(groups.expect("fixed weights never stop decoding"))
 }
 
-/// Decodes and scores completions (in problem-major order) into groups.
-pub fn finish_groups(
-    problems: &[Problem],
-    prompts: Vec<Vec<u32>>,
-    completions: Vec<policy::Completion>,
-    group_size: usize,
+/// [`sample_groups`] with the weights `hook` hands over before each decode step (an actor's
+/// in-flight swaps and lag wait); `None` when the hook stopped decoding.
+pub fn sample_groups_with(
+    hook: &mut impl StepHook,
     tok: &Tokenizer,
     verifier: &Arc<dyn Verifier>,
-    version: u64,
+    batch: GroupBatch,
+    params: &SamplingParams,
+) -> policy::Result<Option<Vec<RolloutGroup>>> {
+    if batch.ids.len() != batch.problems.len() {
+        return Err(policy::PolicyError::Input(format!(
+            "{} group ids for {} problems",
+            batch.ids.len(),
+            batch.problems.len()
+        )));
+    }
+    let encoded = batch
+        .problems
+        .iter()
+        .map(|p| encode_prompt(tok, p))
+        .collect::<policy::Result<Vec<_>>>()?;
+    let prompts: Vec<Vec<u32>> = encoded
+        .iter()
+        .flat_map(|ids| std::iter::repeat_n(ids.clone(), batch.group_size))
+        .collect();
+    let Some(completions) = policy::sample(&prompts, params, tok.pad_id(), hook)? else {
+        return Ok(None);
+    };
+    finish_groups(batch, encoded, completions, tok, verifier).map(Some)
+}
+
+/// Decodes and scores completions (in problem-major order) into the batch's groups.
+fn finish_groups(
+    batch: GroupBatch,
+    prompts: Vec<Vec<u32>>,
+    completions: Vec<policy::Completion>,
+    tok: &Tokenizer,
+    verifier: &Arc<dyn Verifier>,
 ) -> policy::Result<Vec<RolloutGroup>> {
     let mut it = completions.into_iter();
-    let mut groups = Vec::with_capacity(problems.len());
-    for (p, prompt_tokens) in problems.iter().zip(prompts) {
-        let mut samples = Vec::with_capacity(group_size);
-        for c in it.by_ref().take(group_size) {
+    let mut groups = Vec::with_capacity(batch.problems.len());
+    for ((p, id), prompt_tokens) in batch.problems.iter().zip(batch.ids).zip(prompts) {
+        let mut samples = Vec::with_capacity(batch.group_size);
+        for c in it.by_ref().take(batch.group_size) {
             let text = tok.decode(&c.tokens)?;
             samples.push(Sample {
                 reward: verifier.score(&text, &p.answer),
@@ -192,7 +216,7 @@ pub fn finish_groups(
             });
         }
         groups.push(RolloutGroup {
-            group_id: format!("{}@v{version}", p.id),
+            group_id: id.clone(),
             problem_id: p.id.clone(),
             prompt_tokens,
             samples,

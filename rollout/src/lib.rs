@@ -1,7 +1,8 @@
 //! Rollouts: a policy's scored answers to problems. The domain types that flow from actors
 //! to the learner ([`RolloutGroup`], [`Sample`]) and the code that makes them (sample G
-//! completions per prompt, decode, verify), greedy evaluation on held-out problems, and
-//! test-time compute (`ttc`: beam search, best-of-N, majority vote, pass@k, power sampling).
+//! completions per prompt, decode, verify), greedy and sampled evaluation on held-out
+//! problems, and test-time compute (`ttc`: beam search, best-of-N, majority vote, pass@k,
+//! power sampling).
 //!
 //! **Architecture Invariant:** `rollout` does no network I/O; it is shared by the actor, the
 //! learner's synchronous loop and `oxrl eval`, so none of them depends on another role.
@@ -14,4 +15,6 @@ pub mod ttc;
 pub mod wire;
 
 pub use eval::{greedy_eval, held_out_eval, sampled_eval, EvalReport};
-pub use group::{encode_prompt, sample_groups, GroupError, RolloutGroup, Sample};
+pub use group::{
+    encode_prompt, sample_groups, sample_groups_with, GroupBatch, GroupError, RolloutGroup, Sample,
+};

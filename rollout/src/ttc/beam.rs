@@ -13,9 +13,8 @@
 //! W at least the number of possible sequences nothing is ever pruned, and the result is the
 //! exact most likely sequence (tested by brute force on a tiny model).
 
-use super::stepper::Stepper;
 use policy::sampling::log_softmax;
-use policy::{FinishReason, Policy};
+use policy::{Decoder, FinishReason, Policy};
 use std::cmp::Ordering;
 
 /// Beam search settings.
@@ -77,133 +76,200 @@ pub fn beam_search(
     if params.width == 0 {
         return Err(policy::PolicyError::Input("beam width must be >= 1".into()));
     }
-    let empty = Beam {
-        tokens: Vec::new(),
-        logprobs: Vec::new(),
-        score: 0.0,
-        finish: FinishReason::Length,
-    };
     if params.max_new_tokens == 0 || prompts.is_empty() {
         return Ok(BeamOutput {
-            best: vec![empty; prompts.len()],
+            best: vec![Beam::empty(); prompts.len()],
             tokens: 0,
         });
     }
-    let score = |h: &Hyp| {
-        if params.length_normalised {
-            h.total / h.tokens.len().max(1) as f64
-        } else {
-            h.total
+    let (mut decoder, mut logits) = Decoder::start(policy, prompts, pad_id)?;
+    let mut search = Search::new(params, prompts.len());
+    for step in 0..params.max_new_tokens {
+        let parents = search.advance(&logits, step + 1 == params.max_new_tokens);
+        if search.live.is_empty() {
+            break;
         }
-    };
-    let (mut stepper, mut logits) = Stepper::start(policy, prompts, pad_id)?;
-    // Live hypotheses, aligned with the stepper's rows, and the prompt each belongs to.
-    let mut live: Vec<Hyp> = vec![
-        Hyp {
+        decoder.select(&parents)?;
+        logits = decoder.step(policy, &search.last_tokens())?;
+    }
+    Ok(search.into_output())
+}
+
+impl Beam {
+    /// What a prompt gets when nothing was decoded.
+    fn empty() -> Self {
+        Beam {
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            score: 0.0,
+            finish: FinishReason::Length,
+        }
+    }
+}
+
+/// The state of one beam search: live hypotheses aligned with the decoder's rows, the prompt
+/// each belongs to, and every prompt's finished hypotheses (its W best).
+struct Search<'a> {
+    params: &'a BeamParams,
+    live: Vec<Hyp>,
+    owner: Vec<usize>,
+    finished: Vec<Vec<Hyp>>,
+    /// Tokens added to hypotheses so far.
+    tokens: usize,
+}
+
+impl<'a> Search<'a> {
+    /// One empty live hypothesis per prompt.
+    fn new(params: &'a BeamParams, prompts: usize) -> Self {
+        let empty = Hyp {
             tokens: Vec::new(),
             logprobs: Vec::new(),
             total: 0.0,
         };
-        prompts.len()
-    ];
-    let mut owner: Vec<usize> = (0..prompts.len()).collect();
-    let mut finished: Vec<Vec<Hyp>> = vec![Vec::new(); prompts.len()];
-    let mut tokens = 0;
-    let per_row = params.width + params.stop_tokens.len();
-    for step in 0..params.max_new_tokens {
-        let last_step = step + 1 == params.max_new_tokens;
-        let mut cands: Vec<Vec<Candidate>> = (0..prompts.len()).map(|_| Vec::new()).collect();
+        Search {
+            params,
+            live: vec![empty; prompts],
+            owner: (0..prompts).collect(),
+            finished: vec![Vec::new(); prompts],
+            tokens: 0,
+        }
+    }
+
+    /// A hypothesis's rank: total log-prob, or mean per token when length-normalised.
+    fn score(&self, h: &Hyp) -> f64 {
+        if self.params.length_normalised {
+            h.total / h.tokens.len().max(1) as f64
+        } else {
+            h.total
+        }
+    }
+
+    /// Extends the live hypotheses by one token given each row's next-token `logits`;
+    /// returns, for each new live hypothesis, the row it continues.
+    fn advance(&mut self, logits: &[Vec<f32>], last_step: bool) -> Vec<usize> {
+        let (mut live, mut owner, mut parents) = (Vec::new(), Vec::new(), Vec::new());
+        for (p, cands) in self.candidates(logits).into_iter().enumerate() {
+            if cands.is_empty() {
+                continue;
+            }
+            let kept = self.extend(p, cands, last_step);
+            if self.can_improve(p, &kept) {
+                for (row, hyp) in kept {
+                    parents.push(row);
+                    owner.push(p);
+                    live.push(hyp);
+                }
+            }
+        }
+        self.live = live;
+        self.owner = owner;
+        parents
+    }
+
+    /// Each prompt's candidate extensions: every live row's best `W + stop tokens` tokens.
+    fn candidates(&self, logits: &[Vec<f32>]) -> Vec<Vec<Candidate>> {
+        let per_row = self.params.width + self.params.stop_tokens.len();
+        let mut cands: Vec<Vec<Candidate>> = self.finished.iter().map(|_| Vec::new()).collect();
         for (row, row_logits) in logits.iter().enumerate() {
             let logp = log_softmax(row_logits, 1.0);
             for token in top_tokens(&logp, per_row) {
-                cands[owner[row]].push(Candidate {
-                    total: live[row].total + logp[token] as f64,
+                cands[self.owner[row]].push(Candidate {
+                    total: self.live[row].total + logp[token] as f64,
                     row,
                     token: token as u32,
                     logprob: logp[token],
                 });
             }
         }
-        let (mut next_live, mut next_owner, mut parents) = (Vec::new(), Vec::new(), Vec::new());
-        for (p, mut cs) in cands.into_iter().enumerate() {
-            if cs.is_empty() {
-                continue;
-            }
-            cs.sort_by(|a, b| {
-                b.total
-                    .total_cmp(&a.total)
-                    .then(a.row.cmp(&b.row))
-                    .then(a.token.cmp(&b.token))
-            });
-            let mut kept: Vec<(usize, Hyp)> = Vec::new();
-            for c in cs {
-                let parent = &live[c.row];
-                let mut hyp = Hyp {
-                    tokens: parent.tokens.clone(),
-                    logprobs: parent.logprobs.clone(),
-                    total: c.total,
-                };
-                hyp.tokens.push(c.token);
-                hyp.logprobs.push(c.logprob);
-                tokens += 1;
-                if last_step || params.stop_tokens.contains(&c.token) {
-                    finished[p].push(hyp);
-                } else {
-                    kept.push((c.row, hyp));
-                    if kept.len() == params.width {
-                        break;
-                    }
-                }
-            }
-            let done = &mut finished[p];
-            done.sort_by(|a, b| score(b).total_cmp(&score(a)));
-            done.truncate(params.width);
-            let best_finished = done.first().map(score);
-            let can_improve = |h: &Hyp| match best_finished {
-                None => true,
-                Some(best) if params.length_normalised => {
-                    h.total / params.max_new_tokens as f64 > best
-                }
-                Some(best) => h.total > best,
-            };
-            if kept.iter().any(|(_, h)| can_improve(h)) {
-                for (row, hyp) in kept {
-                    parents.push(row);
-                    next_owner.push(p);
-                    next_live.push(hyp);
-                }
-            }
-        }
-        if next_live.is_empty() {
-            break;
-        }
-        stepper.select(&parents)?;
-        let feed: Vec<u32> = next_live
-            .iter()
-            .map(|h| *h.tokens.last().unwrap())
-            .collect();
-        live = next_live;
-        owner = next_owner;
-        logits = stepper.step(policy, &feed)?;
+        cands
     }
-    let best = finished
-        .into_iter()
-        .map(|done| {
-            done.into_iter()
-                .next()
-                .map(|h| Beam {
-                    score: score(&h),
+
+    /// Ranks prompt `p`'s candidates by total log-prob: those that stop (or reach the budget)
+    /// join its finished hypotheses, of which the W best are kept; returns the W best others
+    /// with the row each continues.
+    fn extend(
+        &mut self,
+        p: usize,
+        mut cands: Vec<Candidate>,
+        last_step: bool,
+    ) -> Vec<(usize, Hyp)> {
+        cands.sort_by(|a, b| {
+            b.total
+                .total_cmp(&a.total)
+                .then(a.row.cmp(&b.row))
+                .then(a.token.cmp(&b.token))
+        });
+        let mut kept: Vec<(usize, Hyp)> = Vec::new();
+        for c in cands {
+            let parent = &self.live[c.row];
+            let mut hyp = Hyp {
+                tokens: parent.tokens.clone(),
+                logprobs: parent.logprobs.clone(),
+                total: c.total,
+            };
+            hyp.tokens.push(c.token);
+            hyp.logprobs.push(c.logprob);
+            self.tokens += 1;
+            if last_step || self.params.stop_tokens.contains(&c.token) {
+                self.finished[p].push(hyp);
+            } else {
+                kept.push((c.row, hyp));
+                if kept.len() == self.params.width {
+                    break;
+                }
+            }
+        }
+        let mut done = std::mem::take(&mut self.finished[p]);
+        done.sort_by(|a, b| self.score(b).total_cmp(&self.score(a)));
+        done.truncate(self.params.width);
+        self.finished[p] = done;
+        kept
+    }
+
+    /// Whether any of prompt `p`'s live hypotheses `kept` can still beat its best finished
+    /// one (log-probs are <= 0: a total only falls, a mean rises at most to total / budget).
+    fn can_improve(&self, p: usize, kept: &[(usize, Hyp)]) -> bool {
+        let best_finished = self.finished[p].first().map(|h| self.score(h));
+        kept.iter().any(|(_, h)| match best_finished {
+            None => true,
+            Some(best) if self.params.length_normalised => {
+                h.total / self.params.max_new_tokens as f64 > best
+            }
+            Some(best) => h.total > best,
+        })
+    }
+
+    /// The last token of every live hypothesis: what each row decodes next.
+    fn last_tokens(&self) -> Vec<u32> {
+        self.live
+            .iter()
+            .map(|h| *h.tokens.last().expect("a live hypothesis has a token"))
+            .collect()
+    }
+
+    /// Every prompt's best finished hypothesis.
+    fn into_output(self) -> BeamOutput {
+        let best = self
+            .finished
+            .iter()
+            .map(|done| match done.first() {
+                Some(h) => Beam {
+                    score: self.score(h),
                     finish: match h.tokens.last() {
-                        Some(t) if params.stop_tokens.contains(t) => FinishReason::Stop,
+                        Some(t) if self.params.stop_tokens.contains(t) => FinishReason::Stop,
                         _ => FinishReason::Length,
                     },
-                    tokens: h.tokens,
-                    logprobs: h.logprobs,
-                })
-                .unwrap_or_else(|| empty.clone())
-        })
-        .collect();
-    Ok(BeamOutput { best, tokens })
+                    tokens: h.tokens.clone(),
+                    logprobs: h.logprobs.clone(),
+                },
+                None => Beam::empty(),
+            })
+            .collect();
+        BeamOutput {
+            best,
+            tokens: self.tokens,
+        }
+    }
 }
 
 /// Indices of the `k` largest entries of `logp`, best first (ties: lower index first).

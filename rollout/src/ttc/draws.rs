@@ -1,93 +1,17 @@
-//! Generating the completions the samplers choose from, decoded and verified: N samples per
-//! problem, beam search's best, or power-sampling chains, in batches of about `batch_rows`
-//! sequences. Each batch seeds its own streams from `(seed, batch index)`.
+//! The draws only test-time compute needs, on the held-out set of `crate::eval`: beam
+//! search's best, power-sampling chains (each batch seeding its chains from `(seed, batch
+//! index)`), and the model's own log-probs of sampled completions for best-of-N. N samples
+//! per problem (greedy and sampled included) come from `EvalSet::sample`, which training's
+//! evaluation uses too.
 
 use super::beam::{beam_search, BeamParams};
 use super::power::{chain_seed, power_sample, PowerParams};
-use crate::group::sample_groups;
-use policy::{score_sequences, Policy, SamplingParams, Tokenizer};
-use std::sync::Arc;
+use crate::eval::{Drawn, Draws, EvalSet};
+use policy::score_sequences;
 use std::time::Instant;
-use tasks::{Problem, Verifier};
-
-/// One completion, decoded and scored.
-pub(super) struct Drawn {
-    pub text: String,
-    pub tokens: Vec<u32>,
-    /// Per-token log-probs: at the sampling temperature, or the model's own once
-    /// [`EvalSet::model_logprobs`] has run (see [`Draws::at_t1`]).
-    pub logprobs: Vec<f32>,
-    pub reward: f32,
-}
-
-/// Completions of every problem, in problem order.
-pub(super) struct Draws {
-    pub per_problem: Vec<Vec<Drawn>>,
-    /// Tokens generated to get them (rejected proposals and pruned beams included).
-    pub tokens: usize,
-    pub wall_s: f64,
-    /// Whether `logprobs` are the model's own (temperature 1).
-    pub at_t1: bool,
-}
-
-/// The model, its tokenizer and the problems it is evaluated on.
-pub(super) struct EvalSet<'a> {
-    pub policy: &'a Policy,
-    pub tok: &'a Tokenizer,
-    pub problems: &'a [Problem],
-    pub verifier: &'a Arc<dyn Verifier>,
-    pub batch_rows: usize,
-    /// Called with the problems done so far each time a batch finishes.
-    pub on_problems: &'a dyn Fn(usize),
-}
+use tasks::Problem;
 
 impl EvalSet<'_> {
-    /// `per` samples of every problem with `params` (temperature 0 is greedy).
-    pub fn sample(&self, per: usize, params: &SamplingParams) -> policy::Result<Draws> {
-        let started = Instant::now();
-        let mut per_problem = Vec::with_capacity(self.problems.len());
-        let mut tokens = 0;
-        let chunks = self.problems.chunks((self.batch_rows / per).max(1));
-        for (ci, chunk) in chunks.enumerate() {
-            let chunk_params = SamplingParams {
-                seed: chain_seed(params.seed, ci as u64),
-                ..params.clone()
-            };
-            let groups = sample_groups(
-                self.policy,
-                self.tok,
-                chunk,
-                self.verifier,
-                per,
-                &chunk_params,
-                0,
-            )?;
-            for g in groups {
-                tokens += g.num_tokens();
-                per_problem.push(
-                    g.samples
-                        .into_iter()
-                        .map(|s| Drawn {
-                            text: s.text,
-                            tokens: s.tokens,
-                            logprobs: s.logprobs,
-                            reward: s.reward,
-                        })
-                        .collect(),
-                );
-            }
-            (self.on_problems)(per_problem.len());
-        }
-        Ok(Draws {
-            per_problem,
-            tokens,
-            wall_s: started.elapsed().as_secs_f64(),
-            // Greedy, and T = 1 without truncation, record the model's own log-probs; other
-            // samplers record those of the distribution they drew from.
-            at_t1: params.records_model_logprobs(),
-        })
-    }
-
     /// Replaces the log-probs of `draws` by the model's own (temperature 1), teacher-forced.
     pub fn model_logprobs(&self, draws: &mut Draws) -> policy::Result<()> {
         if draws.at_t1 {

@@ -3,21 +3,23 @@
 //!
 //! Samplers that need N samples per prompt (`best-of*:N`, `majority:N`, `pass:N`) share one
 //! set of draws per N, so they differ only in how they choose; each reports the tokens and
-//! time those draws cost (what it would cost alone) plus its own selection time.
+//! time those draws cost (what it would cost alone) plus its own selection time. Greedy and
+//! sampled draws come from `crate::eval`, the code training's evaluation runs, so greedy here
+//! is exactly training's greedy pass@1.
 
 use super::beam::BeamParams;
 use super::best_of::{self, Selection};
-use super::draws::{Drawn, Draws, EvalSet};
 use super::passk::mean_pass_at_k;
 use super::power::PowerParams;
 use super::sampler::Sampler;
 use super::vote::majority_vote;
+use crate::eval::{held_out_problems, Drawn, Draws, EvalSet};
 use policy::{Policy, SamplingParams, Tokenizer};
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
-use tasks::{Problem, ProblemSource, Split, Verifier};
+use tasks::{Problem, ProblemSource, Verifier};
 
 /// Options shared by the samplers of one evaluation.
 #[derive(Debug, Clone)]
@@ -106,12 +108,10 @@ pub fn evaluate_with_progress(
     opts: &TtcOptions,
     progress: &dyn Fn(&str, usize, usize),
 ) -> policy::Result<Vec<SamplerReport>> {
-    let n = source.len(Split::Eval).map_or(n, |len| n.min(len as usize));
+    let problems = held_out_problems(source, n);
+    let n = problems.len();
     let running = std::cell::RefCell::new(String::new());
     let on_problems = |done: usize| progress(&running.borrow(), done, n);
-    let problems: Vec<Problem> = (0..n as u64)
-        .map(|i| source.problem(Split::Eval, i))
-        .collect();
     let verifier = source.verifier();
     let set = EvalSet {
         policy,
@@ -126,76 +126,8 @@ pub fn evaluate_with_progress(
     for &sampler in samplers {
         *running.borrow_mut() = sampler.to_string();
         on_problems(0);
-        let mut acceptance_rate = None;
-        let (outcomes, tokens, wall_s) = match sampler {
-            Sampler::Greedy | Sampler::Sample => {
-                let mut params = opts.sampling.clone();
-                if sampler == Sampler::Greedy {
-                    params.temperature = 0.0;
-                }
-                let d = set.sample(1, &params)?;
-                let out = d.per_problem.iter().map(|s| choose(s, 0)).collect();
-                (out, d.tokens, d.wall_s)
-            }
-            Sampler::Beam {
-                width,
-                length_normalised,
-            } => {
-                let d = set.beam(&BeamParams {
-                    width,
-                    length_normalised,
-                    max_new_tokens: opts.sampling.max_new_tokens,
-                    stop_tokens: opts.sampling.stop_tokens.clone(),
-                })?;
-                let out = d.per_problem.iter().map(|s| choose(s, 0)).collect();
-                (out, d.tokens, d.wall_s)
-            }
-            Sampler::BestOf { n: k, .. }
-            | Sampler::Majority { n: k }
-            | Sampler::PassAtK { n: k } => {
-                let d = match shared.entry(k) {
-                    Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => e.insert(set.sample(k, &opts.sampling)?),
-                };
-                let selecting = Instant::now();
-                let by_logprob = matches!(
-                    sampler,
-                    Sampler::BestOf { selection, .. } if selection != Selection::Oracle
-                );
-                if by_logprob {
-                    set.model_logprobs(d)?;
-                }
-                let out = d
-                    .per_problem
-                    .iter()
-                    .map(|samples| select(sampler, samples, verifier.as_ref()))
-                    .collect();
-                (out, d.tokens, d.wall_s + selecting.elapsed().as_secs_f64())
-            }
-            Sampler::Power { chains } => {
-                let (d, rate) = set.power(
-                    chains,
-                    &PowerParams {
-                        max_new_tokens: opts.sampling.max_new_tokens,
-                        stop_tokens: opts.sampling.stop_tokens.clone(),
-                        seed: opts.sampling.seed,
-                        ..opts.power.clone()
-                    },
-                )?;
-                acceptance_rate = Some(rate);
-                let out = d.per_problem.iter().map(|s| fraction_correct(s)).collect();
-                (out, d.tokens, d.wall_s)
-            }
-        };
-        let report = report(
-            sampler,
-            source.name(),
-            &problems,
-            outcomes,
-            tokens,
-            wall_s,
-            opts,
-        );
+        let run = run_sampler(&set, sampler, opts, &mut shared)?;
+        let report = report(sampler, source.name(), &problems, run, opts);
         on_problems(n);
         tracing::info!(
             sampler = %report.sampler,
@@ -204,23 +136,117 @@ pub fn evaluate_with_progress(
             wall_s = report.wall_s,
             "sampler evaluated"
         );
-        reports.push(SamplerReport {
-            acceptance_rate,
-            ..report
-        });
+        reports.push(report);
     }
     Ok(reports)
+}
+
+/// What one sampler did on every problem.
+struct SamplerRun {
+    outcomes: Vec<Outcome>,
+    tokens: usize,
+    wall_s: f64,
+    acceptance_rate: Option<f64>,
+}
+
+impl SamplerRun {
+    /// Sample `i` of each problem's draws as its answer.
+    fn choosing(d: &Draws, i: usize) -> Self {
+        SamplerRun {
+            outcomes: d.per_problem.iter().map(|s| choose(s, i)).collect(),
+            tokens: d.tokens,
+            wall_s: d.wall_s,
+            acceptance_rate: None,
+        }
+    }
+}
+
+/// Draws what `sampler` needs (or reuses the N samples per problem in `shared`) and lets it
+/// choose its answers.
+fn run_sampler(
+    set: &EvalSet,
+    sampler: Sampler,
+    opts: &TtcOptions,
+    shared: &mut HashMap<usize, Draws>,
+) -> policy::Result<SamplerRun> {
+    match sampler {
+        Sampler::Greedy | Sampler::Sample => {
+            let mut params = opts.sampling.clone();
+            if sampler == Sampler::Greedy {
+                params.temperature = 0.0;
+            }
+            Ok(SamplerRun::choosing(&set.sample(1, &params)?, 0))
+        }
+        Sampler::Beam {
+            width,
+            length_normalised,
+        } => {
+            let d = set.beam(&BeamParams {
+                width,
+                length_normalised,
+                max_new_tokens: opts.sampling.max_new_tokens,
+                stop_tokens: opts.sampling.stop_tokens.clone(),
+            })?;
+            Ok(SamplerRun::choosing(&d, 0))
+        }
+        Sampler::BestOf { n: k, .. } | Sampler::Majority { n: k } | Sampler::PassAtK { n: k } => {
+            let d = match shared.entry(k) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(set.sample(k, &opts.sampling)?),
+            };
+            let selecting = Instant::now();
+            let by_logprob = matches!(
+                sampler,
+                Sampler::BestOf { selection, .. } if selection != Selection::Oracle
+            );
+            if by_logprob {
+                set.model_logprobs(d)?;
+            }
+            let outcomes = d
+                .per_problem
+                .iter()
+                .map(|samples| select(sampler, samples, set.verifier.as_ref()))
+                .collect();
+            Ok(SamplerRun {
+                outcomes,
+                tokens: d.tokens,
+                wall_s: d.wall_s + selecting.elapsed().as_secs_f64(),
+                acceptance_rate: None,
+            })
+        }
+        Sampler::Power { chains } => {
+            let (d, rate) = set.power(
+                chains,
+                &PowerParams {
+                    max_new_tokens: opts.sampling.max_new_tokens,
+                    stop_tokens: opts.sampling.stop_tokens.clone(),
+                    seed: opts.sampling.seed,
+                    ..opts.power.clone()
+                },
+            )?;
+            Ok(SamplerRun {
+                outcomes: d.per_problem.iter().map(|s| fraction_correct(s)).collect(),
+                tokens: d.tokens,
+                wall_s: d.wall_s,
+                acceptance_rate: Some(rate),
+            })
+        }
+    }
 }
 
 fn report(
     sampler: Sampler,
     task: &str,
     problems: &[Problem],
-    outcomes: Vec<Outcome>,
-    tokens: usize,
-    wall_s: f64,
+    run: SamplerRun,
     opts: &TtcOptions,
 ) -> SamplerReport {
+    let SamplerRun {
+        outcomes,
+        tokens,
+        wall_s,
+        acceptance_rate,
+    } = run;
     let n = problems.len();
     let per = sampler.samples_per_problem();
     let ks: Vec<usize> = if opts.ks.is_empty() {
@@ -255,7 +281,7 @@ fn report(
         tokens,
         tokens_per_problem: tokens as f64 / n.max(1) as f64,
         wall_s,
-        acceptance_rate: None,
+        acceptance_rate,
         examples,
     }
 }

@@ -6,10 +6,13 @@
 //! - [`vote`]: majority vote over verifier-extracted answers, ties broken deterministically.
 //! - [`passk`]: the unbiased pass@k estimator.
 //! - [`power`]: power sampling (Karan & Du 2025), target `p(x)^alpha` by Metropolis-Hastings.
-//! - [`sampler`]: the `--sampler` spellings; [`evaluate`]: runs samplers on held-out problems.
+//! - [`sampler`]: the `--sampler` spellings; [`evaluate`](mod@evaluate): runs samplers on
+//!   held-out problems.
 //!
-//! Beam search and power sampling work on token ids through [`stepper`]; text appears only in
-//! [`evaluate`], where completions are decoded and verified.
+//! Beam search and power sampling work on token ids through `policy::Decoder` (rows that can
+//! be reordered or duplicated); text appears only in [`evaluate`](mod@evaluate) and
+//! `draws.rs`, where completions are decoded and verified, greedy and sampled draws through
+//! the same `crate::eval` code that training's evaluation uses.
 
 pub mod beam;
 pub mod best_of;
@@ -18,7 +21,6 @@ pub mod evaluate;
 pub mod passk;
 pub mod power;
 pub mod sampler;
-pub mod stepper;
 pub mod vote;
 
 pub use beam::{beam_search, Beam, BeamOutput, BeamParams};
@@ -27,5 +29,4 @@ pub use evaluate::{evaluate, evaluate_with_progress, Example, SamplerReport, Ttc
 pub use passk::{mean_pass_at_k, pass_at_k};
 pub use power::{power_sample, PowerParams, PowerSample};
 pub use sampler::{Sampler, SamplerSpecError};
-pub use stepper::Stepper;
 pub use vote::{majority_vote, Vote};

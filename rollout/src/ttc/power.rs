@@ -27,9 +27,8 @@
 //! (positions, tokens, acceptances) from its own stream seeded by `(seed, i)`, so a run is
 //! reproducible whatever the batch.
 
-use super::stepper::Stepper;
-use policy::sampling::{log_softmax, sample_token};
-use policy::{FinishReason, Policy, PolicyError, SamplingParams};
+use policy::sampling::{log_softmax, sample_token, stream_seed};
+use policy::{decode_rows, FinishReason, FixedWeights, Policy, PolicyError, SamplingParams};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -93,6 +92,7 @@ struct Chain {
 }
 
 /// A continuation sampled from the proposal.
+#[derive(Default)]
 struct Draw {
     tokens: Vec<u32>,
     logp: Vec<f32>,
@@ -119,16 +119,7 @@ pub fn power_sample(
         ));
     }
     let mut chains: Vec<Chain> = (0..prompts.len())
-        .map(|i| Chain {
-            tokens: Vec::new(),
-            logp: Vec::new(),
-            logq: Vec::new(),
-            stopped: false,
-            rng: StdRng::seed_from_u64(chain_seed(params.seed, i as u64)),
-            proposals: 0,
-            accepted: 0,
-            generated: 0,
-        })
+        .map(|i| Chain::new(chain_seed(params.seed, i as u64)))
         .collect();
     let run = Run {
         policy,
@@ -139,67 +130,71 @@ pub fn power_sample(
     let mut block_end = 0;
     while block_end < params.max_new_tokens {
         block_end = (block_end + params.block).min(params.max_new_tokens);
-        // Grow every unfinished completion to the end of this block.
-        let growing: Vec<(usize, usize)> = (0..chains.len())
-            .filter(|&i| !chains[i].stopped && chains[i].tokens.len() < block_end)
-            .map(|i| (i, chains[i].tokens.len()))
-            .collect();
-        let draws = run.propose(&mut chains, &growing, block_end)?;
-        for (&(i, _), d) in growing.iter().zip(draws) {
-            let c = &mut chains[i];
-            c.generated += d.tokens.len();
-            c.tokens.extend(d.tokens);
-            c.logp.extend(d.logp);
-            c.logq.extend(d.logq);
-            c.stopped = d.stopped;
-        }
+        run.grow(&mut chains, block_end)?;
         for _ in 0..params.mcmc_steps {
-            // Each chain picks the position its proposal resamples from.
-            let picks: Vec<(usize, usize)> = chains
-                .iter_mut()
-                .enumerate()
-                .filter(|(_, c)| !c.tokens.is_empty())
-                .map(|(i, c)| (i, c.rng.random_range(0..c.tokens.len())))
-                .collect();
-            let draws = run.propose(&mut chains, &picks, block_end)?;
-            for (&(i, m), d) in picks.iter().zip(draws) {
-                let c = &mut chains[i];
-                c.proposals += 1;
-                c.generated += d.tokens.len();
-                let sum = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>();
-                let (len, new_len) = (c.tokens.len() as f64, (m + d.tokens.len()) as f64);
-                let log_ratio = params.alpha as f64 * (sum(&d.logp) - sum(&c.logp[m..]))
-                    + (sum(&c.logq[m..]) - sum(&d.logq))
-                    + (len.ln() - new_len.ln());
-                let u: f64 = c.rng.random();
-                if u.ln() < log_ratio {
-                    c.accepted += 1;
-                    c.tokens.truncate(m);
-                    c.logp.truncate(m);
-                    c.logq.truncate(m);
-                    c.tokens.extend(d.tokens);
-                    c.logp.extend(d.logp);
-                    c.logq.extend(d.logq);
-                    c.stopped = d.stopped;
-                }
-            }
+            run.mcmc_step(&mut chains, block_end)?;
         }
     }
-    Ok(chains
-        .into_iter()
-        .map(|c| PowerSample {
-            finish: if c.stopped {
+    Ok(chains.into_iter().map(Chain::into_sample).collect())
+}
+
+impl Chain {
+    /// An empty completion drawing from the stream `seed`.
+    fn new(seed: u64) -> Self {
+        Chain {
+            tokens: Vec::new(),
+            logp: Vec::new(),
+            logq: Vec::new(),
+            stopped: false,
+            rng: StdRng::seed_from_u64(seed),
+            proposals: 0,
+            accepted: 0,
+            generated: 0,
+        }
+    }
+
+    /// Replaces the completion from position `m` on by `d`.
+    fn splice(&mut self, m: usize, d: Draw) {
+        self.tokens.truncate(m);
+        self.logp.truncate(m);
+        self.logq.truncate(m);
+        self.tokens.extend(d.tokens);
+        self.logp.extend(d.logp);
+        self.logq.extend(d.logq);
+        self.stopped = d.stopped;
+    }
+
+    /// The Metropolis-Hastings step for the proposal `d` resampled from position `m`:
+    /// accepts it (and splices it in) with probability `min(1, ratio)`.
+    fn consider(&mut self, m: usize, d: Draw, alpha: f32) {
+        self.proposals += 1;
+        self.generated += d.tokens.len();
+        let sum = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>();
+        let (len, new_len) = (self.tokens.len() as f64, (m + d.tokens.len()) as f64);
+        let log_ratio = alpha as f64 * (sum(&d.logp) - sum(&self.logp[m..]))
+            + (sum(&self.logq[m..]) - sum(&d.logq))
+            + (len.ln() - new_len.ln());
+        let u: f64 = self.rng.random();
+        if u.ln() < log_ratio {
+            self.accepted += 1;
+            self.splice(m, d);
+        }
+    }
+
+    fn into_sample(self) -> PowerSample {
+        PowerSample {
+            finish: if self.stopped {
                 FinishReason::Stop
             } else {
                 FinishReason::Length
             },
-            tokens: c.tokens,
-            logprobs: c.logp,
-            proposals: c.proposals,
-            accepted: c.accepted,
-            tokens_generated: c.generated,
-        })
-        .collect())
+            tokens: self.tokens,
+            logprobs: self.logp,
+            proposals: self.proposals,
+            accepted: self.accepted,
+            tokens_generated: self.generated,
+        }
+    }
 }
 
 /// What every proposal of one [`power_sample`] call shares.
@@ -211,6 +206,36 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Grows every unfinished completion to `block_end` tokens from the proposal.
+    fn grow(&self, chains: &mut [Chain], block_end: usize) -> policy::Result<()> {
+        let growing: Vec<(usize, usize)> = (0..chains.len())
+            .filter(|&i| !chains[i].stopped && chains[i].tokens.len() < block_end)
+            .map(|i| (i, chains[i].tokens.len()))
+            .collect();
+        let draws = self.propose(chains, &growing, block_end)?;
+        for (&(i, start), d) in growing.iter().zip(draws) {
+            chains[i].generated += d.tokens.len();
+            chains[i].splice(start, d);
+        }
+        Ok(())
+    }
+
+    /// One Metropolis-Hastings step of every chain: each picks a position uniformly, resamples
+    /// from it to `block_end` and accepts or rejects.
+    fn mcmc_step(&self, chains: &mut [Chain], block_end: usize) -> policy::Result<()> {
+        let picks: Vec<(usize, usize)> = chains
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, c)| !c.tokens.is_empty())
+            .map(|(i, c)| (i, c.rng.random_range(0..c.tokens.len())))
+            .collect();
+        let draws = self.propose(chains, &picks, block_end)?;
+        for (&(i, m), d) in picks.iter().zip(draws) {
+            chains[i].consider(m, d, self.params.alpha);
+        }
+        Ok(())
+    }
+
     /// For each `(chain, start)` in `picks`, samples from the proposal a continuation of the
     /// chain's prompt and its first `start` tokens, up to `end` completion tokens in all.
     fn propose(
@@ -219,18 +244,7 @@ impl Run<'_> {
         picks: &[(usize, usize)],
         end: usize,
     ) -> policy::Result<Vec<Draw>> {
-        let mut draws: Vec<Draw> = picks
-            .iter()
-            .map(|_| Draw {
-                tokens: Vec::new(),
-                logp: Vec::new(),
-                logq: Vec::new(),
-                stopped: false,
-            })
-            .collect();
-        if picks.is_empty() {
-            return Ok(draws);
-        }
+        let mut draws: Vec<Draw> = picks.iter().map(|_| Draw::default()).collect();
         let prefixes: Vec<Vec<u32>> = picks
             .iter()
             .map(|&(i, m)| {
@@ -242,44 +256,29 @@ impl Run<'_> {
             temperature: 1.0 / self.params.alpha,
             ..Default::default()
         };
-        let (mut stepper, mut logits) = Stepper::start(self.policy, &prefixes, self.pad_id)?;
-        // Rows still sampling, as indices into `draws`.
-        let mut rows: Vec<usize> = (0..picks.len()).collect();
-        loop {
-            let mut keep = Vec::with_capacity(rows.len());
-            for (r, &j) in rows.iter().enumerate() {
-                let (i, start) = picks[j];
-                let (token, logq) = sample_token(&logits[r], &proposal, &mut chains[i].rng);
-                let d = &mut draws[j];
-                d.tokens.push(token);
-                d.logq.push(logq);
-                d.logp.push(log_softmax(&logits[r], 1.0)[token as usize]);
-                if self.params.stop_tokens.contains(&token) {
-                    d.stopped = true;
-                } else if start + d.tokens.len() < end {
-                    keep.push(r);
-                }
+        let fixed = &mut FixedWeights {
+            policy: self.policy,
+            version: 0,
+        };
+        decode_rows(&prefixes, self.pad_id, fixed, |j, logits, _| {
+            let (i, start) = picks[j];
+            let (token, logq) = sample_token(logits, &proposal, &mut chains[i].rng);
+            let d = &mut draws[j];
+            d.tokens.push(token);
+            d.logq.push(logq);
+            d.logp.push(log_softmax(logits, 1.0)[token as usize]);
+            if self.params.stop_tokens.contains(&token) {
+                d.stopped = true;
+                None
+            } else {
+                (start + d.tokens.len() < end).then_some(token)
             }
-            if keep.is_empty() {
-                return Ok(draws);
-            }
-            stepper.select(&keep)?;
-            rows = keep.iter().map(|&r| rows[r]).collect();
-            let feed: Vec<u32> = rows
-                .iter()
-                .map(|&j| *draws[j].tokens.last().unwrap())
-                .collect();
-            logits = stepper.step(self.policy, &feed)?;
-        }
+        })?;
+        Ok(draws)
     }
 }
 
-/// Seed of chain `i`: splitmix64 of the pair, so neighbouring chains get unrelated streams.
+/// Seed of chain `i`: neighbouring chains get unrelated streams.
 pub(crate) fn chain_seed(seed: u64, i: u64) -> u64 {
-    let mut z = seed
-        ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(0x2545_F491_4F6C_DD1D);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    stream_seed(seed, i, 0x2545_F491_4F6C_DD1D)
 }

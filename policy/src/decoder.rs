@@ -1,52 +1,60 @@
-//! Batched incremental forward passes over rows that may be reordered, duplicated or dropped
-//! between steps: the engine under beam search (beams fork and die) and power sampling
-//! (proposals of different lengths finish at different steps).
+//! The model's incremental forward over a batch of rows: left-padded prompts that share one
+//! KV cache (kept outside the weights) and one slot counter, one token appended per row per
+//! step. Between steps the rows may be reordered, duplicated or dropped ([`Decoder::select`]),
+//! which is what every caller needs: sampling drops sequences that ended, beam search forks
+//! and prunes hypotheses, power sampling's proposals end at different steps.
 //!
-//! Rows are left-padded prompts that share one slot counter, as in `policy::Decoder`; each
-//! [`Stepper::step`] appends one token to every row, and [`Stepper::select`] keeps a list of
-//! rows (repeats allowed) together with their KV cache and padding.
+//! The decoder holds no weights: [`Decoder::start`] and [`Decoder::step`] take the policy to
+//! run, so an actor can swap to newer weights between steps while the rows keep their cache
+//! (PipelineRL's in-flight update).
 
+use crate::batch::{left_pad, StepInput};
+use crate::error::{PolicyError, Result};
+use crate::model::{KvCache, Policy};
 use candle_core::{Device, Tensor};
-use policy::batch::{left_pad, StepInput};
-use policy::{KvCache, Policy, PolicyError};
 
 /// Rows decoding together with a shared KV cache.
-pub struct Stepper {
+pub struct Decoder {
     cache: KvCache,
     pads: Vec<usize>,
     slots: usize,
     device: Device,
 }
 
-impl Stepper {
-    /// Runs `prompts` (left-padded with `pad_id`) through `policy`; returns the stepper and
+/// Refuses an empty prompt: a row needs at least one token to condition on.
+pub(crate) fn check_prompts(prompts: &[Vec<u32>]) -> Result<()> {
+    match prompts.iter().position(Vec::is_empty) {
+        Some(i) => Err(PolicyError::Input(format!("prompt {i} is empty"))),
+        None => Ok(()),
+    }
+}
+
+impl Decoder {
+    /// Runs `prompts` (left-padded with `pad_id`) through `policy`; returns the decoder and
     /// each row's next-token logits (fp32).
     pub fn start(
         policy: &Policy,
         prompts: &[Vec<u32>],
         pad_id: u32,
-    ) -> policy::Result<(Self, Vec<Vec<f32>>)> {
-        if let Some(i) = prompts.iter().position(Vec::is_empty) {
-            return Err(PolicyError::Input(format!("prompt {i} is empty")));
-        }
-        let device = policy.device().clone();
-        let mut stepper = Stepper {
+    ) -> Result<(Self, Vec<Vec<f32>>)> {
+        check_prompts(prompts)?;
+        let mut decoder = Decoder {
             cache: KvCache::new(),
             pads: Vec::new(),
             slots: 0,
-            device,
+            device: policy.device().clone(),
         };
         if prompts.is_empty() {
-            return Ok((stepper, Vec::new()));
+            return Ok((decoder, Vec::new()));
         }
-        let (ids, pads) = left_pad(prompts, pad_id, &stepper.device)?;
+        let (ids, pads) = left_pad(prompts, pad_id, &decoder.device)?;
         let input = StepInput::new(ids, &pads, 0)?;
         let slots = input.ids.dim(1)?;
-        let hidden = policy.forward_hidden(&input, Some(&mut stepper.cache))?;
+        let hidden = policy.forward_hidden(&input, Some(&mut decoder.cache))?;
         let logits = policy.logits(&hidden.narrow(1, slots - 1, 1)?)?;
-        stepper.pads = pads;
-        stepper.slots = slots;
-        Ok((stepper, logits.squeeze(1)?.to_vec2::<f32>()?))
+        decoder.pads = pads;
+        decoder.slots = slots;
+        Ok((decoder, logits.squeeze(1)?.to_vec2::<f32>()?))
     }
 
     /// Rows in the batch.
@@ -54,8 +62,9 @@ impl Stepper {
         self.pads.len()
     }
 
-    /// Appends `tokens[r]` to row `r` (one per row) and returns each row's next-token logits.
-    pub fn step(&mut self, policy: &Policy, tokens: &[u32]) -> policy::Result<Vec<Vec<f32>>> {
+    /// Appends `tokens[r]` to row `r` (one per row), runs them through `policy` and returns
+    /// each row's next-token logits.
+    pub fn step(&mut self, policy: &Policy, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
         if tokens.len() != self.rows() {
             return Err(PolicyError::Input(format!(
                 "{} tokens for {} rows",
@@ -75,7 +84,7 @@ impl Stepper {
 
     /// Keeps the rows `rows`, in that order; a row may appear several times (a beam that
     /// forks) or not at all (a sequence that ended).
-    pub fn select(&mut self, rows: &[usize]) -> policy::Result<()> {
+    pub fn select(&mut self, rows: &[usize]) -> Result<()> {
         if let Some(&bad) = rows.iter().find(|&&r| r >= self.rows()) {
             return Err(PolicyError::Input(format!(
                 "row {bad} selected from a batch of {}",
