@@ -22,6 +22,8 @@ pub enum LearnerError {
     #[error("invalid config: {0}")]
     Config(String),
     #[error(transparent)]
+    InvalidConfig(#[from] rollout::config::ConfigError),
+    #[error(transparent)]
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]
     Task(#[from] tasks::TaskError),
