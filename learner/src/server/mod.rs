@@ -14,7 +14,7 @@ pub mod metrics;
 mod service;
 mod trainer;
 pub use trainer::check_gpus;
-mod weights;
+pub(crate) mod weights;
 
 use crate::error::{LearnerError, Result};
 use crate::params::TrainableModel;
