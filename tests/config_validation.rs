@@ -59,30 +59,27 @@ fn the_pipeline_refuses_a_bad_config_file_by_its_toml_path() {
 #[test]
 fn the_coordinator_refuses_a_bad_config_before_listening() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_run_config(
-        dir.path(),
-        "[pipeline]\nactor_timeout_s = 0.0\n[update]\nlr = 3e-4\n",
-    );
-    let out = oxrl_unchecked(&[
-        "coordinator",
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    refused(&out, &["pipeline.actor_timeout_s = 0", "(0, 604800]"]);
-    let nan = write_run_config(
-        dir.path(),
-        "[update.objective]\nkind = \"cispo\"\neps_max = nan\n",
-    );
-    let out = oxrl_unchecked(&[
-        "coordinator",
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        nan.to_str().unwrap(),
-    ]);
-    refused(&out, &["update.objective.eps_max = NaN"]);
+    let cases = [
+        (
+            "[pipeline]\nactor_timeout_s = 0.0\n[update]\nlr = 3e-4\n",
+            ["pipeline.actor_timeout_s = 0", "(0, 604800]"],
+        ),
+        (
+            "[update.objective]\nkind = \"cispo\"\neps_max = nan\n",
+            ["update.objective.eps_max = NaN", "(0, inf)"],
+        ),
+    ];
+    for (text, words) in cases {
+        let config = write_run_config(dir.path(), text);
+        let out = oxrl_unchecked(&[
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        refused(&out, &words);
+    }
 }
 
 #[test]

@@ -752,7 +752,8 @@ fn overlays_render_to_valid_objects_that_agree_with_the_cli() {
 fn base_run_config_parses() {
     let cfg: rollout::config::RunConfig =
         toml::from_str(&read("k8s/base/run.toml")).expect("k8s/base/run.toml is a RunConfig");
-    cfg.validate().expect("k8s/base/run.toml is a config the coordinator accepts");
+    cfg.validate()
+        .expect("k8s/base/run.toml is a config the coordinator accepts");
     assert_eq!(
         cfg.model, "default",
         "the image ships the default model only"

@@ -222,7 +222,8 @@ pub async fn run_learner(
     let (exhausted_tx, exhausted_rx) = watch::channel(false);
     tokio::spawn(exhaustion::watch_pool(
         coordinator.clone(),
-        (cfg.pipeline.heartbeat_interval())
+        cfg.pipeline
+            .heartbeat_interval()
             .clamp(Duration::from_millis(50), Duration::from_secs(2)),
         exhausted_tx,
         stop_rx.clone(),
