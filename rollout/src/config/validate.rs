@@ -289,6 +289,9 @@ pub fn check_sampling(
 mod tests {
     use super::*;
 
+    /// One edit of a config.
+    type Change = Box<dyn FnOnce(&mut RunConfig)>;
+
     /// The error of the default config with `change` applied.
     fn refused(change: impl FnOnce(&mut RunConfig)) -> ConfigError {
         let mut cfg = RunConfig::default();
@@ -323,7 +326,7 @@ mod tests {
     #[test]
     fn non_finite_reals_are_refused_everywhere() {
         let nan = f64::NAN;
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut RunConfig)>)> = vec![
+        let cases: Vec<(&str, Change)> = vec![
             ("eval_fraction", Box::new(move |c| c.eval_fraction = nan)),
             (
                 "update.optimizer.beta1",
@@ -410,7 +413,7 @@ mod tests {
 
     #[test]
     fn counts_have_their_minimum() {
-        let cases: Vec<(&str, &str, Box<dyn FnOnce(&mut RunConfig)>)> = vec![
+        let cases: Vec<(&str, &str, Change)> = vec![
             ("steps", ">= 1", Box::new(|c| c.steps = 0)),
             ("group_size", ">= 2", Box::new(|c| c.group_size = 1)),
             (
