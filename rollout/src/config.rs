@@ -234,6 +234,8 @@ pub struct PipelineConfig {
     pub learner_queue: usize,
 }
 
+/// The timeouts as durations; call them on a validated config (a negative or NaN number of
+/// seconds has no duration).
 impl PipelineConfig {
     /// How long an actor has to complete a lease.
     pub fn lease_timeout(&self) -> Duration {
