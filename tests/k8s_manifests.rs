@@ -543,10 +543,9 @@ fn check_coordinator(r: &Rendered, coordinator: &Role) {
         .unwrap_or_else(|| panic!("{at}: ConfigMap {cm_name} has no {file}"));
     let cfg: rollout::config::RunConfig = toml::from_str(toml_text)
         .unwrap_or_else(|e| panic!("{at}: {file} is not a run config: {e}"));
-    assert!(
-        cfg.group_size >= 2 && cfg.prompts_per_step >= 1,
-        "{at}: the run config is one `oxrl run` accepts"
-    );
+    if let Err(e) = cfg.validate() {
+        panic!("{at}: the run config is not one the coordinator accepts: {e}");
+    }
     let (volume, _) = coordinator.mount_holding(coordinator.value("--journal"));
     let claim = coordinator
         .volume(&volume)
@@ -753,6 +752,8 @@ fn overlays_render_to_valid_objects_that_agree_with_the_cli() {
 fn base_run_config_parses() {
     let cfg: rollout::config::RunConfig =
         toml::from_str(&read("k8s/base/run.toml")).expect("k8s/base/run.toml is a RunConfig");
+    cfg.validate()
+        .expect("k8s/base/run.toml is a config the coordinator accepts");
     assert_eq!(
         cfg.model, "default",
         "the image ships the default model only"

@@ -182,7 +182,7 @@ fn the_coordinator_refuses_calls_without_the_token_and_uses_nothing_they_carry()
             .await
             .unwrap()
             .into_inner();
-        assert!(lease.refused.is_empty(), "{}", lease.refused);
+        assert_eq!(lease.refused(), proto::LeaseRefusal::Unspecified);
         let complete = proto::CompleteRequest {
             member_id: me.member_id.clone(),
             lease_id: lease.lease_id.clone(),

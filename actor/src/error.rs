@@ -5,8 +5,8 @@
 pub enum ActorError {
     #[error("{0}")]
     Remote(String),
-    #[error("the run config from the coordinator does not parse: {0}")]
-    Config(String),
+    #[error("the run config from the coordinator is unusable: {0}")]
+    Config(#[from] rollout::config::ConfigError),
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]

@@ -11,6 +11,7 @@ use crate::metrics::ActorMetrics;
 use crate::subscriber::{follow, Versioned};
 use proto::coordinator_client::CoordinatorClient;
 use proto::transport::{ClientChannel, Retry, RetryLimits, Security};
+use proto::LeaseRefusal;
 use rollout::config::RunConfig;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -137,8 +138,7 @@ pub async fn run_actor(
         )
     };
     let reg = register(&coord, name, &mut to_coordinator("registering with")).await?;
-    let cfg: RunConfig =
-        toml::from_str(&reg.run_config_toml).map_err(|e| ActorError::Config(e.to_string()))?;
+    let cfg = RunConfig::from_wire(&reg.run_config)?;
     // Shared with the heartbeats: a new id when the actor registers again.
     let (member_tx, member_rx) = watch::channel(reg.member_id.clone());
     let model = policy::default_model::load_model(&cfg.model)?;
@@ -171,7 +171,10 @@ pub async fn run_actor(
             held.clone(),
         );
         let member = member_rx.clone();
-        let every = Duration::from_millis(reg.heartbeat_interval_ms.max(50));
+        let every = cfg
+            .pipeline
+            .heartbeat_interval()
+            .max(Duration::from_millis(50));
         let mut stop_rx = stop_rx.clone();
         let url = coordinator_url.to_string();
         tokio::spawn(async move {
@@ -292,12 +295,12 @@ pub async fn run_actor(
             }
         };
         versions.heard_from_coordinator(lease.learner_version);
-        match lease.refused.as_str() {
-            "" => {}
-            "stopping" | "exhausted" => {
+        match LeaseRefusal::try_from(lease.refused) {
+            Ok(LeaseRefusal::Unspecified) => {}
+            Ok(refusal @ (LeaseRefusal::Stopping | LeaseRefusal::Exhausted)) => {
                 // Said once, by whichever noticed first (the heartbeats may have).
                 let first = !stop.swap(true, Ordering::Relaxed);
-                if first && lease.refused == "exhausted" {
+                if first && refusal == LeaseRefusal::Exhausted {
                     tracing::info!(
                         "the coordinator's prompt pool is exhausted (every prompt retired or \
                          the epochs done): nothing left to generate; stopping"
@@ -307,7 +310,7 @@ pub async fn run_actor(
                 }
                 break;
             }
-            "stale_weights" => {
+            Ok(LeaseRefusal::StaleWeights) => {
                 let mut stop_rx = stop_rx.clone();
                 tokio::select! {
                     _ = tokio::time::timeout(Duration::from_secs(1), slot_rx.changed()) => {}
@@ -317,8 +320,9 @@ pub async fn run_actor(
                 metrics.idle(idle.elapsed());
                 continue;
             }
-            other => {
-                tracing::debug!(reason = other, "no lease");
+            // Empty for now, or a refusal this actor does not know: ask again.
+            Ok(LeaseRefusal::PoolEmpty) | Err(_) => {
+                tracing::debug!(refused = lease.refused, "no lease");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 summary.idle_s += idle.elapsed().as_secs_f64();
                 metrics.idle(idle.elapsed());
@@ -347,7 +351,7 @@ pub async fn run_actor(
         let mut follow_state = Follow {
             slot: slot_rx.clone(),
             learner_version: learner_version.clone(),
-            max_lag: reg.max_lag,
+            max_lag: cfg.update.max_lag,
             stop: stop.clone(),
             handle: tokio::runtime::Handle::current(),
         };

@@ -212,7 +212,6 @@ mod tests {
     use super::*;
     use crate::domain::{LeaseRequest, MemberRole, Publication, Registration, StepStats};
     use crate::pool::tests::FixedSource;
-    use crate::settings::CoordinatorSettings;
 
     async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -241,12 +240,11 @@ mod tests {
 
     /// A coordinator that has seen an actor, a stale lease request and three steps.
     fn coordinator() -> Coordinator {
-        let settings = CoordinatorSettings {
-            task: "fixed".to_string(),
-            max_lag: 2,
-            ..CoordinatorSettings::default()
-        };
-        let coordinator = Coordinator::from_source(settings, Box::new(FixedSource { len: None }));
+        let run = crate::test_run(|run| {
+            run.task = "fixed".to_string();
+            run.update.max_lag = 2;
+        });
+        let coordinator = Coordinator::from_source(run, Box::new(FixedSource { len: None }));
         let now = Instant::now();
         let actor = coordinator
             .with_state(|s| {

@@ -39,11 +39,10 @@ pub(crate) struct Registration {
 #[derive(Debug, Clone)]
 pub(crate) struct Registered {
     pub member_id: String,
-    pub run_config_toml: String,
+    /// The run config as it travels (`RunConfig::to_wire`).
+    pub run_config: String,
     pub learner_addr: Option<String>,
     pub learner_version: u64,
-    pub max_lag: u64,
-    pub heartbeat_interval: Duration,
 }
 
 /// The answer to a heartbeat.
@@ -91,7 +90,7 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    /// The word on the wire (`LeaseReply.refused`).
+    /// The word in logs and metrics (the wire has `proto::LeaseRefusal`).
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Refusal::StaleWeights => "stale_weights",

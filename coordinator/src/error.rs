@@ -12,14 +12,9 @@ pub enum CoordinatorError {
         source: tasks::TaskError,
     },
 
-    /// A setting is out of its range.
-    #[error("invalid coordinator setting {name}: {reason}")]
-    InvalidSettings {
-        /// The field of `CoordinatorSettings`.
-        name: &'static str,
-        /// What is wrong and what would be right.
-        reason: String,
-    },
+    /// The run config holds a value that cannot be meant (the field and its range).
+    #[error("the coordinator's run config: {0}")]
+    Config(#[from] rollout::config::ConfigError),
 
     /// The gRPC server failed.
     #[error("coordinator gRPC server failed: {0}")]

@@ -9,8 +9,10 @@
 //! journal, one buffered-by-the-kernel write), and the lock is never held across an `.await`.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use rollout::config::RunConfig;
 use tasks::{ProblemSource, Split, VerifierRegistry};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -20,7 +22,6 @@ use crate::error::CoordinatorError;
 use crate::history::RunView;
 use crate::journal::{Journal, SyncHandle};
 use crate::metrics::{CoordinatorMetrics, Rejection};
-use crate::settings::CoordinatorSettings;
 use crate::state::State;
 
 /// The coordinator of one run: prompt pool, leases, staleness gate, curriculum and registry.
@@ -43,45 +44,46 @@ struct Inner {
 }
 
 impl Coordinator {
-    /// A coordinator over the train split of `settings.task`: a fresh run, or with
-    /// `settings.journal` naming an existing journal, the run it records.
-    pub fn new(settings: CoordinatorSettings) -> Result<Self, CoordinatorError> {
-        settings.validate()?;
-        let registry = VerifierRegistry::new();
-        let source =
-            tasks::from_spec_split(&settings.task, settings.seed, &registry, &settings.split)
-                .map_err(|source| CoordinatorError::Task {
-                    spec: settings.task.clone(),
-                    source,
-                })?;
-        // A procedural task trains on a finite pool walked in epochs (unless train_size = 0).
-        let source = tasks::finite_train(source, settings.train_size);
+    /// A coordinator of the run `run` describes (validated here: every run parameter comes
+    /// from it), over the train split of its task: a fresh run, or with `journal` naming an
+    /// existing journal, the run it records. The journal is the one setting of the process.
+    pub fn new(run: RunConfig, journal: Option<PathBuf>) -> Result<Self, CoordinatorError> {
+        run.validate()?;
+        // The same problems, indexed the same way, as the learner and the actors build.
+        let source = run
+            .problem_source(&VerifierRegistry::new())
+            .map_err(|source| CoordinatorError::Task {
+                spec: run.task.clone(),
+                source,
+            })?;
+        let p = &run.pipeline;
         info!(
-            task = %settings.task,
+            task = %run.task,
             source = source.name(),
             train_problems = ?source.len(Split::Train),
-            epochs = settings.epochs,
-            pass_rate_window = settings.pass_rate_window,
-            max_lag = settings.max_lag,
-            lease_timeout_ms = settings.lease_timeout.as_millis() as u64,
-            actor_timeout_ms = settings.actor_timeout.as_millis() as u64,
-            journal = ?settings.journal,
+            epochs = run.epochs,
+            pass_rate_window = p.pass_rate_window,
+            max_lag = run.update.max_lag,
+            lease_timeout_ms = p.lease_timeout().as_millis() as u64,
+            actor_timeout_ms = p.actor_timeout().as_millis() as u64,
+            journal = ?journal,
             "coordinator ready"
         );
-        Self::open(settings, source)
+        Self::open(run, journal, source)
     }
 
     /// A coordinator over an already-built source (tests use small fixed ones), replaying
-    /// `settings.journal` if it names one.
+    /// `journal` if it names one.
     pub(crate) fn open(
-        settings: CoordinatorSettings,
+        run: RunConfig,
+        journal: Option<PathBuf>,
         source: Box<dyn ProblemSource>,
     ) -> Result<Self, CoordinatorError> {
-        let journal_path = settings.journal.clone();
-        let (task, seed) = (settings.task.clone(), settings.seed);
+        run.validate()?;
+        let (task, seed) = (run.task.clone(), run.seed);
         let train_size = source.len(Split::Train);
-        let mut state = State::new(settings, source);
-        let journal = match journal_path {
+        let mut state = State::new(run, source);
+        let journal = match journal {
             None => None,
             Some(path) => {
                 let opened = Journal::open(&path, &task, seed, train_size)?;
@@ -121,15 +123,8 @@ impl Coordinator {
 
     /// A coordinator over an already-built source, without a journal.
     #[cfg(test)]
-    pub(crate) fn from_source(
-        settings: CoordinatorSettings,
-        source: Box<dyn ProblemSource>,
-    ) -> Self {
-        let settings = CoordinatorSettings {
-            journal: None,
-            ..settings
-        };
-        Self::open(settings, source).expect("no journal to fail")
+    pub(crate) fn from_source(run: RunConfig, source: Box<dyn ProblemSource>) -> Self {
+        Self::open(run, None, source).expect("a valid test config and no journal to fail")
     }
 
     /// Runs one synchronous operation on the state under the lock, then journals what it
@@ -235,32 +230,47 @@ mod tests {
 
     #[test]
     fn a_bad_task_spec_is_a_task_error() {
-        let settings = CoordinatorSettings {
+        let run = RunConfig {
             task: "nonsense".to_string(),
-            ..CoordinatorSettings::default()
+            ..RunConfig::default()
         };
-        let err = Coordinator::new(settings).unwrap_err();
+        let err = Coordinator::new(run, None).unwrap_err();
         assert!(matches!(err, CoordinatorError::Task { .. }), "{err:?}");
         assert!(err.to_string().contains("'nonsense'"), "{err}");
     }
 
     #[test]
+    fn a_run_config_out_of_range_is_refused_by_name() {
+        let mut run = RunConfig::default();
+        run.pipeline.lease_timeout_s = 0.0;
+        let err = Coordinator::new(run, None).unwrap_err();
+        assert!(matches!(err, CoordinatorError::Config(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("pipeline.lease_timeout_s"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_builtin_task_starts() {
-        let coordinator = Coordinator::new(CoordinatorSettings::default()).unwrap();
+        let coordinator = Coordinator::new(RunConfig::default(), None).unwrap();
         let status = coordinator
             .with_state(|state| state.status(tokio::time::Instant::now()))
             .unwrap();
         assert_eq!(
             status.pool_active,
-            CoordinatorSettings::default().train_size,
+            RunConfig::default().train_size,
             "a pool of train_size prompts"
         );
         assert_eq!((status.epoch, status.exhausted), (0, false));
-        assert_eq!(status.max_lag, 8);
-        let stream = Coordinator::new(CoordinatorSettings {
-            train_size: 0,
-            ..CoordinatorSettings::default()
-        })
+        assert_eq!(status.max_lag, RunConfig::default().update.max_lag);
+        let stream = Coordinator::new(
+            RunConfig {
+                train_size: 0,
+                ..RunConfig::default()
+            },
+            None,
+        )
         .unwrap();
         let status = stream
             .with_state(|state| state.status(tokio::time::Instant::now()))

@@ -29,7 +29,6 @@ mod reaper;
 mod record;
 mod registry;
 mod service;
-mod settings;
 mod state;
 
 use std::future::Future;
@@ -46,7 +45,15 @@ use tracing::{error, info, warn};
 pub use dashboard::serve_http;
 pub use error::CoordinatorError;
 pub use handle::Coordinator;
-pub use settings::CoordinatorSettings;
+pub use rollout::config::RunConfig;
+
+/// A run config for unit tests: the defaults with `change` applied.
+#[cfg(test)]
+pub(crate) fn test_run(change: impl FnOnce(&mut RunConfig)) -> RunConfig {
+    let mut run = RunConfig::default();
+    change(&mut run);
+    run
+}
 
 /// [`serve_secured`] with no token and no TLS (loopback, tests).
 pub async fn serve(

@@ -38,18 +38,16 @@ mod tests {
     use super::*;
     use crate::domain::StatusSnapshot;
     use crate::pool::tests::FixedSource;
-    use crate::settings::CoordinatorSettings;
 
     const LEASE_TIMEOUT: Duration = Duration::from_secs(10);
     const ACTOR_TIMEOUT: Duration = Duration::from_secs(5);
 
     fn coordinator_with(lease_timeout: Duration, actor_timeout: Duration) -> Coordinator {
-        let settings = CoordinatorSettings {
-            lease_timeout,
-            actor_timeout,
-            ..CoordinatorSettings::default()
-        };
-        Coordinator::from_source(settings, Box::new(FixedSource { len: None }))
+        let run = crate::test_run(|run| {
+            run.pipeline.lease_timeout_s = lease_timeout.as_secs_f64();
+            run.pipeline.actor_timeout_s = actor_timeout.as_secs_f64();
+        });
+        Coordinator::from_source(run, Box::new(FixedSource { len: None }))
     }
 
     fn coordinator() -> Coordinator {
@@ -96,7 +94,7 @@ mod tests {
             max_prompts,
         };
         let reply = coordinator.lease(Request::new(request)).await?.into_inner();
-        assert_eq!(reply.refused, "");
+        assert_eq!(reply.refused(), proto::LeaseRefusal::Unspecified);
         Ok(reply.prompts.into_iter().map(|p| p.problem_id).collect())
     }
 

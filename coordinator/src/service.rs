@@ -11,7 +11,7 @@ use tracing::warn;
 
 use crate::domain::{
     ActorSnapshot, Completion, Grant, HeartbeatAnswer, LeaseAnswer, LeaseRequest, MemberRole,
-    ProblemResult, Publication, Registered, Registration, StatusSnapshot, StepStats,
+    ProblemResult, Publication, Refusal, Registered, Registration, StatusSnapshot, StepStats,
 };
 use crate::error::CoordinatorError;
 use crate::handle::Coordinator;
@@ -145,7 +145,7 @@ pub(crate) fn to_status(error: CoordinatorError) -> Status {
             Status::unavailable(message)
         }
         CoordinatorError::Task { .. }
-        | CoordinatorError::InvalidSettings { .. }
+        | CoordinatorError::Config(_)
         | CoordinatorError::Journal { .. }
         | CoordinatorError::Transport(_)
         | CoordinatorError::Security(_) => Status::internal(message),
@@ -185,11 +185,20 @@ impl From<Registered> for proto::RegisterReply {
     fn from(registered: Registered) -> Self {
         proto::RegisterReply {
             member_id: registered.member_id,
-            run_config_toml: registered.run_config_toml,
+            run_config: registered.run_config,
             learner_addr: registered.learner_addr.unwrap_or_default(),
             learner_version: registered.learner_version,
-            max_lag: registered.max_lag,
-            heartbeat_interval_ms: millis(registered.heartbeat_interval),
+        }
+    }
+}
+
+impl From<Refusal> for proto::LeaseRefusal {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::StaleWeights => proto::LeaseRefusal::StaleWeights,
+            Refusal::PoolEmpty => proto::LeaseRefusal::PoolEmpty,
+            Refusal::Exhausted => proto::LeaseRefusal::Exhausted,
+            Refusal::Stopping => proto::LeaseRefusal::Stopping,
         }
     }
 }
@@ -240,12 +249,12 @@ fn lease_reply(answer: LeaseAnswer, now: Instant, wall_now: SystemTime) -> proto
                     .collect(),
                 deadline_unix_ms: deadline.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0),
                 learner_version: answer.learner_version,
-                refused: String::new(),
+                refused: proto::LeaseRefusal::Unspecified.into(),
             }
         }
         Err(refusal) => proto::LeaseReply {
             learner_version: answer.learner_version,
-            refused: refusal.as_str().to_string(),
+            refused: proto::LeaseRefusal::from(refusal).into(),
             ..proto::LeaseReply::default()
         },
     }
@@ -373,7 +382,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::domain::Refusal;
 
     #[test]
     fn register_requests_are_validated() {
@@ -462,14 +470,17 @@ mod tests {
         assert_eq!(reply.prompts[0].problem_id, "p/0");
         assert_eq!(reply.prompts[0].answer, "2");
         assert_eq!(reply.prompts[0].group_id, "lease-1/p/0");
-        assert_eq!((reply.learner_version, reply.refused.as_str()), (4, ""));
+        assert_eq!(
+            (reply.learner_version, reply.refused()),
+            (4, proto::LeaseRefusal::Unspecified)
+        );
 
         let refused = LeaseAnswer {
             learner_version: 9,
             outcome: Err(Refusal::StaleWeights),
         };
         let reply = lease_reply(refused, now, wall_now);
-        assert_eq!(reply.refused, "stale_weights");
+        assert_eq!(reply.refused(), proto::LeaseRefusal::StaleWeights);
         assert!(reply.lease_id.is_empty() && reply.prompts.is_empty());
         assert_eq!(reply.learner_version, 9);
     }

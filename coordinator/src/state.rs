@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rollout::config::RunConfig;
 use tasks::ProblemSource;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -24,7 +25,6 @@ use crate::leases::{LeaseBook, LeaseState, LeasedPrompt};
 use crate::pool::PromptPool;
 use crate::record::{Entry, GrantedPrompt, Record, RecordedResult};
 use crate::registry::Registry;
-use crate::settings::CoordinatorSettings;
 
 /// Most prompts one lease may carry, whatever the actor asks for: keeps replies small and an
 /// unbounded source from being asked for billions of problems.
@@ -75,7 +75,8 @@ impl WallClock {
 
 /// The whole run as the coordinator sees it.
 pub(crate) struct State {
-    settings: CoordinatorSettings,
+    /// The run's config (validated), the one source of every run parameter the logic reads.
+    run: RunConfig,
     pool: PromptPool,
     curriculum: Curriculum,
     leases: LeaseBook,
@@ -101,15 +102,15 @@ pub(crate) struct State {
 
 impl State {
     /// A fresh run over `source`'s train split.
-    pub(crate) fn new(settings: CoordinatorSettings, source: Box<dyn ProblemSource>) -> Self {
+    pub(crate) fn new(run: RunConfig, source: Box<dyn ProblemSource>) -> Self {
         let curriculum = Curriculum::new(
-            settings.retire_pass_rate,
-            settings.retire_min_samples,
-            settings.pass_rate_window,
+            run.pipeline.retire_pass_rate,
+            run.pipeline.retire_min_samples,
+            run.pipeline.pass_rate_window,
         );
-        let pool = PromptPool::new(source, settings.epochs);
+        let pool = PromptPool::new(source, run.epochs);
         Self {
-            settings,
+            run,
             pool,
             curriculum,
             leases: LeaseBook::default(),
@@ -168,11 +169,9 @@ impl State {
         );
         Registered {
             member_id,
-            run_config_toml: self.settings.run_config_toml.clone(),
+            run_config: self.run.to_wire(),
             learner_addr: self.registry.learner_addr().map(str::to_string),
             learner_version: self.learner_version,
-            max_lag: self.settings.max_lag,
-            heartbeat_interval: self.settings.heartbeat_interval,
         }
     }
 
@@ -347,7 +346,7 @@ impl State {
             prompts_completed: self.prompts_completed,
             zero_variance_groups: self.curriculum.zero_variance_total(),
             done: self.done,
-            max_lag: self.settings.max_lag,
+            max_lag: self.run.update.max_lag,
         }
     }
 
@@ -357,7 +356,7 @@ impl State {
         let mut reaped = Reaped::default();
         for member_id in self
             .registry
-            .silent_actors(now, self.settings.actor_timeout)
+            .silent_actors(now, self.run.pipeline.actor_timeout())
         {
             let held = self.leases.held_by(&member_id);
             for lease_id in &held {
@@ -387,7 +386,7 @@ impl State {
             return Err(Refusal::Stopping);
         }
         // PipelineRL-k: generating with version v is allowed while v >= learner_version - k.
-        if request.version.saturating_add(self.settings.max_lag) < self.learner_version {
+        if request.version.saturating_add(self.run.update.max_lag) < self.learner_version {
             return Err(Refusal::StaleWeights);
         }
         let max = request.max_prompts.clamp(1, MAX_PROMPTS_PER_LEASE) as usize;
@@ -414,7 +413,7 @@ impl State {
             })
             .collect();
         let group_ids = leased.iter().map(|p| p.group_id.clone()).collect();
-        let deadline = now + self.settings.lease_timeout;
+        let deadline = now + self.run.pipeline.lease_timeout();
         let record = Record::Grant {
             lease: next_id,
             member: request.member_id.clone(),

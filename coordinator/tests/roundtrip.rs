@@ -6,26 +6,26 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{health_status, start_coordinator, SERVICE_NAME};
-use coordinator::CoordinatorSettings;
+use coordinator::RunConfig;
 use proto::{
-    CheckLeaseRequest, CompleteRequest, HeartbeatRequest, LeaseRequest, ProblemResult,
-    PublishVersionRequest, RegisterRequest, Role, StatusRequest,
+    CheckLeaseRequest, CompleteRequest, HeartbeatRequest, LeaseRefusal, LeaseRequest,
+    ProblemResult, PublishVersionRequest, RegisterRequest, Role, StatusRequest,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
 
-const RUN_CONFIG: &str = "[learner]\nlr = 1e-5\n";
 const LEARNER_ADDR: &str = "http://127.0.0.1:7001";
 
-fn settings() -> CoordinatorSettings {
-    CoordinatorSettings {
+fn settings() -> RunConfig {
+    let mut run = RunConfig {
         task: "addition:2".to_string(),
         seed: 7,
-        max_lag: 3,
-        run_config_toml: RUN_CONFIG.to_string(),
-        retire_min_samples: 4,
         train_size: 16,
-        ..CoordinatorSettings::default()
-    }
+        ..RunConfig::default()
+    };
+    run.update.max_lag = 3;
+    run.update.lr = 1e-5;
+    run.pipeline.retire_min_samples = 4;
+    run
 }
 
 fn wall_ms() -> u64 {
@@ -67,10 +67,12 @@ async fn register_lease_complete_status_then_shut_down() {
         .unwrap()
         .into_inner();
     assert_eq!(actor.member_id, "actor-1");
-    assert_eq!(actor.run_config_toml, RUN_CONFIG);
+    // The run config travels once, whole: the lag bound and the heartbeat inside it.
+    let received = RunConfig::from_wire(&actor.run_config).unwrap();
+    assert_eq!(received, settings());
     assert_eq!(actor.learner_addr, LEARNER_ADDR);
-    assert_eq!((actor.learner_version, actor.max_lag), (0, 3));
-    assert_eq!(actor.heartbeat_interval_ms, 500);
+    assert_eq!((actor.learner_version, received.update.max_lag), (0, 3));
+    assert_eq!(received.pipeline.heartbeat_interval_ms, 500);
     let actor_id = actor.member_id;
 
     let beat = client
@@ -94,7 +96,7 @@ async fn register_lease_complete_status_then_shut_down() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(lease.refused, "");
+    assert_eq!(lease.refused(), LeaseRefusal::Unspecified);
     assert_eq!(lease.lease_id, "lease-1");
     let deadline_in = lease.deadline_unix_ms.saturating_sub(before);
     assert!(
@@ -239,7 +241,7 @@ async fn register_lease_complete_status_then_shut_down() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(refused.refused, "stopping");
+    assert_eq!(refused.refused(), LeaseRefusal::Stopping);
     assert!(refused.prompts.is_empty());
 
     drop(client);
@@ -299,11 +301,15 @@ async fn stale_weights_are_refused_over_the_wire() {
     };
     let stale = client.lease(lease(6)).await.unwrap().into_inner();
     assert_eq!(
-        (stale.refused.as_str(), stale.learner_version),
-        ("stale_weights", 10)
+        (stale.refused(), stale.learner_version),
+        (LeaseRefusal::StaleWeights, 10)
     );
     let fresh = client.lease(lease(7)).await.unwrap().into_inner();
-    assert_eq!(fresh.refused, "", "7 + k (3) == 10 is allowed");
+    assert_eq!(
+        fresh.refused(),
+        LeaseRefusal::Unspecified,
+        "7 + k (3) == 10 is allowed"
+    );
     assert_eq!(fresh.prompts.len(), 1);
     drop(client);
     server.stop().await.unwrap();
@@ -311,7 +317,7 @@ async fn stale_weights_are_refused_over_the_wire() {
 
 #[tokio::test]
 async fn a_spent_pool_refuses_with_exhausted_and_stops_the_actors() {
-    let server = start_coordinator(CoordinatorSettings {
+    let server = start_coordinator(RunConfig {
         train_size: 2,
         epochs: 1,
         ..settings()
@@ -336,7 +342,11 @@ async fn a_spent_pool_refuses_with_exhausted_and_stops_the_actors() {
     let lease = client.lease(ask()).await.unwrap().into_inner();
     assert_eq!(lease.prompts.len(), 2, "one epoch of the 2-prompt pool");
     let out = client.lease(ask()).await.unwrap().into_inner();
-    assert_eq!(out.refused, "pool_empty", "a lease is still out");
+    assert_eq!(
+        out.refused(),
+        LeaseRefusal::PoolEmpty,
+        "a lease is still out"
+    );
     let results = lease
         .prompts
         .iter()
@@ -354,7 +364,7 @@ async fn a_spent_pool_refuses_with_exhausted_and_stops_the_actors() {
         .await
         .unwrap();
     let refused = client.lease(ask()).await.unwrap().into_inner();
-    assert_eq!(refused.refused, "exhausted");
+    assert_eq!(refused.refused(), LeaseRefusal::Exhausted);
     let beat = client
         .heartbeat(HeartbeatRequest {
             member_id: actor.clone(),

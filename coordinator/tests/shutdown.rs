@@ -6,12 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::start_coordinator;
-use coordinator::CoordinatorSettings;
+use coordinator::RunConfig;
 use proto::StatusRequest;
 
 #[tokio::test]
 async fn shutdown_with_a_connected_client_returns_ok() {
-    let server = start_coordinator(CoordinatorSettings::default()).await;
+    let server = start_coordinator(RunConfig::default()).await;
     let mut client = server.client().await;
     let status = client.status(StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(status.max_lag, 8);

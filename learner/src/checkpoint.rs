@@ -1,10 +1,14 @@
 //! Run checkpoints: `DIR/checkpoints/step-N/` holds the Hugging Face weights, the
 //! optimizer state and `state.json` (step, version, seed, wall time), enough to resume with
 //! the same version numbers and the same sampling streams.
+//!
+//! Weights that are not finite are never written ([`ensure_finite`]): a step that made them
+//! NaN is an error naming it, and the run's last finite checkpoint stays the latest.
 
 use crate::error::{LearnerError, Result};
 use crate::optim::AdamW;
 use crate::params::TrainableModel;
+use candle_core::DType;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -18,13 +22,42 @@ pub struct RunState {
     pub wall_s: f64,
 }
 
-/// Writes a checkpoint of `model`, `opt` and `state`; returns its directory.
+/// Refuses weights holding NaN or inf after `step`, naming the first such parameter. The
+/// loops call it after every optimizer step; every save and publish is guarded by it too.
+pub fn ensure_finite(model: &TrainableModel, step: u64) -> Result<()> {
+    for (name, var) in model.vars() {
+        // NaN or inf anywhere makes the sum of magnitudes NaN or inf.
+        let total = var
+            .as_tensor()
+            .abs()?
+            .sum_all()?
+            .to_dtype(DType::F32)?
+            .to_scalar::<f32>()?;
+        if !total.is_finite() {
+            return Err(LearnerError::NonFiniteWeights {
+                parameter: name.clone(),
+                at: format!("step {step}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes the run's final weights (`DIR/final`), if they are finite.
+pub fn save_final(run_dir: &Path, model: &TrainableModel, step: u64) -> Result<()> {
+    ensure_finite(model, step)?;
+    model.save(&run_dir.join("final"))
+}
+
+/// Writes a checkpoint of `model`, `opt` and `state`; returns its directory. Weights that are
+/// not finite are refused before anything is written.
 pub fn save(
     run_dir: &Path,
     model: &TrainableModel,
     opt: &AdamW,
     state: &RunState,
 ) -> Result<PathBuf> {
+    ensure_finite(model, state.step)?;
     let dir = run_dir
         .join("checkpoints")
         .join(format!("step-{}", state.step));
@@ -71,4 +104,76 @@ pub fn load_state(dir: &Path) -> Result<RunState> {
         path,
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::weights::EncodedVersion;
+    use candle_core::Tensor;
+    use policy::{random_weights, tokenizer::char_tokenizer, ModelConfig};
+
+    fn tiny_model() -> TrainableModel {
+        let cfg = ModelConfig::tiny(char_tokenizer().vocab_size(), 16, 1, 2, 1);
+        let device = candle_core::Device::Cpu;
+        let weights = random_weights(&cfg, 3, &device).unwrap();
+        TrainableModel::new(cfg, char_tokenizer(), &weights).unwrap()
+    }
+
+    /// Forces one parameter to NaN, as a diverged step would.
+    fn poison(model: &TrainableModel) -> String {
+        let (name, var) = model.vars().iter().next().unwrap();
+        let t = var.as_tensor();
+        let nan = Tensor::full(f32::NAN, t.shape(), t.device()).unwrap();
+        var.set(&nan).unwrap();
+        name.clone()
+    }
+
+    fn state(step: u64) -> RunState {
+        RunState {
+            step,
+            version: step,
+            seed: 0,
+            wall_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn non_finite_weights_are_never_saved_nor_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model();
+        let opt = AdamW::new(crate::AdamWConfig::default());
+        ensure_finite(&model, 1).unwrap();
+        let kept = save(dir.path(), &model, &opt, &state(1)).unwrap();
+
+        let parameter = poison(&model);
+        let err = ensure_finite(&model, 2).unwrap_err();
+        assert!(
+            matches!(&err, LearnerError::NonFiniteWeights { parameter: p, at } if *p == parameter && at == "step 2"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("step 2"), "{err}");
+        // The checkpoint save is refused before anything is written.
+        let err = save(dir.path(), &model, &opt, &state(2)).unwrap_err();
+        assert!(
+            matches!(err, LearnerError::NonFiniteWeights { .. }),
+            "{err}"
+        );
+        let checkpoints: Vec<String> = std::fs::read_dir(dir.path().join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(checkpoints, ["step-1"], "nothing of step 2 on disk");
+        assert_eq!(
+            latest(dir.path()),
+            Some(kept),
+            "the last finite checkpoint stays"
+        );
+        // Nor the final weights...
+        assert!(save_final(dir.path(), &model, 2).is_err());
+        assert!(!dir.path().join("final").exists());
+        // ...nor a published version.
+        let err = EncodedVersion::encode(2, &model).err().expect("refused");
+        assert!(err.to_string().contains("version 2"), "{err}");
+    }
 }

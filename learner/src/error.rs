@@ -17,10 +17,17 @@ pub enum LearnerError {
     },
     #[error("non-finite {what} at step {step}: refusing to update the weights")]
     NonFinite { what: &'static str, step: u64 },
+    #[error(
+        "the weights at {at} are not finite ({parameter} holds NaN or inf): refusing to save or \
+         publish them; the last finite checkpoint is kept (is update.lr too high?)"
+    )]
+    NonFiniteWeights { parameter: String, at: String },
     #[error("{0}")]
     Remote(String),
     #[error("invalid config: {0}")]
     Config(String),
+    #[error(transparent)]
+    InvalidConfig(#[from] rollout::config::ConfigError),
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]

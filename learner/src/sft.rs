@@ -13,6 +13,7 @@ use crate::batch::TokenBatch;
 use crate::error::{LearnerError, Result};
 use crate::optim::{learning_rate, AdamW, AdamWConfig};
 use crate::params::TrainableModel;
+use rollout::config::{at_least, real, ConfigError, Interval};
 use serde::{Deserialize, Serialize};
 use tasks::{ProblemSource, Split};
 
@@ -52,6 +53,17 @@ impl Default for SftConfig {
     }
 }
 
+impl SftConfig {
+    /// Refuses values that cannot be meant, naming the field (as in `sft.toml`) and its range.
+    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
+        at_least("steps", self.steps, 1)?;
+        at_least("batch_size", self.batch_size as u64, 1)?;
+        real("lr", self.lr, Interval::above(0.0, 1.0))?;
+        real("label_noise", self.label_noise, Interval::UNIT)?;
+        self.optimizer.validate("optimizer")
+    }
+}
+
 /// Progress of one SFT step.
 #[derive(Debug, Clone, Copy)]
 pub struct SftStep {
@@ -69,12 +81,7 @@ pub fn train_sft(
     eos: u32,
     mut on_step: impl FnMut(SftStep),
 ) -> Result<()> {
-    if !(0.0..=1.0).contains(&cfg.label_noise) {
-        return Err(LearnerError::Config(format!(
-            "label_noise must lie in [0, 1], got {}",
-            cfg.label_noise
-        )));
-    }
+    cfg.validate()?;
     let tok = &model.tokenizer;
     let mut opt = AdamW::new(cfg.optimizer.clone());
     let device = model.policy().device().clone();
@@ -155,7 +162,46 @@ pub fn noisy_solution(solution: &str, noise: f64, index: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::noisy_solution;
+    use super::{noisy_solution, SftConfig};
+
+    #[test]
+    fn an_sft_config_out_of_range_is_refused_by_name() {
+        SftConfig::default().validate().unwrap();
+        let cases = [
+            (
+                "lr",
+                SftConfig {
+                    lr: f64::NAN,
+                    ..SftConfig::default()
+                },
+            ),
+            (
+                "batch_size",
+                SftConfig {
+                    batch_size: 0,
+                    ..SftConfig::default()
+                },
+            ),
+            (
+                "steps",
+                SftConfig {
+                    steps: 0,
+                    ..SftConfig::default()
+                },
+            ),
+            (
+                "label_noise",
+                SftConfig {
+                    label_noise: 1.5,
+                    ..SftConfig::default()
+                },
+            ),
+        ];
+        for (field, cfg) in cases {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("{field} = ")), "{err}");
+        }
+    }
 
     #[test]
     fn label_noise_moves_one_digit_in_the_asked_fraction() {

@@ -127,6 +127,7 @@ pub fn run_sync(
         curriculum.record(&indices, &groups);
         let report = learner.step(&groups)?;
         state.step += 1;
+        checkpoint::ensure_finite(&learner.model, state.step)?;
         state.version = learner.version();
         state.wall_s = wall0 + started.elapsed().as_secs_f64();
         // The last step: the cap, or the pool has nothing left after this batch.
@@ -155,7 +156,7 @@ pub fn run_sync(
             break;
         }
     }
-    learner.model.save(&dir.join("final"))?;
+    checkpoint::save_final(dir, &learner.model, state.step)?;
     Ok(state)
 }
 

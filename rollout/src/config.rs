@@ -1,9 +1,16 @@
 //! Run configuration: plain serde data shared by every role (the coordinator hands the
 //! run's TOML to the learner and actors), so no role depends on another for its config.
-//! Every struct has defaults and rejects unknown keys.
+//! Every struct has defaults and rejects unknown keys; `validate.rs` says which values can be
+//! meant and `wire.rs` is the one way the config travels between roles.
+
+mod validate;
+mod wire;
+
+pub use validate::{at_least, check_sampling, real, ConfigError, Interval};
 
 use policy::SamplingParams;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// Everything a training run needs to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +232,25 @@ pub struct PipelineConfig {
     /// Groups the learner queues before backpressure reaches the actors. Keep it near
     /// `prompts_per_step`: a queued group ages one version per step it waits.
     pub learner_queue: usize,
+}
+
+/// The timeouts as durations; call them on a validated config (a negative or NaN number of
+/// seconds has no duration).
+impl PipelineConfig {
+    /// How long an actor has to complete a lease.
+    pub fn lease_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.lease_timeout_s)
+    }
+
+    /// How long an actor may stay silent before it is declared dead.
+    pub fn actor_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.actor_timeout_s)
+    }
+
+    /// How often members heartbeat.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
 }
 
 impl Default for PipelineConfig {

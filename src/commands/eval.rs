@@ -4,6 +4,7 @@
 use crate::{model_arg, progress};
 use anyhow::Context;
 use policy::SamplingParams;
+use rollout::config::{at_least, check_sampling, real, ConfigError, Interval};
 use rollout::ttc::{self, PowerParams, Sampler, SamplerReport, TtcOptions};
 use std::path::PathBuf;
 
@@ -84,6 +85,29 @@ pub struct Args {
     json: Option<PathBuf>,
 }
 
+impl Args {
+    /// Refuses numbers that cannot be meant (`--n 0`, a NaN temperature...), naming the flag.
+    fn validate(&self) -> Result<(), ConfigError> {
+        at_least("--n", self.n as u64, 1)?;
+        at_least("--batch", self.batch as u64, 1)?;
+        at_least("--block", self.block as u64, 1)?;
+        for &k in &self.ks {
+            at_least("--k", k as u64, 1)?;
+        }
+        real("--alpha", f64::from(self.alpha), Interval::POSITIVE)?;
+        let sampling = SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            max_new_tokens: self.max_new_tokens,
+            stop_tokens: Vec::new(),
+            seed: self.seed,
+        };
+        check_sampling(&sampling, |name| format!("--{}", name.replace('_', "-")))
+    }
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
     let spec = match &a.data {
         Some(data) => {
@@ -96,7 +120,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         None => a.task.clone(),
     };
-    anyhow::ensure!(a.batch >= 1, "--batch must be >= 1");
+    a.validate()?;
     let m = model_arg::load(&a.model)?;
     // A file given with --data is what the user wants scored: all of it, not a held-out slice.
     let split = if a.data.is_some() {

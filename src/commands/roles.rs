@@ -168,25 +168,10 @@ pub fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         Some(p) => load_config(p)?,
         None => learner::RunConfig::default(),
     };
-    let p = &cfg.pipeline;
-    let settings = coordinator::CoordinatorSettings {
-        task: cfg.task.clone(),
-        split: cfg.dataset_split(),
-        seed: cfg.seed,
-        train_size: cfg.train_size,
-        epochs: cfg.epochs,
-        max_lag: cfg.update.max_lag,
-        run_config_toml: toml::to_string(&cfg)?,
-        lease_timeout: std::time::Duration::from_secs_f64(p.lease_timeout_s),
-        heartbeat_interval: std::time::Duration::from_millis(p.heartbeat_interval_ms),
-        actor_timeout: std::time::Duration::from_secs_f64(p.actor_timeout_s),
-        retire_pass_rate: p.retire_pass_rate,
-        retire_min_samples: p.retire_min_samples,
-        pass_rate_window: p.pass_rate_window,
-        journal: a.journal.clone(),
-    };
     let security = a.security.load()?;
-    let state = coordinator::Coordinator::new(settings).context("starting the coordinator")?;
+    // Validates the config: a value that cannot be meant stops the coordinator here.
+    let state = coordinator::Coordinator::new(cfg, a.journal.clone())
+        .context("starting the coordinator")?;
     block_on(async {
         let metrics = bind_metrics(a.metrics_listen.as_deref()).await?;
         let (listener, _) = bind(&a.listen).await?;

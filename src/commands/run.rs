@@ -140,14 +140,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     };
     a.apply(&mut cfg);
-    anyhow::ensure!(
-        cfg.group_size >= 2,
-        "group_size must be at least 2 (advantages are group-centred)"
-    );
-    anyhow::ensure!(
-        cfg.prompts_per_step >= 1,
-        "prompts_per_step must be at least 1"
-    );
+    // Before any work: a value that cannot be meant is refused with its field and range.
+    cfg.validate()?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("config.toml"), toml::to_string(&cfg)?)?;
     tracing::info!(config = ?cfg, dir = %dir.display(), "run");

@@ -64,6 +64,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(v) = a.label_noise {
         cfg.label_noise = v;
     }
+    cfg.validate()?;
     tracing::info!(config = ?cfg, "sft");
     let model = match &a.from {
         Some(dir) => {

@@ -389,13 +389,13 @@ pub async fn probe_lease_with<T: GrpcChannel>(
             .await
             .unwrap()
             .into_inner();
-        if lease.refused.is_empty() {
+        if lease.refused() == proto::LeaseRefusal::Unspecified {
             return lease;
         }
         assert!(
             std::time::Instant::now() < until,
-            "no lease: {}",
-            lease.refused
+            "no lease: {:?}",
+            lease.refused()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -441,10 +441,10 @@ pub async fn lease_now(
         .await
         .unwrap()
         .into_inner();
-    assert!(
-        lease.refused.is_empty(),
-        "{name}: no lease: {}",
-        lease.refused
+    assert_eq!(
+        lease.refused(),
+        proto::LeaseRefusal::Unspecified,
+        "{name}: no lease"
     );
     (member_id, version, lease)
 }

@@ -8,20 +8,26 @@ use super::*;
 use crate::domain::MemberRole;
 use crate::pool::tests::FixedSource;
 
-fn settings() -> CoordinatorSettings {
-    CoordinatorSettings {
-        task: "fixed".to_string(),
-        max_lag: 2,
-        run_config_toml: "seed = 7\n".to_string(),
-        lease_timeout: Duration::from_secs(2),
-        actor_timeout: Duration::from_secs(5),
-        ..CoordinatorSettings::default()
-    }
+/// The tests' run config with `change` applied: lag bound 2, leases of 2 s, actors dead
+/// after 5 s.
+fn run_with(change: impl FnOnce(&mut RunConfig)) -> RunConfig {
+    crate::test_run(|run| {
+        run.task = "fixed".to_string();
+        run.seed = 7;
+        run.update.max_lag = 2;
+        run.pipeline.lease_timeout_s = 2.0;
+        run.pipeline.actor_timeout_s = 5.0;
+        change(run);
+    })
+}
+
+fn settings() -> RunConfig {
+    run_with(|_| {})
 }
 
 /// A run over `len` problems (None: unbounded) named `fixed/<index>`.
-fn state_with(len: Option<u64>, settings: CoordinatorSettings) -> State {
-    State::new(settings, Box::new(FixedSource { len }))
+fn state_with(len: Option<u64>, run: RunConfig) -> State {
+    State::new(run, Box::new(FixedSource { len }))
 }
 
 fn state(len: Option<u64>) -> State {
@@ -104,9 +110,10 @@ fn register_answers_with_the_run_config_and_the_learner() {
     );
     assert_eq!(actor.member_id, "actor-1");
     assert_eq!(actor.learner_addr, None);
-    assert_eq!(actor.run_config_toml, "seed = 7\n");
-    assert_eq!(actor.max_lag, 2);
-    assert_eq!(actor.heartbeat_interval, Duration::from_millis(500));
+    // The whole run config, once: the lag bound and the heartbeat travel inside it.
+    let received = RunConfig::from_wire(&actor.run_config).unwrap();
+    assert_eq!(received, settings());
+    assert_eq!((received.seed, received.update.max_lag), (7, 2));
     assert_eq!(join(&mut state, MemberRole::Learner, now), "learner-1");
     publish(&mut state, 3, now);
     let second = state.register(
@@ -256,13 +263,7 @@ fn a_problem_retires_at_the_pass_rate_after_min_samples() {
 
 #[test]
 fn a_pass_rate_just_below_the_threshold_does_not_retire() {
-    let mut state = state_with(
-        Some(1),
-        CoordinatorSettings {
-            retire_min_samples: 4,
-            ..settings()
-        },
-    );
+    let mut state = state_with(Some(1), run_with(|run| run.pipeline.retire_min_samples = 4));
     let now = Instant::now();
     let actor = join(&mut state, MemberRole::Actor, now);
     let grant = lease(&mut state, &actor, 0, 1, now).unwrap();
@@ -282,13 +283,7 @@ fn a_pass_rate_just_below_the_threshold_does_not_retire() {
 
 #[test]
 fn a_dead_actors_leases_return_to_the_pool() {
-    let mut state = state_with(
-        None,
-        CoordinatorSettings {
-            lease_timeout: Duration::from_secs(60),
-            ..settings()
-        },
-    );
+    let mut state = state_with(None, run_with(|run| run.pipeline.lease_timeout_s = 60.0));
     let start = Instant::now();
     let dead = join(&mut state, MemberRole::Actor, start);
     let alive = join(&mut state, MemberRole::Actor, start);
@@ -457,13 +452,7 @@ fn a_dataset_cycles_and_runs_dry_while_everything_is_leased() {
 
 #[test]
 fn a_fully_retired_dataset_is_exhausted_and_says_so() {
-    let mut state = state_with(
-        Some(1),
-        CoordinatorSettings {
-            retire_min_samples: 4,
-            ..settings()
-        },
-    );
+    let mut state = state_with(Some(1), run_with(|run| run.pipeline.retire_min_samples = 4));
     let now = Instant::now();
     let actor = join(&mut state, MemberRole::Actor, now);
     let grant = lease(&mut state, &actor, 0, 1, now).unwrap();
@@ -482,13 +471,7 @@ fn a_fully_retired_dataset_is_exhausted_and_says_so() {
 
 #[test]
 fn the_pool_is_exhausted_once_its_epochs_are_done_and_every_lease_is_in() {
-    let mut state = state_with(
-        Some(3),
-        CoordinatorSettings {
-            epochs: 2,
-            ..settings()
-        },
-    );
+    let mut state = state_with(Some(3), run_with(|run| run.epochs = 2));
     let now = Instant::now();
     let a = join(&mut state, MemberRole::Actor, now);
     let b = join(&mut state, MemberRole::Actor, now);
@@ -542,13 +525,7 @@ fn the_pool_is_exhausted_once_its_epochs_are_done_and_every_lease_is_in() {
 
 #[test]
 fn an_expired_lease_keeps_a_spent_pool_open_until_its_prompts_are_done() {
-    let mut state = state_with(
-        Some(2),
-        CoordinatorSettings {
-            epochs: 1,
-            ..settings()
-        },
-    );
+    let mut state = state_with(Some(2), run_with(|run| run.epochs = 1));
     let start = Instant::now();
     let slow = join(&mut state, MemberRole::Actor, start);
     let lost = lease(&mut state, &slow, 0, 2, start).unwrap();
@@ -569,12 +546,11 @@ fn the_pass_rate_is_over_the_recent_window() {
     let windowed = || {
         state_with(
             Some(2),
-            CoordinatorSettings {
-                retire_pass_rate: 0.75,
-                retire_min_samples: 8,
-                pass_rate_window: 8,
-                ..settings()
-            },
+            run_with(|run| {
+                run.pipeline.retire_pass_rate = 0.75;
+                run.pipeline.retire_min_samples = 8;
+                run.pipeline.pass_rate_window = 8;
+            }),
         )
     };
     let now = Instant::now();
@@ -615,12 +591,11 @@ fn the_pass_rate_is_over_the_recent_window() {
     for (window, retires) in [(4, 0), (1000, 1)] {
         let mut state = state_with(
             Some(1),
-            CoordinatorSettings {
-                retire_pass_rate: 0.5,
-                retire_min_samples: 4,
-                pass_rate_window: window,
-                ..settings()
-            },
+            run_with(|run| {
+                run.pipeline.retire_pass_rate = 0.5;
+                run.pipeline.retire_min_samples = 4;
+                run.pipeline.pass_rate_window = window;
+            }),
         );
         let actor = join(&mut state, MemberRole::Actor, now);
         for rewards in [[1.0; 3], [0.0; 3]] {

@@ -8,7 +8,7 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use coordinator::{Coordinator, CoordinatorError, CoordinatorSettings};
+use coordinator::{Coordinator, CoordinatorError, RunConfig};
 use proto::coordinator_client::CoordinatorClient;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -33,9 +33,9 @@ pub struct RunningCoordinator {
     server: JoinHandle<Result<(), CoordinatorError>>,
 }
 
-/// Binds 127.0.0.1:0 and serves a coordinator with `settings` on it until `stop`.
-pub async fn start_coordinator(settings: CoordinatorSettings) -> RunningCoordinator {
-    let coordinator = Coordinator::new(settings).expect("valid settings");
+/// Binds 127.0.0.1:0 and serves a coordinator of the run `run` on it until `stop`.
+pub async fn start_coordinator(run: RunConfig) -> RunningCoordinator {
+    let coordinator = Coordinator::new(run, None).expect("a valid run config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let addr = listener.local_addr().expect("bound address");
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();

@@ -14,7 +14,7 @@ pub mod metrics;
 mod service;
 mod trainer;
 pub use trainer::check_gpus;
-mod weights;
+pub(crate) mod weights;
 
 use crate::error::{LearnerError, Result};
 use crate::params::TrainableModel;
@@ -163,11 +163,9 @@ pub async fn run_learner(
     .await
     .map_err(LearnerError::Remote)?
     .into_inner();
-    let cfg: RunConfig = toml::from_str(&reply.run_config_toml).map_err(|e| {
-        LearnerError::Remote(format!("the coordinator's run config does not parse: {e}"))
-    })?;
+    let cfg = RunConfig::from_wire(&reply.run_config)?;
     std::fs::create_dir_all(&out).map_err(|e| LearnerError::io(&out, e))?;
-    std::fs::write(out.join("config.toml"), &reply.run_config_toml)
+    std::fs::write(out.join("config.toml"), &reply.run_config)
         .map_err(|e| LearnerError::io(&out, e))?;
 
     let start = trainer::Start::load(&cfg, &out, gpus)?;
@@ -224,7 +222,9 @@ pub async fn run_learner(
     let (exhausted_tx, exhausted_rx) = watch::channel(false);
     tokio::spawn(exhaustion::watch_pool(
         coordinator.clone(),
-        Duration::from_millis(reply.heartbeat_interval_ms.clamp(50, 2_000)),
+        cfg.pipeline
+            .heartbeat_interval()
+            .clamp(Duration::from_millis(50), Duration::from_secs(2)),
         exhausted_tx,
         stop_rx.clone(),
     ));

@@ -265,6 +265,7 @@ pub(crate) fn train(
         let mut report = learner.step(&groups)?;
         report.dropped_stale += std::mem::take(&mut stale_skipped);
         state.step += 1;
+        checkpoint::ensure_finite(&learner.primary().model, state.step)?;
         state.wall_s = wall0 + started.elapsed().as_secs_f64();
         ledger.append(state.step, learner.primary().version(), &groups)?;
         let zero_variance = report.zero_variance_ids.clone();
@@ -338,7 +339,7 @@ pub(crate) fn train(
             last_eval = Some(line.eval_pass_rate);
         }
     }
-    learner.primary().model.save(&out.join("final"))?;
+    checkpoint::save_final(&out, &learner.primary().model, state.step)?;
     publish(
         &shared,
         &handle,

@@ -1,6 +1,6 @@
 //! A version's weights, encoded once for the wire and shared by every subscriber.
 
-use crate::error::Result;
+use crate::error::{LearnerError, Result};
 use crate::params::TrainableModel;
 use proto::weights::{encode, NamedTensor};
 use proto::WeightsChunk;
@@ -13,13 +13,21 @@ pub struct EncodedVersion {
 }
 
 impl EncodedVersion {
-    /// Encodes the model's current weights as `version`.
+    /// Encodes the model's current weights as `version`; weights that are not finite are
+    /// refused, never published.
     pub fn encode(version: u64, model: &TrainableModel) -> Result<Self> {
         let mut tensors = Vec::new();
         for (name, t) in model.snapshot()? {
+            let data = t.flatten_all()?.to_vec1::<f32>()?;
+            if !data.iter().all(|x| x.is_finite()) {
+                return Err(LearnerError::NonFiniteWeights {
+                    parameter: name,
+                    at: format!("version {version}"),
+                });
+            }
             tensors.push(NamedTensor {
                 shape: t.dims().to_vec(),
-                data: t.flatten_all()?.to_vec1::<f32>()?,
+                data,
                 name,
             });
         }

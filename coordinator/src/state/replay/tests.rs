@@ -10,20 +10,7 @@ use crate::domain::{
 };
 use crate::pool::tests::FixedSource;
 use crate::record::Entry;
-use crate::settings::CoordinatorSettings;
 use crate::state::State;
-
-fn settings() -> CoordinatorSettings {
-    CoordinatorSettings {
-        task: "fixed".to_string(),
-        max_lag: 2,
-        lease_timeout: Duration::from_secs(2),
-        actor_timeout: Duration::from_secs(5),
-        retire_pass_rate: 0.9,
-        retire_min_samples: 4,
-        ..CoordinatorSettings::default()
-    }
-}
 
 fn fresh(len: Option<u64>) -> State {
     fresh_for(len, 0)
@@ -31,11 +18,16 @@ fn fresh(len: Option<u64>) -> State {
 
 /// A fresh state over `len` problems walked for `epochs` passes.
 fn fresh_for(len: Option<u64>, epochs: u64) -> State {
-    let settings = CoordinatorSettings {
-        epochs,
-        ..settings()
-    };
-    State::new(settings, Box::new(FixedSource { len }))
+    let run = crate::test_run(|run| {
+        run.task = "fixed".to_string();
+        run.epochs = epochs;
+        run.update.max_lag = 2;
+        run.pipeline.lease_timeout_s = 2.0;
+        run.pipeline.actor_timeout_s = 5.0;
+        run.pipeline.retire_pass_rate = 0.9;
+        run.pipeline.retire_min_samples = 4;
+    });
+    State::new(run, Box::new(FixedSource { len }))
 }
 
 /// A live state and every record it wrote, numbered like journal lines (the header is 1).

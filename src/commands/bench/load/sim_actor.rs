@@ -6,6 +6,7 @@ use super::tally::Tally;
 use proto::coordinator_client::CoordinatorClient;
 use proto::learner_client::LearnerClient;
 use proto::transport::{ClientChannel, Security};
+use proto::LeaseRefusal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +70,7 @@ impl SimActor {
             })
             .await?
             .into_inner();
+        let run = rollout::config::RunConfig::from_wire(&reg.run_config)?;
         let version = Arc::new(AtomicU64::new(reg.learner_version));
         let mut learner_addr = reg.learner_addr;
         // The learner registers a moment after it listens.
@@ -92,7 +94,9 @@ impl SimActor {
         tokio::spawn(heartbeats(
             coordinator.clone(),
             reg.member_id.clone(),
-            Duration::from_millis(reg.heartbeat_interval_ms.max(50)),
+            run.pipeline
+                .heartbeat_interval()
+                .max(Duration::from_millis(50)),
             version.clone(),
             tally.clone(),
             stopped,
@@ -152,15 +156,17 @@ impl SimActor {
                 return Cycle::Retry;
             }
         };
-        self.tally
-            .lease_answered(asked.elapsed(), reply.refused.is_empty());
+        self.tally.lease_answered(
+            asked.elapsed(),
+            reply.refused() == LeaseRefusal::Unspecified,
+        );
         self.version
             .fetch_max(reply.learner_version, Ordering::Relaxed);
-        match reply.refused.as_str() {
-            "" => {}
-            "stopping" | "exhausted" => return Cycle::Stopping,
-            // stale_weights: the reply carried the newer version; pool_empty: wait a little.
-            _ => return Cycle::Retry,
+        match reply.refused() {
+            LeaseRefusal::Unspecified => {}
+            LeaseRefusal::Stopping | LeaseRefusal::Exhausted => return Cycle::Stopping,
+            // Stale weights: the reply carried the newer version; pool empty: wait a little.
+            LeaseRefusal::StaleWeights | LeaseRefusal::PoolEmpty => return Cycle::Retry,
         }
         self.leases += 1;
         let groups: Vec<proto::RolloutGroup> = reply
