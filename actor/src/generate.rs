@@ -66,7 +66,9 @@ pub fn generate_lease(
         }
         // Lag gate: wait rather than decode with weights older than learner - k.
         let waited = std::time::Instant::now();
-        while follow.learner_version.load(Ordering::Relaxed) > current.0 + follow.max_lag {
+        while rollout::LagBound(follow.max_lag)
+            .is_stale(current.0, follow.learner_version.load(Ordering::Relaxed))
+        {
             if follow.stop.load(Ordering::Relaxed) {
                 return Ok(None);
             }

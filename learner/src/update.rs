@@ -11,7 +11,7 @@ use crate::error::{LearnerError, Result};
 use crate::objective::{self, ObjectiveInputs};
 use crate::optim::{accumulate, learning_rate, AdamW, Grads};
 use crate::params::TrainableModel;
-use rollout::RolloutGroup;
+use rollout::{staleness, LagBound, RolloutGroup};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -139,14 +139,7 @@ impl Learner {
         let trained = self.version;
         let mut kept = Vec::new();
         for g in groups {
-            let max_lag = g
-                .samples
-                .iter()
-                .flat_map(|s| &s.versions)
-                .map(|&v| trained.saturating_sub(v))
-                .max()
-                .unwrap_or(0);
-            if max_lag > self.config.max_lag {
+            if LagBound(self.config.max_lag).group_is_stale(g, trained) {
                 report.dropped_stale += 1;
                 continue;
             }
@@ -160,7 +153,7 @@ impl Learner {
         let (mut lag_sum, mut lag_n) = (0u64, 0u64);
         for g in &kept {
             for v in g.samples.iter().flat_map(|s| &s.versions) {
-                let lag = trained.saturating_sub(*v);
+                let lag = staleness::lag(*v, trained);
                 *report.lag_hist.entry(lag).or_default() += 1;
                 lag_sum += lag;
                 lag_n += 1;

@@ -10,8 +10,10 @@ pub mod config;
 pub mod curriculum;
 pub mod eval;
 pub mod group;
+pub mod staleness;
 pub mod ttc;
 pub mod wire;
 
 pub use eval::{greedy_eval, held_out_eval, sampled_eval, EvalReport};
 pub use group::{encode_prompt, sample_groups, GroupError, RolloutGroup, Sample};
+pub use staleness::LagBound;

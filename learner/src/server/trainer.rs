@@ -22,7 +22,7 @@ use policy::device::{DeviceSpec, Placement};
 use policy::PolicyError;
 use proto::transport::{Retry, RetryLimits};
 use rollout::config::RunConfig;
-use rollout::RolloutGroup;
+use rollout::{LagBound, RolloutGroup};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -223,7 +223,10 @@ pub(crate) fn train(
             match next {
                 // A group already past the lag bound is dropped here and does not take a
                 // slot in the batch (it is counted in the next step's dropped_stale).
-                Next::Group(g) if max_lag(&g, learner.primary().version()) > cfg.update.max_lag => {
+                Next::Group(g)
+                    if LagBound(cfg.update.max_lag)
+                        .group_is_stale(&g, learner.primary().version()) =>
+                {
                     stale_skipped += 1
                 }
                 Next::Group(g) => groups.push(g),
@@ -407,14 +410,4 @@ fn step_stats(r: &StepReport, step: u64, wall_s: f64, took: Duration) -> proto::
         tokens: r.tokens as u64,
         wall_s,
     }
-}
-
-/// The largest lag of any token of `g` if it were trained at `version`.
-fn max_lag(g: &RolloutGroup, version: u64) -> u64 {
-    g.samples
-        .iter()
-        .flat_map(|s| &s.versions)
-        .map(|&v| version.saturating_sub(v))
-        .max()
-        .unwrap_or(0)
 }
