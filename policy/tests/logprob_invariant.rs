@@ -72,7 +72,7 @@ fn a_sequence_scores_the_same_alone_and_in_a_padded_batch() {
     let policy = m.policy().unwrap();
     let a: Vec<u32> = m.tokenizer.encode("12+34=46").unwrap();
     let b: Vec<u32> = m.tokenizer.encode("5=5").unwrap();
-    let alone = score_sequences(&policy, &[b.clone()], 0, 1.0).unwrap();
+    let alone = score_sequences(&policy, std::slice::from_ref(&b), 0, 1.0).unwrap();
     let batched = score_sequences(&policy, &[a, b], 0, 1.0).unwrap();
     for (x, y) in alone[0].iter().zip(&batched[1]) {
         assert!((x - y).abs() < 1e-5, "{x} vs {y}");
