@@ -1,7 +1,9 @@
 //! `oxrl`: one binary, one subcommand per job. It parses the command line, loads the
 //! config and calls into the libraries; nothing else lives here.
 
+mod children;
 mod commands;
+mod config;
 mod fit;
 mod model_arg;
 mod progress;

@@ -36,10 +36,13 @@ impl LearnerLink {
     fn client(&mut self) -> Result<LearnerClient<ClientChannel>, ActorError> {
         let addr = self.addr();
         if self.client.as_ref().is_none_or(|(a, _)| *a != addr) {
-            let channel = self
-                .security
-                .lazy_channel(&addr)
-                .map_err(|e| ActorError::Remote(format!("learner {addr}: {e}")))?;
+            let channel =
+                self.security
+                    .lazy_channel(&addr)
+                    .map_err(|source| ActorError::LearnerAddress {
+                        addr: addr.clone(),
+                        source,
+                    })?;
             let client =
                 LearnerClient::new(channel).max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
             self.client = Some((addr, client));
@@ -98,7 +101,7 @@ pub(crate) async fn deliver(
             )),
             Ok(()) => continue,
         };
-        let wait = retry.failed(&failure).map_err(ActorError::Remote)?;
+        let wait = retry.failed(&failure)?;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return Ok(None),

@@ -3,8 +3,27 @@
 /// Errors that end an actor.
 #[derive(Debug, thiserror::Error)]
 pub enum ActorError {
-    #[error("{0}")]
-    Remote(String),
+    /// The coordinator could not be reached within the connect deadline, or the URL or TLS
+    /// settings are wrong.
+    #[error("connecting to the coordinator: {0}")]
+    Connect(#[from] proto::transport::ConnectError),
+    /// A call to the coordinator or the learner failed for good (refused, hung, or down past
+    /// the limit).
+    #[error(transparent)]
+    Call(#[from] proto::transport::GaveUp),
+    /// The learner's address (from the coordinator) is not one a client can dial.
+    #[error("learner {addr}: {source}")]
+    LearnerAddress {
+        addr: String,
+        #[source]
+        source: proto::transport::TransportError,
+    },
+    /// A background task the actor needs ended before giving what it waits for.
+    #[error("{0} ended")]
+    Ended(&'static str),
+    /// The decode thread failed to run to the end (a panic).
+    #[error("generation thread: {0}")]
+    Thread(String),
     #[error("the run config from the coordinator is unusable: {0}")]
     Config(#[from] rollout::config::ConfigError),
     #[error(transparent)]

@@ -90,9 +90,10 @@ impl LeaseHook<'_> {
     /// stopped while waiting.
     fn wait_within_lag(&mut self) -> bool {
         let waited = Instant::now();
-        while self.follow.learner_version.load(Ordering::Relaxed)
-            > self.current.0 + self.follow.max_lag
-        {
+        while rollout::LagBound(self.follow.max_lag).is_stale(
+            self.current.0,
+            self.follow.learner_version.load(Ordering::Relaxed),
+        ) {
             if self.stopped() {
                 return false;
             }

@@ -13,6 +13,7 @@
 mod deliver;
 mod error;
 mod generate;
+mod heartbeat;
 mod learner_version;
 pub mod metrics;
 mod run;

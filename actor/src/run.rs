@@ -6,18 +6,23 @@
 use crate::deliver::{deliver, LearnerLink};
 use crate::error::ActorError;
 use crate::generate::{generate_lease, Follow};
+use crate::heartbeat::Heartbeats;
 use crate::learner_version::LearnerVersion;
 use crate::metrics::ActorMetrics;
-use crate::subscriber::{follow, Versioned};
+use crate::subscriber::{follow, Subscription, Versioned};
+use policy::Tokenizer;
 use proto::coordinator_client::CoordinatorClient;
+use proto::shutdown::Shutdown;
 use proto::transport::{ClientChannel, Retry, RetryLimits, Security};
 use proto::LeaseRefusal;
 use rollout::config::RunConfig;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use rollout::RolloutGroup;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tasks::Problem;
+use tasks::{Problem, Verifier};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// What an actor did.
 #[derive(Debug, Default, Clone)]
@@ -33,14 +38,8 @@ pub struct ActorSummary {
     pub busy_s: f64,
 }
 
-/// Sleeps `wait`; true if `stop` is set first.
-async fn pause(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    let stopped = tokio::select! {
-        _ = tokio::time::sleep(wait) => false,
-        _ = stop.wait_for(|s| *s) => true,
-    };
-    stopped || *stop.borrow()
-}
+/// How long the actor waits for the coordinator to accept connections at start.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Registers as an actor, retrying while the coordinator is unreachable.
 async fn register(
@@ -53,63 +52,50 @@ async fn register(
         advertise_addr: String::new(),
         name: name.into(),
     };
-    retry
+    let reply = retry
         .run(|| {
             let (mut c, r) = (coord.clone(), request.clone());
             async move { c.register(r).await }
         })
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(ActorError::Remote)
+        .await?;
+    Ok(reply.into_inner())
 }
 
-/// Connects to the coordinator, retrying with backoff while it is unreachable (it may start
-/// after us, or be restarting); configuration errors (bad URL, TLS files) fail at once.
-async fn connect(
-    url: &str,
-    security: &Security,
-    deadline: Duration,
-) -> Result<CoordinatorClient<ClientChannel>, ActorError> {
-    let started = tokio::time::Instant::now();
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match security.channel(url).await {
-            Ok(c) => {
-                return Ok(CoordinatorClient::new(c)
-                    .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(proto::MAX_MESSAGE_BYTES))
-            }
-            Err(e) if !e.is_unreachable() => return Err(ActorError::Remote(e.to_string())),
-            Err(e) if started.elapsed() > deadline => {
-                return Err(ActorError::Remote(format!(
-                    "coordinator {url} unreachable for {deadline:?}: {e}"
-                )))
-            }
-            Err(_) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
-}
-
-/// Serves `metrics` on `listener` until the returned sender is dropped.
+/// Serves `metrics` on `listener` until the returned server is dropped.
 fn serve_metrics(
     metrics: &Arc<ActorMetrics>,
     listener: tokio::net::TcpListener,
-) -> tokio::sync::oneshot::Sender<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+) -> proto::metrics_http::Running {
     let scraped = metrics.clone();
     let router = proto::metrics_http::metrics_router(move || scraped.render());
-    tokio::spawn(async move {
-        let stopped = async {
-            let _ = stopped.await;
-        };
-        if let Err(e) = proto::metrics_http::serve(listener, router, stopped).await {
-            tracing::warn!(error = %e, "the metrics server stopped");
-        }
-    });
-    stop
+    proto::metrics_http::spawn(listener, router)
+}
+
+/// Retries of the actor's calls: to the coordinator (named by its URL) and to the learner.
+/// Calls ride out their peers' restarts (retried with backoff), and give up on a peer that
+/// stays down or stops answering.
+#[derive(Clone)]
+struct Calls {
+    coordinator_url: String,
+    request_timeout: Duration,
+}
+
+impl Calls {
+    fn to_coordinator(&self, what: &str) -> Retry {
+        Retry::new(
+            format!("{what} the coordinator at {}", self.coordinator_url),
+            RetryLimits::default(),
+            self.request_timeout,
+        )
+    }
+
+    fn to_learner(&self) -> Retry {
+        Retry::new(
+            "pushing groups to the learner",
+            RetryLimits::default(),
+            self.request_timeout,
+        )
+    }
 }
 
 /// Runs one actor against the coordinator at `coordinator_url`.
@@ -125,181 +111,195 @@ pub async fn run_actor(
 ) -> Result<ActorSummary, ActorError> {
     let metrics = Arc::new(ActorMetrics::new());
     // Dropped when this function returns, which stops the metrics server.
-    let _metrics_stop = metrics_listener.map(|l| serve_metrics(&metrics, l));
-    let mut coord = connect(coordinator_url, &security, Duration::from_secs(60)).await?;
-    // Calls to the coordinator and the learner ride out their restarts (retried with
-    // backoff), and give up on a peer that stays down or stops answering.
-    let request_timeout = security.timeouts().request;
-    let to_coordinator = |what: &str| {
-        Retry::new(
-            format!("{what} the coordinator at {coordinator_url}"),
-            RetryLimits::default(),
-            request_timeout,
-        )
+    let _metrics_server = metrics_listener.map(|l| serve_metrics(&metrics, l));
+    let coord =
+        proto::transport::connect_coordinator(&security, coordinator_url, CONNECT_DEADLINE).await?;
+    let calls = Calls {
+        coordinator_url: coordinator_url.to_string(),
+        request_timeout: security.timeouts().request,
     };
-    let reg = register(&coord, name, &mut to_coordinator("registering with")).await?;
+    let reg = register(&coord, name, &mut calls.to_coordinator("registering with")).await?;
     let cfg = RunConfig::from_wire(&reg.run_config)?;
     // Shared with the heartbeats: a new id when the actor registers again.
     let (member_tx, member_rx) = watch::channel(reg.member_id.clone());
     let model = policy::default_model::load_model(&cfg.model)?;
     let source = cfg.problem_source(&tasks::VerifierRegistry::new())?;
-    let verifier = source.verifier();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = Shutdown::on(shutdown);
     let versions = LearnerVersion::new(reg.learner_version);
-    let learner_version = versions.current().clone();
-    metrics.watch_learner_version(&learner_version);
+    metrics.watch_learner_version(versions.current());
     let held = Arc::new(AtomicU64::new(0));
 
-    // Outside shutdown.
-    {
-        let (stop, stop_tx) = (stop.clone(), stop_tx.clone());
-        tokio::spawn(async move {
-            shutdown.await;
-            stop.store(true, Ordering::Relaxed);
-            let _ = stop_tx.send(true);
-        });
-    }
     // Heartbeats: liveness, the learner's version and address, and the run's end.
-    let (addr_tx, mut addr_rx) = watch::channel(reg.learner_addr.clone());
-    {
-        let (mut coord, stop, stop_tx, lv, held) = (
-            coord.clone(),
-            stop.clone(),
-            stop_tx.clone(),
-            versions.clone(),
-            held.clone(),
-        );
-        let member = member_rx.clone();
-        let every = cfg
-            .pipeline
-            .heartbeat_interval()
-            .max(Duration::from_millis(50));
-        let mut stop_rx = stop_rx.clone();
-        let url = coordinator_url.to_string();
-        tokio::spawn(async move {
-            let mut failing = false;
-            loop {
-                let req = proto::HeartbeatRequest {
-                    member_id: member.borrow().clone(),
-                    version: held.load(Ordering::Relaxed),
-                };
-                let beat = coord.heartbeat(req).await.map(|r| r.into_inner());
-                match &beat {
-                    Err(s) if !failing => {
-                        tracing::warn!(coordinator = %url, error = %s.message(), "heartbeat failed; retrying");
-                    }
-                    Ok(_) if failing => {
-                        tracing::info!(coordinator = %url, "heartbeats answered again")
-                    }
-                    _ => {}
-                }
-                failing = beat.is_err();
-                if let Ok(r) = beat {
-                    lv.heard_from_coordinator(r.learner_version);
-                    if !r.learner_addr.is_empty() {
-                        addr_tx.send_if_modified(|a| {
-                            let changed = *a != r.learner_addr;
-                            *a = r.learner_addr.clone();
-                            changed
-                        });
-                    }
-                    if r.stop {
-                        if !stop.swap(true, Ordering::Relaxed) {
-                            tracing::info!(
-                                "the coordinator says the run is over (the learner is done or \
-                                 the prompt pool is exhausted): stopping"
-                            );
-                        }
-                        let _ = stop_tx.send(true);
-                        return;
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = stop_rx.wait_for(|s| *s) => return,
-                }
-            }
-        });
-    }
-    // The learner's address comes with registration or a later heartbeat.
-    let learner_addr = {
-        let mut stop_rx = stop_rx.clone();
-        tokio::select! {
-            r = addr_rx.wait_for(|a| !a.is_empty()) => r.map(|a| a.clone()).map_err(|_| ActorError::Remote("heartbeats ended".into()))?,
-            _ = stop_rx.wait_for(|s| *s) => return Ok(ActorSummary::default()),
+    let (addr_tx, addr_rx) = watch::channel(reg.learner_addr.clone());
+    tokio::spawn(
+        Heartbeats {
+            coord: coord.clone(),
+            url: coordinator_url.to_string(),
+            member: member_rx.clone(),
+            held: held.clone(),
+            versions: versions.clone(),
+            learner_addr: addr_tx,
+            stop: stop.clone(),
+            every: cfg
+                .pipeline
+                .heartbeat_interval()
+                .max(Duration::from_millis(50)),
         }
+        .run(),
+    );
+    let subscription = Subscription {
+        learner_addr: addr_rx.clone(),
+        security: security.clone(),
+        cfg: model.config.clone(),
+        announced: versions.clone(),
+        metrics: metrics.clone(),
+        stop: stop.clone(),
+    };
+    let Some(slot_rx) = follow_weights(subscription).await? else {
+        return Ok(ActorSummary::default());
+    };
+    let mut actor = LeaseLoop {
+        coord,
+        name: name.to_string(),
+        member_tx,
+        member_rx,
+        leasing: calls.to_coordinator("leasing from"),
+        completing: calls.to_coordinator("completing a lease with"),
+        pushing: calls.to_learner(),
+        calls,
+        learner: LearnerLink::new(security, addr_rx),
+        slot_rx,
+        held,
+        versions,
+        max_lag: cfg.update.max_lag,
+        tok: model.tokenizer.clone(),
+        eos: model.eos_ids(),
+        verifier: source.verifier(),
+        cfg,
+        metrics,
+        stop: stop.clone(),
+        summary: ActorSummary::default(),
+    };
+    actor.run().await?;
+    stop.trigger();
+    tracing::info!(summary = ?actor.summary, "actor done");
+    Ok(actor.summary)
+}
+
+/// Waits for the learner's address (it comes with registration or a later heartbeat), then
+/// follows its weight stream until the first version arrives: the slot versions arrive in,
+/// or `None` when stopped first.
+async fn follow_weights(
+    subscription: Subscription,
+) -> Result<Option<watch::Receiver<Option<Versioned>>>, ActorError> {
+    let stop = subscription.stop.clone();
+    let mut addr_rx = subscription.learner_addr.clone();
+    let learner_addr = tokio::select! {
+        r = addr_rx.wait_for(|a| !a.is_empty()) => r.map(|a| a.clone()).map_err(|_| ActorError::Ended("heartbeats"))?,
+        _ = stop.wait() => return Ok(None),
     };
     tracing::info!(learner = %learner_addr, "following the learner's weights");
     let (slot_tx, mut slot_rx) = watch::channel::<Option<Versioned>>(None);
-    tokio::spawn(follow(
-        addr_rx.clone(),
-        security.clone(),
-        model.config.clone(),
-        slot_tx,
-        versions.clone(),
-        metrics.clone(),
-        stop_rx.clone(),
-    ));
-    {
-        let mut stop_rx = stop_rx.clone();
-        tokio::select! {
-            r = slot_rx.wait_for(|s| s.is_some()) => { r.map_err(|_| ActorError::Remote("weight stream ended".into()))?; }
-            _ = stop_rx.wait_for(|s| *s) => return Ok(ActorSummary::default()),
-        }
+    tokio::spawn(follow(subscription, slot_tx));
+    tokio::select! {
+        r = slot_rx.wait_for(|s| s.is_some()) => { r.map_err(|_| ActorError::Ended("the weight stream"))?; }
+        _ = stop.wait() => return Ok(None),
     }
-    let mut learner = LearnerLink::new(security.clone(), addr_rx.clone());
-    let mut leasing = to_coordinator("leasing from");
-    let mut completing = to_coordinator("completing a lease with");
-    let mut pushing = Retry::new(
-        "pushing groups to the learner",
-        RetryLimits::default(),
-        request_timeout,
-    );
-    let mut stop_wait = stop_rx.clone();
+    Ok(Some(slot_rx))
+}
 
-    let mut summary = ActorSummary::default();
-    let tok = model.tokenizer.clone();
-    let eos = model.eos_ids();
-    while !stop.load(Ordering::Relaxed) {
-        let version = slot_rx.borrow().as_ref().map(|v| v.0).unwrap_or(0);
-        held.store(version, Ordering::Relaxed);
+/// What one lease request came to.
+enum Leased {
+    Granted(proto::LeaseReply),
+    /// Nothing this time (refused for now, re-registered, a failed call): ask again.
+    Again,
+    /// The run is over, or the actor is stopping.
+    Stop,
+}
+
+/// The actor's loop once it has weights: lease -> generate -> push -> complete.
+struct LeaseLoop {
+    coord: CoordinatorClient<ClientChannel>,
+    name: String,
+    member_tx: watch::Sender<String>,
+    member_rx: watch::Receiver<String>,
+    calls: Calls,
+    leasing: Retry,
+    completing: Retry,
+    pushing: Retry,
+    learner: LearnerLink,
+    slot_rx: watch::Receiver<Option<Versioned>>,
+    /// The version held, reported with heartbeats.
+    held: Arc<AtomicU64>,
+    versions: Arc<LearnerVersion>,
+    max_lag: u64,
+    tok: Tokenizer,
+    eos: Vec<u32>,
+    verifier: Arc<dyn Verifier>,
+    cfg: RunConfig,
+    metrics: Arc<ActorMetrics>,
+    stop: Shutdown,
+    summary: ActorSummary,
+}
+
+impl LeaseLoop {
+    /// Leases and works until the run is over or the actor stops.
+    async fn run(&mut self) -> Result<(), ActorError> {
+        while !self.stop.is_set() {
+            let lease = match self.lease().await? {
+                Leased::Granted(lease) => lease,
+                Leased::Again => continue,
+                Leased::Stop => break,
+            };
+            let span = tracing::info_span!("lease", lease_id = %lease.lease_id, prompts = lease.prompts.len());
+            if !self.work(lease).instrument(span).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the coordinator for a lease with the version held.
+    async fn lease(&mut self) -> Result<Leased, ActorError> {
+        let version = self.slot_rx.borrow().as_ref().map(|v| v.0).unwrap_or(0);
+        self.held.store(version, Ordering::Relaxed);
         let idle = std::time::Instant::now();
-        let lease = coord
+        let lease = self
+            .coord
             .lease(proto::LeaseRequest {
-                member_id: member_rx.borrow().clone(),
+                member_id: self.member_rx.borrow().clone(),
                 version,
-                max_prompts: cfg.pipeline.prompts_per_lease as u32,
+                max_prompts: self.cfg.pipeline.prompts_per_lease as u32,
             })
             .await;
         let lease = match lease {
             Ok(l) => {
-                leasing.succeeded();
+                self.leasing.succeeded();
                 l.into_inner()
             }
             Err(s) if s.code() == tonic::Code::NotFound => {
                 // Declared dead (e.g. after a long stall), or a coordinator restarted without
                 // its journal: join again under a new id.
-                let r =
-                    register(&coord, name, &mut to_coordinator("registering again with")).await?;
+                let mut retry = self.calls.to_coordinator("registering again with");
+                let r = register(&self.coord, &self.name, &mut retry).await?;
                 tracing::info!(member = %r.member_id, "registered again");
-                member_tx.send_replace(r.member_id);
-                continue;
+                self.member_tx.send_replace(r.member_id);
+                return Ok(Leased::Again);
             }
             Err(s) => {
-                let wait = leasing.failed(&s).map_err(ActorError::Remote)?;
-                if pause(wait, &mut stop_wait).await {
-                    break;
+                let wait = self.leasing.failed(&s)?;
+                if self.stop.sleep(wait).await {
+                    return Ok(Leased::Stop);
                 }
-                continue;
+                return Ok(Leased::Again);
             }
         };
-        versions.heard_from_coordinator(lease.learner_version);
+        self.versions.heard_from_coordinator(lease.learner_version);
         match LeaseRefusal::try_from(lease.refused) {
             Ok(LeaseRefusal::Unspecified) => {}
             Ok(refusal @ (LeaseRefusal::Stopping | LeaseRefusal::Exhausted)) => {
                 // Said once, by whichever noticed first (the heartbeats may have).
-                let first = !stop.swap(true, Ordering::Relaxed);
+                let first = self.stop.trigger();
                 if first && refusal == LeaseRefusal::Exhausted {
                     tracing::info!(
                         "the coordinator's prompt pool is exhausted (every prompt retired or \
@@ -308,31 +308,51 @@ pub async fn run_actor(
                 } else if first {
                     tracing::info!("the coordinator says the learner is done: stopping");
                 }
-                break;
+                return Ok(Leased::Stop);
             }
             Ok(LeaseRefusal::StaleWeights) => {
-                let mut stop_rx = stop_rx.clone();
                 tokio::select! {
-                    _ = tokio::time::timeout(Duration::from_secs(1), slot_rx.changed()) => {}
-                    _ = stop_rx.wait_for(|s| *s) => {}
+                    _ = tokio::time::timeout(Duration::from_secs(1), self.slot_rx.changed()) => {}
+                    _ = self.stop.wait() => {}
                 }
-                summary.idle_s += idle.elapsed().as_secs_f64();
-                metrics.idle(idle.elapsed());
-                continue;
+                self.idle(idle.elapsed());
+                return Ok(Leased::Again);
             }
             // Empty for now, or a refusal this actor does not know: ask again.
             Ok(LeaseRefusal::PoolEmpty) | Err(_) => {
                 tracing::debug!(refused = lease.refused, "no lease");
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                summary.idle_s += idle.elapsed().as_secs_f64();
-                metrics.idle(idle.elapsed());
-                continue;
+                self.idle(idle.elapsed());
+                return Ok(Leased::Again);
             }
         }
-        summary.idle_s += idle.elapsed().as_secs_f64();
-        metrics.idle(idle.elapsed());
-        summary.leases += 1;
-        metrics.leases.inc();
+        self.idle(idle.elapsed());
+        self.summary.leases += 1;
+        self.metrics.leases.inc();
+        Ok(Leased::Granted(lease))
+    }
+
+    fn idle(&mut self, took: Duration) {
+        self.summary.idle_s += took.as_secs_f64();
+        self.metrics.idle(took);
+    }
+
+    /// Generates, delivers and completes one lease; false when the actor stopped midway.
+    async fn work(&mut self, lease: proto::LeaseReply) -> Result<bool, ActorError> {
+        let Some(groups) = self.generate(&lease).await? else {
+            return Ok(false);
+        };
+        if !self.push(&lease.lease_id, &groups).await? {
+            return Ok(false);
+        }
+        self.complete(&lease, &groups).await
+    }
+
+    /// Samples the lease's groups on a blocking thread; `None` if stopped midway.
+    async fn generate(
+        &mut self,
+        lease: &proto::LeaseReply,
+    ) -> Result<Option<Vec<RolloutGroup>>, ActorError> {
         let problems: Vec<Problem> = lease
             .prompts
             .iter()
@@ -343,16 +363,17 @@ pub async fn run_actor(
                 solution: String::new(),
             })
             .collect();
+        let cfg = &self.cfg;
         let mut params = cfg.sampling.clone();
         params.seed = cfg.seed ^ lease_seed(&lease.lease_id);
         if params.stop_tokens.is_empty() {
-            params.stop_tokens = eos.clone();
+            params.stop_tokens = self.eos.clone();
         }
         let mut follow_state = Follow {
-            slot: slot_rx.clone(),
-            learner_version: learner_version.clone(),
-            max_lag: cfg.update.max_lag,
-            stop: stop.clone(),
+            slot: self.slot_rx.clone(),
+            learner_version: self.versions.current().clone(),
+            max_lag: self.max_lag,
+            stop: self.stop.flag(),
             handle: tokio::runtime::Handle::current(),
         };
         // The coordinator's group ids (older coordinators sent none: lease/problem then).
@@ -367,7 +388,12 @@ pub async fn run_actor(
                 }
             })
             .collect();
-        let (tok2, verifier2) = (tok.clone(), verifier.clone());
+        tracing::info!(
+            ?group_ids,
+            version = self.held.load(Ordering::Relaxed),
+            "generating"
+        );
+        let (tok2, verifier2) = (self.tok.clone(), self.verifier.clone());
         let group_size = cfg.group_size;
         let busy = std::time::Instant::now();
         let generated = tokio::task::spawn_blocking(move || {
@@ -382,42 +408,60 @@ pub async fn run_actor(
             )
         })
         .await
-        .map_err(|e| ActorError::Remote(format!("generation thread: {e}")))??;
+        .map_err(|e| ActorError::Thread(e.to_string()))??;
         let elapsed = busy.elapsed();
-        summary.busy_s += elapsed.as_secs_f64();
+        self.summary.busy_s += elapsed.as_secs_f64();
         let Some((groups, stats)) = generated else {
-            break;
+            return Ok(None);
         };
-        summary.in_flight_swaps += stats.swaps;
-        summary.idle_s += stats.waited.as_secs_f64();
-        summary.busy_s -= stats.waited.as_secs_f64();
+        self.summary.in_flight_swaps += stats.swaps;
+        self.summary.idle_s += stats.waited.as_secs_f64();
+        self.summary.busy_s -= stats.waited.as_secs_f64();
         let tokens = groups.iter().map(|g| g.num_tokens() as u64).sum();
-        metrics.idle(stats.waited);
-        metrics.generated(elapsed.saturating_sub(stats.waited), tokens, stats.swaps);
+        self.metrics.idle(stats.waited);
+        self.metrics
+            .generated(elapsed.saturating_sub(stats.waited), tokens, stats.swaps);
+        Ok(Some(groups))
+    }
 
+    /// Pushes the groups until the learner acknowledges each; false when stopped first.
+    async fn push(&mut self, lease_id: &str, groups: &[RolloutGroup]) -> Result<bool, ActorError> {
         let wire: Vec<proto::RolloutGroup> = groups
             .iter()
-            .map(|g| rollout::wire::to_wire(g, &lease.lease_id))
+            .map(|g| rollout::wire::to_wire(g, lease_id))
             .collect();
-        metrics.groups_pushed.inc_by(wire.len() as u64);
-        let Some(acks) = deliver(&mut learner, &wire, &mut pushing, &mut stop_wait).await? else {
-            tracing::info!(learner = %learner.addr(), "stopping with groups undelivered");
-            break;
+        self.metrics.groups_pushed.inc_by(wire.len() as u64);
+        let mut stop_wait = self.stop.receiver();
+        let Some(acks) =
+            deliver(&mut self.learner, &wire, &mut self.pushing, &mut stop_wait).await?
+        else {
+            tracing::info!(learner = %self.learner.addr(), "stopping with groups undelivered");
+            return Ok(false);
         };
         for ack in acks {
             if ack.outcome == proto::push_ack::Outcome::Rejected as i32 {
-                summary.groups_rejected += 1;
-                metrics.groups_rejected.inc();
+                self.summary.groups_rejected += 1;
+                self.metrics.groups_rejected.inc();
                 tracing::warn!(group = %ack.group_id, reason = %ack.reason, "learner rejected a group");
             } else {
-                summary.groups_accepted += 1;
+                self.summary.groups_accepted += 1;
                 if ack.outcome == proto::push_ack::Outcome::Duplicate as i32 {
-                    metrics.groups_duplicate.inc();
+                    self.metrics.groups_duplicate.inc();
                 } else {
-                    metrics.groups_accepted.inc();
+                    self.metrics.groups_accepted.inc();
                 }
+                tracing::debug!(group_id = %ack.group_id, learner_version = ack.learner_version, "group delivered");
             }
         }
+        Ok(true)
+    }
+
+    /// Reports the lease's rewards to the coordinator; false when stopped first.
+    async fn complete(
+        &mut self,
+        lease: &proto::LeaseReply,
+        groups: &[RolloutGroup],
+    ) -> Result<bool, ActorError> {
         let results = groups
             .iter()
             .map(|g| proto::ProblemResult {
@@ -426,25 +470,23 @@ pub async fn run_actor(
             })
             .collect();
         let completion = proto::CompleteRequest {
-            member_id: member_rx.borrow().clone(),
+            member_id: self.member_rx.borrow().clone(),
             lease_id: lease.lease_id.clone(),
             results,
         };
         // A lease that expired meanwhile is answered as such: its prompts are already
         // leased again under the same group ids, which the learner now has.
-        let completed = completing.run(|| {
+        let coord = &self.coord;
+        let completed = self.completing.run(|| {
             let (mut c, r) = (coord.clone(), completion.clone());
             async move { c.complete(r).await }
         });
         tokio::select! {
-            done = completed => { done.map_err(ActorError::Remote)?; }
-            _ = stop_wait.wait_for(|s| *s) => break,
+            done = completed => { done?; }
+            _ = self.stop.wait() => return Ok(false),
         }
+        Ok(true)
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = stop_tx.send(true);
-    tracing::info!(?summary, "actor done");
-    Ok(summary)
 }
 
 fn lease_seed(lease_id: &str) -> u64 {

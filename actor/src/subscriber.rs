@@ -6,6 +6,8 @@ use crate::learner_version::LearnerVersion;
 use crate::metrics::ActorMetrics;
 use policy::{ModelConfig, Policy, Weights};
 use proto::learner_client::LearnerClient;
+use proto::shutdown::Shutdown;
+use proto::transport::retry::{FIRST_BACKOFF, MAX_BACKOFF};
 use proto::transport::Security;
 use proto::weights::{Assembler, WeightsError};
 use proto::weights_chunk::Part;
@@ -29,113 +31,160 @@ fn build(
     Ok(Policy::new(cfg, &weights)?)
 }
 
+/// What following the learner's weight stream needs.
+pub(crate) struct Subscription {
+    /// The learner's address (from the coordinator); followed when it moves.
+    pub learner_addr: watch::Receiver<String>,
+    pub security: Security,
+    pub cfg: ModelConfig,
+    /// Told the newest announced version (header seen).
+    pub announced: Arc<LearnerVersion>,
+    pub metrics: Arc<ActorMetrics>,
+    pub stop: Shutdown,
+}
+
+/// What ended one connection to the weight stream.
+enum Broke {
+    /// The stream failed (or the learner closed it): reconnect after a backoff.
+    Stream,
+    /// The learner moved: connect to the new address at once.
+    Moved,
+    /// The actor is stopping (or the heartbeats ended, which only happens then).
+    Stop,
+}
+
 /// Follows the learner's weight stream until `stop`; publishes versions into `slot` and the
 /// newest announced version (header seen) into `announced`, and counts what it receives.
 /// Follows the learner to a new address (`learner_addr`, from the coordinator) too; a
 /// restarted learner behind the version held here sends its own at once, and that one is
 /// taken, lower or not.
-pub(crate) async fn follow(
-    mut learner_addr: watch::Receiver<String>,
-    security: Security,
-    cfg: ModelConfig,
-    slot: watch::Sender<Option<Versioned>>,
-    announced: Arc<LearnerVersion>,
-    metrics: Arc<ActorMetrics>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut backoff = Duration::from_millis(50);
-    let mut last_addr = learner_addr.borrow().clone();
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let after = slot.borrow().as_ref().map_or(0, |v| v.0);
-        let addr = learner_addr.borrow_and_update().clone();
+pub(crate) async fn follow(mut sub: Subscription, slot: watch::Sender<Option<Versioned>>) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut last_addr = sub.learner_addr.borrow().clone();
+    while !sub.stop.is_set() {
+        let addr = sub.learner_addr.borrow_and_update().clone();
         if addr != last_addr {
             tracing::info!(from = %last_addr, to = %addr, "the learner moved; following it");
             last_addr = addr.clone();
         }
         let mut received = false;
-        let result = async {
-            let channel = security.channel(&addr).await.map_err(|e| e.to_string())?;
-            let mut client =
-                LearnerClient::new(channel).max_decoding_message_size(proto::MAX_MESSAGE_BYTES);
-            let mut stream = client
-                .subscribe_weights(proto::SubscribeWeightsRequest {
-                    after_version: after,
-                    member_id: String::new(),
-                })
-                .await
-                .map_err(|s| s.message().to_string())?
-                .into_inner();
-            let mut asm = Assembler::new();
-            let mut header_at = std::time::Instant::now();
-            while let Some(chunk) = stream
-                .message()
-                .await
-                .map_err(|s| s.message().to_string())?
-            {
-                match &chunk.part {
-                    Some(Part::Header(_)) => header_at = std::time::Instant::now(),
-                    Some(Part::Tensor(t)) => {
-                        metrics.weight_bytes_received.inc_by(t.data.len() as u64);
-                    }
-                    _ => {}
-                }
-                let done = asm.push(chunk).map_err(|e| {
-                    metrics.reject(match e {
-                        WeightsError::Checksum { .. } => "bad_checksum",
-                        _ => "bad_weights",
-                    });
-                    e.to_string()
-                })?;
-                if let Some(v) = asm.receiving() {
-                    announced.announced(v);
-                }
-                if let Some((version, tensors)) = done {
-                    let policy = build(&cfg, tensors).map_err(|e| {
-                        metrics.reject("weights_shape");
-                        e.to_string()
-                    })?;
-                    tracing::debug!(version, "received weights");
-                    // Counted before the version is handed over, so whoever sees it in the
-                    // slot sees it counted too.
-                    metrics.weights_version.set(version as i64);
-                    metrics.weight_versions_received.inc();
-                    metrics
-                        .weight_receive_seconds
-                        .observe(header_at.elapsed().as_secs_f64());
-                    slot.send_replace(Some(Arc::new((version, policy))));
-                    received = true;
-                }
-            }
-            Ok::<(), String>(())
-        };
-        // Some(true): the learner moved; Some(false): the heartbeats ended (stopping).
-        let moved = tokio::select! {
-            r = result => {
+        match sub.connection(&addr, &slot, &mut received, backoff).await {
+            Broke::Moved => continue,
+            Broke::Stop => return,
+            Broke::Stream => {}
+        }
+        if received {
+            backoff = FIRST_BACKOFF;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+impl Subscription {
+    /// One connection to the stream at `addr`, until it breaks, the learner moves, or the
+    /// actor stops; `received` is set once a complete version came through it.
+    async fn connection(
+        &mut self,
+        addr: &str,
+        slot: &watch::Sender<Option<Versioned>>,
+        received: &mut bool,
+        backoff: Duration,
+    ) -> Broke {
+        let stream = receive(
+            &self.security,
+            &self.cfg,
+            &self.announced,
+            &self.metrics,
+            addr,
+            slot,
+            received,
+        );
+        tokio::select! {
+            r = stream => {
                 if let Err(e) = r {
                     tracing::warn!(learner = %addr, error = %e, retry_in = ?backoff, "weight stream broke; reconnecting");
                 }
-                None
+                Broke::Stream
             }
-            changed = learner_addr.changed() => Some(changed.is_ok()),
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        match moved {
-            Some(true) => continue,
-            Some(false) => {
-                let _ = stop.wait_for(|s| *s).await;
-                return;
+            changed = self.learner_addr.changed() => {
+                if changed.is_ok() {
+                    return Broke::Moved;
+                }
+                self.stop.wait().await;
+                Broke::Stop
             }
-            None => {}
+            _ = self.stop.wait() => Broke::Stop,
         }
-        if received {
-            backoff = Duration::from_millis(50);
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+/// Subscribes to the versions after the one in `slot` at `addr` and assembles them (counted
+/// in `metrics`, each header announced to `announced`), publishing each complete one into
+/// `slot`, until the stream ends or fails.
+async fn receive(
+    security: &Security,
+    cfg: &ModelConfig,
+    announced: &LearnerVersion,
+    metrics: &ActorMetrics,
+    addr: &str,
+    slot: &watch::Sender<Option<Versioned>>,
+    received: &mut bool,
+) -> Result<(), String> {
+    let after = slot.borrow().as_ref().map_or(0, |v| v.0);
+    let channel = security.channel(addr).await.map_err(|e| e.to_string())?;
+    let mut client =
+        LearnerClient::new(channel).max_decoding_message_size(proto::MAX_MESSAGE_BYTES);
+    let mut stream = client
+        .subscribe_weights(proto::SubscribeWeightsRequest {
+            after_version: after,
+            member_id: String::new(),
+        })
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    let mut asm = Assembler::new();
+    let mut header_at = std::time::Instant::now();
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|s| s.message().to_string())?
+    {
+        match &chunk.part {
+            Some(Part::Header(_)) => header_at = std::time::Instant::now(),
+            Some(Part::Tensor(t)) => {
+                metrics.weight_bytes_received.inc_by(t.data.len() as u64);
+            }
+            _ => {}
+        }
+        let done = asm.push(chunk).map_err(|e| {
+            metrics.reject(match e {
+                WeightsError::Checksum { .. } => "bad_checksum",
+                _ => "bad_weights",
+            });
+            e.to_string()
+        })?;
+        if let Some(v) = asm.receiving() {
+            announced.announced(v);
+        }
+        if let Some((version, tensors)) = done {
+            let policy = build(cfg, tensors).map_err(|e| {
+                metrics.reject("weights_shape");
+                e.to_string()
+            })?;
+            tracing::debug!(version, "received weights");
+            // Counted before the version is handed over, so whoever sees it in the
+            // slot sees it counted too.
+            metrics.weights_version.set(version as i64);
+            metrics.weight_versions_received.inc();
+            metrics
+                .weight_receive_seconds
+                .observe(header_at.elapsed().as_secs_f64());
+            slot.send_replace(Some(Arc::new((version, policy))));
+            *received = true;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -90,17 +90,17 @@ async fn corrupt_or_misshapen_weights_are_refused_and_the_next_good_version_take
 
     let (_addr_tx, addr_rx) = watch::channel(url);
     let (slot_tx, mut slot_rx) = watch::channel::<Option<Versioned>>(None);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = Shutdown::new();
     let metrics = Arc::new(ActorMetrics::new());
-    let follower = tokio::spawn(follow(
-        addr_rx,
-        Security::default(),
+    let subscription = Subscription {
+        learner_addr: addr_rx,
+        security: Security::default(),
         cfg,
-        slot_tx,
-        LearnerVersion::new(0),
-        metrics.clone(),
-        stop_rx,
-    ));
+        announced: LearnerVersion::new(0),
+        metrics: metrics.clone(),
+        stop: stop.clone(),
+    };
+    let follower = tokio::spawn(follow(subscription, slot_tx));
     let got = tokio::time::timeout(
         Duration::from_secs(30),
         slot_rx.wait_for(|v| v.as_ref().is_some_and(|v| v.0 == 3)),
@@ -119,7 +119,7 @@ async fn corrupt_or_misshapen_weights_are_refused_and_the_next_good_version_take
         text.contains("oxrl_actor_weight_versions_received_total 1"),
         "{text}"
     );
-    stop_tx.send(true).unwrap();
+    stop.trigger();
     tokio::time::timeout(Duration::from_secs(10), follower)
         .await
         .expect("the follower stops")

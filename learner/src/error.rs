@@ -22,8 +22,26 @@ pub enum LearnerError {
          publish them; the last finite checkpoint is kept (is update.lr too high?)"
     )]
     NonFiniteWeights { parameter: String, at: String },
+    /// The coordinator could not be reached within the connect deadline, or the URL or TLS
+    /// settings are wrong.
+    #[error("connecting to the coordinator: {0}")]
+    Connect(#[from] proto::transport::ConnectError),
+    /// A call to the coordinator failed for good (refused, hung, or down past the limit).
+    #[error(transparent)]
+    Coordinator(#[from] proto::transport::GaveUp),
+    /// The learner's own gRPC server could not be set up or stopped with an error.
+    #[error("learner server: {0}")]
+    Server(String),
+    /// The data-parallel group failed (NCCL, the TCP collective, a rank that stopped).
     #[error("{0}")]
-    Remote(String),
+    Collective(String),
+    /// A thread or task of the learner ended abnormally (a panic, a cancelled task).
+    #[error("{what}: {reason}")]
+    Thread { what: &'static str, reason: String },
+    /// Training stopped before the run's last step, neither at the end of the rollouts nor
+    /// at an outside shutdown.
+    #[error("training stopped early, at step {step} of {steps}")]
+    StoppedEarly { step: u64, steps: u64 },
     #[error("invalid config: {0}")]
     Config(String),
     #[error(transparent)]

@@ -271,6 +271,8 @@ mod tests {
             },
         )
         .unwrap();
+        // Written term by term, as the hand computation has it.
+        #[allow(clippy::neg_multiply)]
         let j = 0.25 * 0.5f64.exp() * 2.0 * -1.0
             + 0.25 * 4.0 * 2.0 * -0.5
             + 0.5 * (-1.0f64).exp() * -1.0 * -2.0;

@@ -41,7 +41,7 @@ impl Replicas {
     pub fn spawn(mut primary: Learner, others: Vec<Learner>) -> Result<Self> {
         let world = others.len() + 1;
         if primary.rank_and_world() != (0, world) {
-            return Err(LearnerError::Remote(format!(
+            return Err(LearnerError::Collective(format!(
                 "rank 0 of {world} replicas has (rank, world) {:?}",
                 primary.rank_and_world()
             )));
@@ -51,7 +51,7 @@ impl Replicas {
         for (i, mut learner) in others.into_iter().enumerate() {
             let rank = i + 1;
             if learner.rank_and_world() != (rank, world) {
-                return Err(LearnerError::Remote(format!(
+                return Err(LearnerError::Collective(format!(
                     "replica {rank} of {world} has (rank, world) {:?}",
                     learner.rank_and_world()
                 )));
@@ -74,7 +74,7 @@ impl Replicas {
                         }
                     }
                 })
-                .map_err(|e| LearnerError::Remote(format!("starting rank {rank}: {e}")))?;
+                .map_err(|e| LearnerError::Collective(format!("starting rank {rank}: {e}")))?;
             workers.push(Worker { rank, jobs, done });
             ready.push(ready_rx);
         }
@@ -119,11 +119,11 @@ impl Replicas {
 }
 
 fn gone(rank: usize) -> LearnerError {
-    LearnerError::Remote(format!("learner rank {rank} has stopped"))
+    LearnerError::Collective(format!("learner rank {rank} has stopped"))
 }
 
 fn wait(rank: usize, rx: &Receiver<Result<()>>) -> Result<()> {
     rx.recv()
         .map_err(|_| gone(rank))?
-        .map_err(|e| LearnerError::Remote(format!("learner rank {rank} failed: {e}")))
+        .map_err(|e| LearnerError::Collective(format!("learner rank {rank} failed: {e}")))
 }

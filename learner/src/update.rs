@@ -11,7 +11,7 @@ use crate::error::{LearnerError, Result};
 use crate::objective::{self, ObjectiveInputs};
 use crate::optim::{accumulate, learning_rate, AdamW, Grads};
 use crate::params::TrainableModel;
-use rollout::RolloutGroup;
+use rollout::{staleness, LagBound, RolloutGroup};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -124,60 +124,11 @@ impl Learner {
                 reason: e.to_string(),
             })?;
         }
-        let mut report = StepReport {
-            prompts: groups.len(),
-            samples: groups.iter().map(|g| g.samples.len()).sum(),
-            ..Default::default()
-        };
-        let all: Vec<_> = groups.iter().flat_map(|g| &g.samples).collect();
-        let n = all.len().max(1) as f64;
-        report.reward_mean = all.iter().map(|s| s.reward as f64).sum::<f64>() / n;
-        report.pass_rate = all.iter().filter(|s| s.reward >= 1.0).count() as f64 / n;
-        report.truncated_frac = all.iter().filter(|s| s.truncated).count() as f64 / n;
-
+        let mut report = received(groups);
         // The version this step trains; lag is measured against it.
         let trained = self.version;
-        let mut kept = Vec::new();
-        for g in groups {
-            let max_lag = g
-                .samples
-                .iter()
-                .flat_map(|s| &s.versions)
-                .map(|&v| trained.saturating_sub(v))
-                .max()
-                .unwrap_or(0);
-            if max_lag > self.config.max_lag {
-                report.dropped_stale += 1;
-                continue;
-            }
-            if g.zero_variance() {
-                report.zero_variance_groups += 1;
-                report.zero_variance_ids.push(g.problem_id.clone());
-                continue;
-            }
-            kept.push(g);
-        }
-        let (mut lag_sum, mut lag_n) = (0u64, 0u64);
-        for g in &kept {
-            for v in g.samples.iter().flat_map(|s| &s.versions) {
-                let lag = trained.saturating_sub(*v);
-                *report.lag_hist.entry(lag).or_default() += 1;
-                lag_sum += lag;
-                lag_n += 1;
-                report.lag_max = report.lag_max.max(lag);
-            }
-        }
-        report.lag_mean = lag_sum as f64 / lag_n.max(1) as f64;
-        report.zero_variance_frac = if groups.is_empty() {
-            0.0
-        } else {
-            report.zero_variance_groups as f64 / groups.len() as f64
-        };
-        report.mixed_version_samples = kept
-            .iter()
-            .flat_map(|g| &g.samples)
-            .filter(|s| s.versions.windows(2).any(|w| w[0] != w[1]))
-            .count();
+        let kept = self.keep(groups, trained, &mut report);
+        record_lags(&kept, trained, &mut report);
         report.lr = learning_rate(
             self.config.lr,
             self.optimizer.steps(),
@@ -189,121 +140,146 @@ impl Learner {
         if kept.is_empty() {
             return Ok(report);
         }
+        let rows = Rows::new(&kept, &self.config);
+        let (grads, sums) = self.gradients(&kept, &rows)?;
+        let stats = self.optimizer.step(self.model.vars(), &grads, report.lr)?;
+        self.version += 1;
+        report.version = self.version;
+        report.tokens = sums.tokens;
+        report.loss = sums.loss;
+        report.grad_norm = stats.grad_norm;
+        report.rho_mean = sums.rho / sums.tokens.max(1) as f64;
+        report.clip_frac = sums.clip / sums.tokens.max(1) as f64;
+        Ok(report)
+    }
 
-        let rewards: Vec<Vec<f32>> = kept
-            .iter()
-            .map(|g| g.samples.iter().map(|s| s.reward).collect())
-            .collect();
-        let advantages = objective::normalised_advantages(&rewards, self.config.advantage_norm);
-        let mut rows = Vec::new(); // (group, sample)
-        for (gi, g) in kept.iter().enumerate() {
-            for si in 0..g.samples.len() {
-                rows.push((gi, si));
+    /// The groups to train on: those past the lag bound and those with zero variance are
+    /// dropped and counted in `report`.
+    fn keep<'g>(
+        &self,
+        groups: &'g [RolloutGroup],
+        trained: u64,
+        report: &mut StepReport,
+    ) -> Vec<&'g RolloutGroup> {
+        let mut kept = Vec::new();
+        for g in groups {
+            if LagBound(self.config.max_lag).group_is_stale(g, trained) {
+                report.dropped_stale += 1;
+                continue;
             }
+            if g.zero_variance() {
+                report.zero_variance_groups += 1;
+                report.zero_variance_ids.push(g.problem_id.clone());
+                continue;
+            }
+            kept.push(g);
         }
-        let group_of: Vec<usize> = rows.iter().map(|&(g, _)| g).collect();
-        let lens: Vec<usize> = rows
+        report.zero_variance_frac = if groups.is_empty() {
+            0.0
+        } else {
+            report.zero_variance_groups as f64 / groups.len() as f64
+        };
+        report.mixed_version_samples = kept
             .iter()
-            .map(|&(g, s)| kept[g].samples[s].tokens.len())
-            .collect();
-        let weights = objective::sample_weights(
-            self.config.objective,
-            self.config.aggregation,
-            &group_of,
-            &lens,
-        );
+            .flat_map(|g| &g.samples)
+            .filter(|s| s.versions.windows(2).any(|w| w[0] != w[1]))
+            .count();
+        kept
+    }
 
-        let pad = self.model.tokenizer.pad_id();
-        let device = self.model.policy().device().clone();
+    /// Forward and backward over this rank's micro-batches of `rows`; the gradients and
+    /// figures summed over the whole data-parallel group.
+    fn gradients(&mut self, kept: &[&RolloutGroup], rows: &Rows) -> Result<(Grads, Sums)> {
         let mut grads = Grads::new();
-        let (mut loss_sum, mut rho_sum, mut clip_sum, mut tok_sum) = (0f64, 0f64, 0f64, 0usize);
+        let mut sums = Sums::default();
         let (rank, world) = (self.collective.rank(), self.collective.world_size());
         let chunk_size = self
             .config
             .micro_batch
             .min(rows.len().div_ceil(world))
             .max(1);
-        for (ci, chunk) in (0..rows.len())
-            .collect::<Vec<_>>()
-            .chunks(chunk_size)
-            .enumerate()
-        {
-            if ci % world != rank {
-                continue;
+        let all: Vec<usize> = (0..rows.len()).collect();
+        for (ci, chunk) in all.chunks(chunk_size).enumerate() {
+            if ci % world == rank {
+                self.micro_batch(kept, rows, chunk, &mut grads, &mut sums)?;
             }
-            let pairs: Vec<(&[u32], &[u32])> = chunk
-                .iter()
-                .map(|&r| {
-                    let (g, s) = rows[r];
-                    (
-                        kept[g].prompt_tokens.as_slice(),
-                        kept[g].samples[s].tokens.as_slice(),
-                    )
-                })
-                .collect();
-            let batch = TokenBatch::new(&pairs, pad, &device)?;
-            let per_sample = |f: &dyn Fn(usize) -> Vec<f32>| -> Vec<Vec<f32>> {
-                chunk.iter().map(|&r| f(r)).collect()
-            };
-            let logp_gen = batch.per_token(
-                &per_sample(&|r| kept[rows[r].0].samples[rows[r].1].logprobs.clone()),
-                0.0,
-            )?;
-            let adv = batch.per_token(
-                &per_sample(&|r| vec![advantages[rows[r].0][rows[r].1]; lens[r]]),
-                0.0,
-            )?;
-            let weight = batch.per_token(&per_sample(&|r| vec![weights[r]; lens[r]]), 0.0)?;
-            let logp_train =
-                policy::next_token_logprobs(self.model.policy(), &batch.ids, &batch.pads, 1.0)?;
-            let (loss, stats) = objective::loss(
-                self.config.objective,
-                &ObjectiveInputs {
-                    logp_train: &logp_train,
-                    logp_gen: &logp_gen,
-                    advantage: &adv,
-                    weight: &weight,
-                },
-            )?;
-            let value = loss.to_scalar::<f32>()? as f64;
-            if !value.is_finite() {
-                return Err(LearnerError::NonFinite {
-                    what: "loss",
-                    step: self.optimizer.steps(),
-                });
-            }
-            loss_sum += value;
-            let t = batch.completion_tokens();
-            rho_sum += stats.rho_mean * t as f64;
-            clip_sum += stats.clip_frac * t as f64;
-            tok_sum += t;
-            accumulate(&mut grads, self.model.vars(), &loss.backward()?)?;
         }
         if world > 1 {
             grads = self.all_reduce(grads)?;
-            let mut sums = [
-                loss_sum as f32,
-                rho_sum as f32,
-                clip_sum as f32,
-                tok_sum as f32,
+            let mut flat = [
+                sums.loss as f32,
+                sums.rho as f32,
+                sums.clip as f32,
+                sums.tokens as f32,
             ];
-            self.collective.all_reduce_sum(&mut sums)?;
-            (loss_sum, rho_sum, clip_sum, tok_sum) = (
-                sums[0] as f64,
-                sums[1] as f64,
-                sums[2] as f64,
-                sums[3] as usize,
-            );
+            self.collective.all_reduce_sum(&mut flat)?;
+            sums = Sums {
+                loss: flat[0] as f64,
+                rho: flat[1] as f64,
+                clip: flat[2] as f64,
+                tokens: flat[3] as usize,
+            };
         }
-        let stats = self.optimizer.step(self.model.vars(), &grads, report.lr)?;
-        self.version += 1;
-        report.version = self.version;
-        report.tokens = tok_sum;
-        report.loss = loss_sum;
-        report.grad_norm = stats.grad_norm;
-        report.rho_mean = rho_sum / tok_sum.max(1) as f64;
-        report.clip_frac = clip_sum / tok_sum.max(1) as f64;
-        Ok(report)
+        Ok((grads, sums))
+    }
+
+    /// The objective over the rows in `chunk`: its gradient added to `grads`, its figures to
+    /// `sums`. A non-finite loss is an error before anything is accumulated.
+    fn micro_batch(
+        &self,
+        kept: &[&RolloutGroup],
+        rows: &Rows,
+        chunk: &[usize],
+        grads: &mut Grads,
+        sums: &mut Sums,
+    ) -> Result<()> {
+        let sample = |r: usize| &kept[rows.at[r].0].samples[rows.at[r].1];
+        let pairs: Vec<(&[u32], &[u32])> = chunk
+            .iter()
+            .map(|&r| {
+                (
+                    kept[rows.at[r].0].prompt_tokens.as_slice(),
+                    sample(r).tokens.as_slice(),
+                )
+            })
+            .collect();
+        let pad = self.model.tokenizer.pad_id();
+        let device = self.model.policy().device().clone();
+        let batch = TokenBatch::new(&pairs, pad, &device)?;
+        let per_sample = |f: &dyn Fn(usize) -> Vec<f32>| -> Vec<Vec<f32>> {
+            chunk.iter().map(|&r| f(r)).collect()
+        };
+        let logp_gen = batch.per_token(&per_sample(&|r| sample(r).logprobs.clone()), 0.0)?;
+        let adv = batch.per_token(
+            &per_sample(&|r| vec![rows.advantages[rows.at[r].0][rows.at[r].1]; rows.lens[r]]),
+            0.0,
+        )?;
+        let weight = batch.per_token(&per_sample(&|r| vec![rows.weights[r]; rows.lens[r]]), 0.0)?;
+        let logp_train =
+            policy::next_token_logprobs(self.model.policy(), &batch.ids, &batch.pads, 1.0)?;
+        let (loss, stats) = objective::loss(
+            self.config.objective,
+            &ObjectiveInputs {
+                logp_train: &logp_train,
+                logp_gen: &logp_gen,
+                advantage: &adv,
+                weight: &weight,
+            },
+        )?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        if !value.is_finite() {
+            return Err(LearnerError::NonFinite {
+                what: "loss",
+                step: self.optimizer.steps(),
+            });
+        }
+        let t = batch.completion_tokens();
+        sums.loss += value;
+        sums.rho += stats.rho_mean * t as f64;
+        sums.clip += stats.clip_frac * t as f64;
+        sums.tokens += t;
+        accumulate(grads, self.model.vars(), &loss.backward()?)?;
+        Ok(())
     }
 
     /// Makes this rank's weights rank 0's (call once when a data-parallel group forms, so
@@ -344,4 +320,89 @@ impl Learner {
         }
         Ok(out)
     }
+}
+
+/// What a step received, before anything is dropped: counts, mean reward, pass and
+/// truncation rates.
+fn received(groups: &[RolloutGroup]) -> StepReport {
+    let all: Vec<_> = groups.iter().flat_map(|g| &g.samples).collect();
+    let n = all.len().max(1) as f64;
+    StepReport {
+        prompts: groups.len(),
+        samples: all.len(),
+        reward_mean: all.iter().map(|s| s.reward as f64).sum::<f64>() / n,
+        pass_rate: all.iter().filter(|s| s.reward >= 1.0).count() as f64 / n,
+        truncated_frac: all.iter().filter(|s| s.truncated).count() as f64 / n,
+        ..Default::default()
+    }
+}
+
+/// The lag of every kept token against the version `trained`: histogram, mean and max.
+fn record_lags(kept: &[&RolloutGroup], trained: u64, report: &mut StepReport) {
+    let (mut lag_sum, mut lag_n) = (0u64, 0u64);
+    for v in kept
+        .iter()
+        .flat_map(|g| &g.samples)
+        .flat_map(|s| &s.versions)
+    {
+        let lag = staleness::lag(*v, trained);
+        *report.lag_hist.entry(lag).or_default() += 1;
+        lag_sum += lag;
+        lag_n += 1;
+        report.lag_max = report.lag_max.max(lag);
+    }
+    report.lag_mean = lag_sum as f64 / lag_n.max(1) as f64;
+}
+
+/// The step's samples as rows (group, sample), with what the objective needs per row.
+struct Rows {
+    at: Vec<(usize, usize)>,
+    /// Completion length of each row.
+    lens: Vec<usize>,
+    /// Advantage of each sample, by group then sample.
+    advantages: Vec<Vec<f32>>,
+    /// Aggregation weight of each row.
+    weights: Vec<f32>,
+}
+
+impl Rows {
+    fn new(kept: &[&RolloutGroup], config: &UpdateConfig) -> Rows {
+        let rewards: Vec<Vec<f32>> = kept
+            .iter()
+            .map(|g| g.samples.iter().map(|s| s.reward).collect())
+            .collect();
+        let advantages = objective::normalised_advantages(&rewards, config.advantage_norm);
+        let at: Vec<(usize, usize)> = kept
+            .iter()
+            .enumerate()
+            .flat_map(|(gi, g)| (0..g.samples.len()).map(move |si| (gi, si)))
+            .collect();
+        let group_of: Vec<usize> = at.iter().map(|&(g, _)| g).collect();
+        let lens: Vec<usize> = at
+            .iter()
+            .map(|&(g, s)| kept[g].samples[s].tokens.len())
+            .collect();
+        let weights =
+            objective::sample_weights(config.objective, config.aggregation, &group_of, &lens);
+        Rows {
+            at,
+            lens,
+            advantages,
+            weights,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.at.len()
+    }
+}
+
+/// Figures summed over micro-batches (and ranks): loss, token-weighted rho and clip fraction,
+/// completion tokens.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sums {
+    loss: f64,
+    rho: f64,
+    clip: f64,
+    tokens: usize,
 }

@@ -11,6 +11,7 @@ mod generated {
 pub use generated::*;
 
 pub mod metrics_http;
+pub mod shutdown;
 pub mod transport;
 pub mod weights;
 

@@ -75,6 +75,27 @@ pub async fn serve(
         .await
 }
 
+/// A server started by [`spawn`]; dropping it stops the server.
+#[must_use = "the server stops when this is dropped"]
+pub struct Running {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Serves `router` on `listener` from a background task until the returned [`Running`] is
+/// dropped (a role holds it for as long as it runs); a server error is logged, not returned.
+pub fn spawn(listener: TcpListener, router: Router) -> Running {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = serve(listener, router, stopped).await {
+            tracing::warn!(error = %e, "the metrics server stopped");
+        }
+    });
+    Running { _stop: stop }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod curriculum;
 pub mod eval;
 pub mod group;
+pub mod staleness;
 pub mod ttc;
 pub mod wire;
 
@@ -18,3 +19,4 @@ pub use eval::{greedy_eval, held_out_eval, sampled_eval, EvalReport};
 pub use group::{
     encode_prompt, sample_groups, sample_groups_with, GroupBatch, GroupError, RolloutGroup, Sample,
 };
+pub use staleness::LagBound;

@@ -2,12 +2,10 @@
 //! starts them on one machine or a cluster runs them on many. Each prints
 //! `OXRL_LISTENING <addr>` on stdout once its server is bound (servers bind port 0 fine).
 
-use crate::commands::run::load_config;
+use crate::children::{LISTENING, METRICS};
+use crate::config::load_config;
 use anyhow::Context;
 use std::path::PathBuf;
-
-/// The line a role prints once its listener is bound.
-pub const LISTENING: &str = "OXRL_LISTENING";
 
 /// Authentication and TLS, the same flags on every role. The token itself may also come from
 /// `OXRL_AUTH_TOKEN` (never a flag: command lines are visible to every user of a machine).
@@ -46,6 +44,17 @@ impl SecurityArgs {
     }
 }
 
+/// The flags of every role process besides its own: transport security, and whether it exits
+/// with its parent.
+#[derive(clap::Args)]
+pub struct ProcessArgs {
+    #[command(flatten)]
+    security: SecurityArgs,
+    /// Exit when standard input closes (set by `oxrl run`, so no child outlives it).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
+}
+
 #[derive(clap::Args)]
 pub struct CoordinatorArgs {
     /// Address to listen on (port 0: the OS picks one).
@@ -63,10 +72,7 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     metrics_listen: Option<String>,
     #[command(flatten)]
-    security: SecurityArgs,
-    /// Exit when standard input closes (set by `oxrl run`, so no child outlives it).
-    #[arg(long, hide = true)]
-    exit_with_parent: bool,
+    process: ProcessArgs,
 }
 
 #[derive(clap::Args)]
@@ -90,9 +96,7 @@ pub struct LearnerArgs {
     #[arg(long, default_value_t = 0)]
     gpus: usize,
     #[command(flatten)]
-    security: SecurityArgs,
-    #[arg(long, hide = true)]
-    exit_with_parent: bool,
+    process: ProcessArgs,
 }
 
 #[derive(clap::Args)]
@@ -108,9 +112,7 @@ pub struct ActorArgs {
     #[arg(long)]
     metrics_listen: Option<String>,
     #[command(flatten)]
-    security: SecurityArgs,
-    #[arg(long, hide = true)]
-    exit_with_parent: bool,
+    process: ProcessArgs,
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or (with `exit_with_parent`) when stdin closes.
@@ -168,14 +170,14 @@ pub fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         Some(p) => load_config(p)?,
         None => learner::RunConfig::default(),
     };
-    let security = a.security.load()?;
+    let security = a.process.security.load()?;
     // Validates the config: a value that cannot be meant stops the coordinator here.
     let state = coordinator::Coordinator::new(cfg, a.journal.clone())
         .context("starting the coordinator")?;
     block_on(async {
         let metrics = bind_metrics(a.metrics_listen.as_deref()).await?;
         let (listener, _) = bind(&a.listen).await?;
-        let shutdown = shutdown_signal(a.exit_with_parent);
+        let shutdown = shutdown_signal(a.process.exit_with_parent);
         match metrics {
             Some(http) => {
                 coordinator::serve_with_dashboard(state, listener, http, security, shutdown).await?
@@ -185,9 +187,6 @@ pub fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         Ok(())
     })
 }
-
-/// The line a role prints once its `--metrics-listen` listener is bound.
-pub const METRICS: &str = "OXRL_METRICS";
 
 /// Binds `--metrics-listen` when given and prints `OXRL_METRICS <addr>`.
 async fn bind_metrics(addr: Option<&str>) -> anyhow::Result<Option<tokio::net::TcpListener>> {
@@ -201,7 +200,7 @@ async fn bind_metrics(addr: Option<&str>) -> anyhow::Result<Option<tokio::net::T
 
 pub fn learner(a: LearnerArgs) -> anyhow::Result<()> {
     learner::server::check_gpus(a.gpus)?;
-    let security = a.security.load()?;
+    let security = a.process.security.load()?;
     block_on(async {
         let metrics = bind_metrics(a.metrics_listen.as_deref()).await?;
         let (listener, local) = bind(&a.listen).await?;
@@ -217,16 +216,19 @@ pub fn learner(a: LearnerArgs) -> anyhow::Result<()> {
             metrics_listener: metrics,
             gpus: a.gpus,
         };
-        let summary =
-            learner::server::run_learner(launch, listener, shutdown_signal(a.exit_with_parent))
-                .await?;
+        let summary = learner::server::run_learner(
+            launch,
+            listener,
+            shutdown_signal(a.process.exit_with_parent),
+        )
+        .await?;
         tracing::info!(steps = summary.steps, version = summary.version, eval = ?summary.last_eval, "learner finished");
         Ok(())
     })
 }
 
 pub fn actor(a: ActorArgs) -> anyhow::Result<()> {
-    let security = a.security.load()?;
+    let security = a.process.security.load()?;
     block_on(async {
         let metrics = bind_metrics(a.metrics_listen.as_deref()).await?;
         let summary = actor::run_actor(
@@ -234,7 +236,7 @@ pub fn actor(a: ActorArgs) -> anyhow::Result<()> {
             &a.name,
             security,
             metrics,
-            shutdown_signal(a.exit_with_parent),
+            shutdown_signal(a.process.exit_with_parent),
         )
         .await?;
         // One machine-readable line for `oxrl run` and the benchmarks.

@@ -1,10 +1,11 @@
 //! `oxrl run`: an RL training run. `--sync` is the single-process loop (the baseline).
 
+use crate::config::load_config;
 use crate::{model_arg, progress};
 use anyhow::Context;
 use learner::sync_loop::{run_sync, Start};
 use learner::{RunConfig, TrainableModel};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -59,13 +60,6 @@ pub struct Args {
     /// Pipeline lag bound k: no token trains more than k versions after it was sampled.
     #[arg(long)]
     max_lag: Option<u64>,
-}
-
-/// Reads a RunConfig from TOML with a clear error on unknown or malformed keys.
-pub fn load_config(path: &Path) -> anyhow::Result<RunConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid run config {}", path.display()))
 }
 
 impl Args {
@@ -145,26 +139,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("config.toml"), toml::to_string(&cfg)?)?;
     tracing::info!(config = ?cfg, dir = %dir.display(), "run");
-    if !a.sync {
-        if a.resume.is_none() {
-            anyhow::ensure!(
-                learner::checkpoint::latest(&dir).is_none(),
-                "{} already holds a run; use --resume {} or another --out",
-                dir.display(),
-                dir.display()
-            );
-        }
-        return crate::commands::launch::run_pipeline(&cfg, &dir);
-    }
-    let start = if a.resume.is_some() {
-        Start::Resume
-    } else {
+    if a.resume.is_none() {
         anyhow::ensure!(
             learner::checkpoint::latest(&dir).is_none(),
             "{} already holds a run; use --resume {} or another --out",
             dir.display(),
             dir.display()
         );
+    }
+    if !a.sync {
+        return crate::commands::launch::run_pipeline(&cfg, &dir);
+    }
+    let start = if a.resume.is_some() {
+        Start::Resume
+    } else {
         let m = model_arg::load(&cfg.model)?;
         Start::Fresh(Box::new(TrainableModel::new(
             m.config,
@@ -189,35 +177,5 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         tracing::debug!(step = line.step, reward = line.report.reward_mean, "step");
     })?;
     pb.finish_and_clear();
-    finish(&dir, state.step, state.version, state.wall_s)
-}
-
-/// The sampled pass@1 whose first crossing the final line reports (time to accuracy).
-const SAMPLED_TARGET: f64 = 0.8;
-
-/// The end of a run, sync or pipeline: draws `DIR/curve.png` and prints the final line, which
-/// says where held-out pass@1 (sampled and greedy) started and where it ended.
-pub fn finish(dir: &Path, steps: u64, version: u64, wall_s: f64) -> anyhow::Result<()> {
-    let curve = crate::fit::run_curve::RunCurve::load(dir)?;
-    let png = dir.join("curve.png");
-    let title = format!("oxrl run {}", dir.display());
-    let drawn = match crate::fit::run_curve::write_png(&png, &curve, &title) {
-        Ok(()) => format!("; curve in {}", png.display()),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not draw the learning curve");
-            String::new()
-        }
-    };
-    let reached = curve
-        .time_to_sampled(SAMPLED_TARGET)
-        .map(|s| format!(" (sampled >= {SAMPLED_TARGET} at {s:.0} s)"))
-        .unwrap_or_default();
-    println!(
-        "run finished: {steps} steps, version {version}, {}{reached}, {wall_s:.0} s{drawn}; metrics in {}",
-        curve
-            .summary()
-            .unwrap_or_else(|| "no held-out evaluation".into()),
-        dir.join("metrics.jsonl").display()
-    );
-    Ok(())
+    crate::fit::run_curve::finish(&dir, state.step, state.version, state.wall_s)
 }

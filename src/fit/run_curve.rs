@@ -155,6 +155,36 @@ where
     Ok(())
 }
 
+/// The sampled pass@1 whose first crossing the final line reports (time to accuracy).
+const SAMPLED_TARGET: f64 = 0.8;
+
+/// The end of a run, sync or pipeline: draws `DIR/curve.png` and prints the final line, which
+/// says where held-out pass@1 (sampled and greedy) started and where it ended.
+pub fn finish(dir: &Path, steps: u64, version: u64, wall_s: f64) -> anyhow::Result<()> {
+    let curve = RunCurve::load(dir)?;
+    let png = dir.join("curve.png");
+    let title = format!("oxrl run {}", dir.display());
+    let drawn = match write_png(&png, &curve, &title) {
+        Ok(()) => format!("; curve in {}", png.display()),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not draw the learning curve");
+            String::new()
+        }
+    };
+    let reached = curve
+        .time_to_sampled(SAMPLED_TARGET)
+        .map(|s| format!(" (sampled >= {SAMPLED_TARGET} at {s:.0} s)"))
+        .unwrap_or_default();
+    println!(
+        "run finished: {steps} steps, version {version}, {}{reached}, {wall_s:.0} s{drawn}; metrics in {}",
+        curve
+            .summary()
+            .unwrap_or_else(|| "no held-out evaluation".into()),
+        dir.join("metrics.jsonl").display()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

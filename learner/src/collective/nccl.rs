@@ -32,14 +32,14 @@ pub struct NcclCollective {
 unsafe impl Send for NcclCollective {}
 
 fn nccl_error(what: &str, e: impl std::fmt::Debug) -> LearnerError {
-    LearnerError::Remote(format!("NCCL {what}: {e:?}"))
+    LearnerError::Collective(format!("NCCL {what}: {e:?}"))
 }
 
 impl NcclCollective {
     /// Communicators for GPUs `0..gpus` of this node, rank i on GPU i.
     pub fn local_group(gpus: usize) -> Result<Vec<NcclCollective>> {
         if gpus == 0 {
-            return Err(LearnerError::Remote("--gpus must be at least 1".into()));
+            return Err(LearnerError::Config("--gpus must be at least 1".into()));
         }
         let streams = (0..gpus)
             .map(|i| {

@@ -31,7 +31,7 @@ impl TcpCollective {
             s.read_exact(&mut rank).map_err(io)?;
             let rank = u64::from_le_bytes(rank) as usize;
             if rank == 0 || rank >= world || peers[rank - 1].is_some() {
-                return Err(LearnerError::Remote(format!(
+                return Err(LearnerError::Collective(format!(
                     "rank {rank} joined twice or is out of range"
                 )));
             }
@@ -77,7 +77,7 @@ fn recv_bytes(s: &mut TcpStream, expected: usize, width: usize) -> Result<Vec<u8
     s.read_exact(&mut len).map_err(io)?;
     let len = u64::from_le_bytes(len) as usize;
     if len != expected {
-        return Err(LearnerError::Remote(format!(
+        return Err(LearnerError::Collective(format!(
             "a collective of {expected} values met a peer sending {len}"
         )));
     }

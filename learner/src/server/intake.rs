@@ -6,6 +6,7 @@ use super::Shared;
 use proto::push_ack::Outcome;
 use proto::PushAck;
 use std::sync::atomic::Ordering;
+use tracing::Instrument;
 
 /// Lease checks the learner remembers before it starts over.
 const KNOWN_LEASES_CACHED: usize = 65_536;
@@ -19,6 +20,18 @@ pub(crate) async fn admit(
     msg: proto::RolloutGroup,
 ) -> Result<PushAck, tonic::Status> {
     let (lease_id, group) = rollout::wire::from_wire(msg);
+    // The same fields as the actor's lease span and the trainer's step: one group can be
+    // followed through the logs of every role.
+    let span = tracing::info_span!("intake", lease_id = %lease_id, group_id = %group.group_id);
+    admit_group(shared, lease_id, group).instrument(span).await
+}
+
+/// [`admit`] on a group already converted from the wire.
+async fn admit_group(
+    shared: &Shared,
+    lease_id: String,
+    group: rollout::RolloutGroup,
+) -> Result<PushAck, tonic::Status> {
     let group_id = group.group_id.clone();
     let ack = |outcome: Outcome, reason: String| PushAck {
         group_id: group_id.clone(),
@@ -64,6 +77,7 @@ pub(crate) async fn admit(
     }
     shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
     shared.metrics.groups_accepted.inc();
+    tracing::debug!("queued the group for training");
     Ok(ack(Outcome::Accepted, String::new()))
 }
 

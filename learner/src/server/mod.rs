@@ -19,6 +19,7 @@ pub(crate) mod weights;
 use crate::error::{LearnerError, Result};
 use crate::params::TrainableModel;
 use proto::coordinator_client::CoordinatorClient;
+use proto::shutdown::Shutdown;
 use proto::transport::{ClientChannel, Retry, RetryLimits, Security};
 use rollout::config::RunConfig;
 use std::collections::HashSet;
@@ -54,39 +55,8 @@ pub(crate) struct Shared {
     pub request_timeout: Duration,
 }
 
-/// Connects to the coordinator with `security` (TLS, token, timeouts), retrying until
-/// `deadline` while it is unreachable (it may start after us); configuration errors fail at
-/// once.
-pub async fn connect_coordinator(
-    url: &str,
-    security: &Security,
-    deadline: Duration,
-) -> Result<CoordinatorClient<ClientChannel>> {
-    let started = tokio::time::Instant::now();
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match security.channel(url).await {
-            Ok(channel) => {
-                return Ok(CoordinatorClient::new(channel)
-                    .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(proto::MAX_MESSAGE_BYTES))
-            }
-            Err(e) if !e.is_unreachable() => {
-                return Err(LearnerError::Remote(format!("coordinator {url}: {e}")))
-            }
-            Err(e) if started.elapsed() < deadline => {
-                tracing::debug!(url, error = %e, "coordinator not reachable yet");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => {
-                return Err(LearnerError::Remote(format!(
-                    "coordinator {url} unreachable for {deadline:?}: {e}"
-                )))
-            }
-        }
-    }
-}
+/// How long the learner waits for the coordinator to accept connections at start.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// What the learner did, when it finishes.
 #[derive(Debug, Clone)]
@@ -127,50 +97,117 @@ pub async fn run_learner(
         metrics_listener,
         gpus,
     } = launch;
-    let coordinator_url = coordinator_url.as_str();
     let metrics = Arc::new(LearnerMetrics::new());
     // Dropped when this function returns, which stops the metrics server.
-    let (_metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    if let Some(metrics_listener) = metrics_listener {
+    let _metrics_server = metrics_listener.map(|l| {
         let scraped = metrics.clone();
-        let router = proto::metrics_http::metrics_router(move || scraped.render());
-        tokio::spawn(async move {
-            let stopped = async {
-                let _ = metrics_stopped.await;
-            };
-            if let Err(e) = proto::metrics_http::serve(metrics_listener, router, stopped).await {
-                tracing::warn!(error = %e, "the metrics server stopped");
-            }
-        });
-    }
+        proto::metrics_http::spawn(
+            l,
+            proto::metrics_http::metrics_router(move || scraped.render()),
+        )
+    });
     let coordinator =
-        connect_coordinator(coordinator_url, &security, Duration::from_secs(60)).await?;
+        proto::transport::connect_coordinator(&security, &coordinator_url, CONNECT_DEADLINE)
+            .await?;
     let request_timeout = security.timeouts().request;
-    let register = proto::RegisterRequest {
+    // Calls to the coordinator ride out its restarts (retried with backoff).
+    let to_coordinator = |what: &str| {
+        Retry::new(
+            format!("{what} the coordinator at {coordinator_url}"),
+            RetryLimits::default(),
+            request_timeout,
+        )
+    };
+    let reply = register(
+        &coordinator,
+        &advertise,
+        &mut to_coordinator("registering with"),
+    )
+    .await?;
+    let cfg = save_run_config(&reply.run_config, &out)?;
+    let start = trainer::Start::load(&cfg, &out, gpus)?;
+    let (shared, queue) = share_state(&start, &cfg, &out, coordinator, metrics, request_timeout)?;
+    publish_first_version(
+        &shared,
+        start.version(),
+        &mut to_coordinator("publishing the first version to"),
+    )
+    .await?;
+
+    // One stop signal for the server and the trainer: the run's end or an outside shutdown.
+    let stop = Shutdown::on(shutdown);
+    // The end of the rollouts (the prompt pool exhausted), from the coordinator's status.
+    let (exhausted_tx, exhausted) = watch::channel(false);
+    tokio::spawn(exhaustion::watch_pool(
+        shared.coordinator.clone(),
+        cfg.pipeline
+            .heartbeat_interval()
+            .clamp(Duration::from_millis(50), Duration::from_secs(2)),
+        exhausted_tx,
+        stop.receiver(),
+    ));
+    let server = tokio::spawn(service::serve(
+        shared.clone(),
+        listener,
+        security,
+        stop.receiver(),
+    ));
+    let ends = trainer::Ends {
+        stop: stop.receiver(),
+        exhausted,
+    };
+    let summary = run_trainer(cfg, out.clone(), start, queue, shared.clone(), ends).await?;
+    // Actors learn that the run is over from the coordinator; give their last streams a
+    // moment to close, then stop serving.
+    stop.trigger();
+    server.await.map_err(|e| LearnerError::Thread {
+        what: "the learner's server task",
+        reason: e.to_string(),
+    })??;
+    write_summary(&out, &summary, &shared.counters)?;
+    Ok(summary)
+}
+
+/// Registers as the learner reachable at `advertise`, retrying while the coordinator is down.
+async fn register(
+    coordinator: &CoordinatorClient<ClientChannel>,
+    advertise: &str,
+    retry: &mut Retry,
+) -> Result<proto::RegisterReply> {
+    let request = proto::RegisterRequest {
         role: proto::Role::Learner as i32,
-        advertise_addr: advertise.clone(),
+        advertise_addr: advertise.to_string(),
         name: "learner".into(),
     };
-    let reply = Retry::new(
-        format!("registering with the coordinator at {coordinator_url}"),
-        RetryLimits::default(),
-        request_timeout,
-    )
-    .run(|| {
-        let (mut c, r) = (coordinator.clone(), register.clone());
-        async move { c.register(r).await }
-    })
-    .await
-    .map_err(LearnerError::Remote)?
-    .into_inner();
-    let cfg = RunConfig::from_wire(&reply.run_config)?;
-    std::fs::create_dir_all(&out).map_err(|e| LearnerError::io(&out, e))?;
-    std::fs::write(out.join("config.toml"), &reply.run_config)
-        .map_err(|e| LearnerError::io(&out, e))?;
+    let reply = retry
+        .run(|| {
+            let (mut c, r) = (coordinator.clone(), request.clone());
+            async move { c.register(r).await }
+        })
+        .await?;
+    Ok(reply.into_inner())
+}
 
-    let start = trainer::Start::load(&cfg, &out, gpus)?;
+/// Decodes and validates the coordinator's run config and saves it as `out/config.toml`,
+/// beside what the run writes.
+fn save_run_config(wire: &str, out: &std::path::Path) -> Result<RunConfig> {
+    let cfg = RunConfig::from_wire(wire)?;
+    std::fs::create_dir_all(out).map_err(|e| LearnerError::io(out, e))?;
+    std::fs::write(out.join("config.toml"), wire).map_err(|e| LearnerError::io(out, e))?;
+    Ok(cfg)
+}
+
+/// The state the gRPC handlers and the trainer share, starting from `start`'s weights, and
+/// the receiving end of the bounded group queue between them.
+fn share_state(
+    start: &trainer::Start,
+    cfg: &RunConfig,
+    out: &std::path::Path,
+    coordinator: CoordinatorClient<ClientChannel>,
+    metrics: Arc<LearnerMetrics>,
+    request_timeout: Duration,
+) -> Result<(Arc<Shared>, mpsc::Receiver<rollout::RolloutGroup>)> {
     let model: &TrainableModel = start.model();
-    let vocab_size = model.config.vocab_size;
     let encoding = std::time::Instant::now();
     let first = Arc::new(EncodedVersion::encode(start.version(), model)?);
     metrics
@@ -185,93 +222,86 @@ pub async fn run_learner(
         version: AtomicU64::new(start.version()),
         weights: weights_tx,
         // A resumed learner refuses what its checkpoint was trained on, as it did before.
-        seen_groups: Mutex::new(ledger::trained_up_to(&out, start.step())?),
+        seen_groups: Mutex::new(ledger::trained_up_to(out, start.step())?),
         known_leases: Mutex::new(HashSet::new()),
         queue: queue_tx,
-        vocab_size,
-        coordinator: coordinator.clone(),
+        vocab_size: model.config.vocab_size,
+        coordinator,
         counters: IntakeCounters::default(),
         metrics,
         request_timeout,
     });
-    let first_version = proto::PublishVersionRequest {
-        version: start.version(),
+    Ok((shared, queue_rx))
+}
+
+/// Tells the coordinator the version the learner starts from (actors may lease with it).
+async fn publish_first_version(shared: &Shared, version: u64, retry: &mut Retry) -> Result<()> {
+    let request = proto::PublishVersionRequest {
+        version,
         ..Default::default()
     };
-    Retry::new(
-        format!("publishing the first version to the coordinator at {coordinator_url}"),
-        RetryLimits::default(),
-        request_timeout,
-    )
-    .run(|| {
-        let (mut c, r) = (coordinator.clone(), first_version.clone());
-        async move { c.publish_version(r).await }
-    })
-    .await
-    .map_err(LearnerError::Remote)?;
+    retry
+        .run(|| {
+            let (mut c, r) = (shared.coordinator.clone(), request.clone());
+            async move { c.publish_version(r).await }
+        })
+        .await?;
+    Ok(())
+}
 
-    // One stop signal for the server and the trainer: the run's end or an outside shutdown.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    let outside = stop_tx.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = outside.send(true);
-    });
-    // The end of the rollouts (the prompt pool exhausted), from the coordinator's status.
-    let (exhausted_tx, exhausted_rx) = watch::channel(false);
-    tokio::spawn(exhaustion::watch_pool(
-        coordinator.clone(),
-        cfg.pipeline
-            .heartbeat_interval()
-            .clamp(Duration::from_millis(50), Duration::from_secs(2)),
-        exhausted_tx,
-        stop_rx.clone(),
-    ));
-    let server = tokio::spawn(service::serve(
-        shared.clone(),
-        listener,
-        security,
-        stop_rx.clone(),
-    ));
+/// Runs `trainer::train` on its own thread (so gRPC keeps answering while a step computes)
+/// and waits for it without blocking the runtime.
+async fn run_trainer(
+    cfg: RunConfig,
+    out: PathBuf,
+    start: trainer::Start,
+    queue: mpsc::Receiver<rollout::RolloutGroup>,
+    shared: Arc<Shared>,
+    ends: trainer::Ends,
+) -> Result<LearnerSummary> {
     let handle = tokio::runtime::Handle::current();
-    let trainer_shared = shared.clone();
-    let out_dir = out.clone();
     let trainer = std::thread::Builder::new()
         .name("oxrl-trainer".into())
-        .spawn(move || {
-            let ends = trainer::Ends {
-                stop: stop_rx,
-                exhausted: exhausted_rx,
-            };
-            trainer::train(cfg, out, start, queue_rx, trainer_shared, handle, ends)
-        })
+        .spawn(move || trainer::train(cfg, out, start, queue, shared, handle, ends))
         .map_err(|e| LearnerError::io("<trainer thread>", e))?;
-    let summary = tokio::task::spawn_blocking(move || trainer.join())
+    tokio::task::spawn_blocking(move || trainer.join())
         .await
-        .map_err(|e| LearnerError::Remote(format!("trainer thread: {e}")))?
-        .map_err(|_| LearnerError::Remote("the trainer thread panicked".into()))??;
-    // Actors learn that the run is over from the coordinator; give their last streams a
-    // moment to close, then stop serving.
-    let _ = stop_tx.send(true);
-    server
-        .await
-        .map_err(|e| LearnerError::Remote(format!("server task: {e}")))??;
-    let counters = serde_json::json!({
+        .map_err(|e| LearnerError::Thread {
+            what: "waiting for the trainer thread",
+            reason: e.to_string(),
+        })?
+        .map_err(|_| LearnerError::Thread {
+            what: "the trainer thread",
+            reason: "panicked".into(),
+        })?
+}
+
+/// Writes `learner_summary.json` (steps, version, intake counters) and logs the same.
+fn write_summary(
+    out: &std::path::Path,
+    summary: &LearnerSummary,
+    counters: &IntakeCounters,
+) -> Result<()> {
+    let (accepted, duplicates, rejected) = (
+        counters.accepted.load(Ordering::Relaxed),
+        counters.duplicates.load(Ordering::Relaxed),
+        counters.rejected.load(Ordering::Relaxed),
+    );
+    let json = serde_json::json!({
         "steps": summary.steps,
         "version": summary.version,
-        "accepted": shared.counters.accepted.load(Ordering::Relaxed),
-        "duplicates": shared.counters.duplicates.load(Ordering::Relaxed),
-        "rejected": shared.counters.rejected.load(Ordering::Relaxed),
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": rejected,
     });
-    let path = out_dir.join("learner_summary.json");
-    std::fs::write(&path, counters.to_string()).map_err(|e| LearnerError::io(&path, e))?;
+    let path = out.join("learner_summary.json");
+    std::fs::write(&path, json.to_string()).map_err(|e| LearnerError::io(&path, e))?;
     tracing::info!(
         version = summary.version,
-        accepted = shared.counters.accepted.load(Ordering::Relaxed),
-        duplicates = shared.counters.duplicates.load(Ordering::Relaxed),
-        rejected = shared.counters.rejected.load(Ordering::Relaxed),
+        accepted,
+        duplicates,
+        rejected,
         "learner done"
     );
-    Ok(summary)
+    Ok(())
 }

@@ -106,7 +106,7 @@ pub(crate) async fn serve(
 ) -> Result<()> {
     let mut server = security
         .server()
-        .map_err(|e| LearnerError::Remote(format!("learner server: {e}")))?;
+        .map_err(|e| LearnerError::Server(e.to_string()))?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<LearnerServer<LearnerService>>().await;
     let service = LearnerServer::new(LearnerService { shared })
@@ -120,5 +120,5 @@ pub(crate) async fn serve(
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until)
         .await
-        .map_err(|e| LearnerError::Remote(format!("learner server: {e}")))
+        .map_err(|e| LearnerError::Server(e.to_string()))
 }

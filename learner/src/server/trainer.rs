@@ -22,7 +22,7 @@ use policy::device::{DeviceSpec, Placement};
 use policy::PolicyError;
 use proto::transport::{Retry, RetryLimits};
 use rollout::config::RunConfig;
-use rollout::RolloutGroup;
+use rollout::{LagBound, RolloutGroup};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -145,14 +145,18 @@ fn publish(shared: &Shared, handle: &tokio::runtime::Handle, req: proto::Publish
             RetryLimits::default(),
             shared.request_timeout,
         );
-        handle.block_on(retry.run(|| {
-            let (mut c, r) = (shared.coordinator.clone(), req.clone());
-            async move { c.publish_version(r).await }
-        }))
+        handle
+            .block_on(retry.run(|| {
+                let (mut c, r) = (shared.coordinator.clone(), req.clone());
+                async move { c.publish_version(r).await }
+            }))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     } else {
         let mut client = shared.coordinator.clone();
         handle
             .block_on(client.publish_version(req))
+            .map(|_| ())
             .map_err(|s| s.message().to_string())
     };
     if let Err(error) = result {
@@ -175,42 +179,102 @@ enum Next {
     Exhausted,
 }
 
+/// What the trainer brings from the queue for one step.
+enum Batch {
+    /// Groups to train on (fewer than a batch when the rollouts ended; possibly none).
+    Groups(Vec<RolloutGroup>),
+    /// An outside shutdown came first.
+    Stopped,
+}
+
+/// The training thread's state across steps.
+struct Trainer {
+    cfg: RunConfig,
+    out: PathBuf,
+    learner: Replicas,
+    state: RunState,
+    queue: mpsc::Receiver<RolloutGroup>,
+    shared: Arc<Shared>,
+    handle: tokio::runtime::Handle,
+    ends: Ends,
+    source: Box<dyn tasks::ProblemSource>,
+    log: MetricsLog,
+    ledger: TrainedLedger,
+    started: Instant,
+    wall0: f64,
+    last_eval: Option<f64>,
+    /// Groups dropped at the queue's exit as past the lag bound, counted in the next step.
+    stale_skipped: usize,
+    /// The rollouts ended (the pool is exhausted).
+    rollouts_over: bool,
+    /// Whether the step taken last was recorded as the run's last one (evaluated and
+    /// checkpointed).
+    recorded_as_last: bool,
+}
+
 /// Trains until the run's last step, until the rollouts are over (the pool exhausted) or
 /// until `stop` is set; returns what it did.
 pub(crate) fn train(
     cfg: RunConfig,
     out: PathBuf,
     start: Start,
-    mut queue: mpsc::Receiver<RolloutGroup>,
+    queue: mpsc::Receiver<RolloutGroup>,
     shared: Arc<Shared>,
     handle: tokio::runtime::Handle,
     ends: Ends,
 ) -> Result<LearnerSummary> {
-    let Start {
-        mut learner,
-        mut state,
-    } = start;
-    let Ends {
-        mut stop,
-        mut exhausted,
-    } = ends;
     let source = cfg.problem_source(&tasks::VerifierRegistry::new())?;
-    let mut log = MetricsLog::open(&out)?;
-    let mut ledger = TrainedLedger::open(&out)?;
-    let started = Instant::now();
-    let wall0 = state.wall_s;
-    let mut last_eval = None;
-    let mut stale_skipped = 0usize;
-    // The rollouts ended (the pool is exhausted), and whether the step taken last was then
-    // recorded as the run's last one (evaluated and checkpointed).
-    let mut rollouts_over = false;
-    let mut recorded_as_last = false;
+    let mut t = Trainer {
+        log: MetricsLog::open(&out)?,
+        ledger: TrainedLedger::open(&out)?,
+        started: Instant::now(),
+        wall0: start.state.wall_s,
+        learner: start.learner,
+        state: start.state,
+        cfg,
+        out,
+        queue,
+        shared,
+        handle,
+        ends,
+        source,
+        last_eval: None,
+        stale_skipped: 0,
+        rollouts_over: false,
+        recorded_as_last: false,
+    };
     // Actors already sample with version 0 while this runs, so the start costs no pipeline time.
-    evaluate_start(&cfg, &out, learner.primary(), &state, source.as_ref())?;
-    while state.step < cfg.steps && !rollouts_over {
-        let mut groups = Vec::with_capacity(cfg.prompts_per_step);
-        while groups.len() < cfg.prompts_per_step {
-            let next = handle.block_on(async {
+    evaluate_start(
+        &t.cfg,
+        &t.out,
+        t.learner.primary(),
+        &t.state,
+        t.source.as_ref(),
+    )?;
+    while t.state.step < t.cfg.steps && !t.rollouts_over {
+        let groups = match t.next_batch() {
+            Batch::Groups(groups) => groups,
+            Batch::Stopped => return t.stop_early(),
+        };
+        if groups.is_empty() {
+            break;
+        }
+        t.train_step(&groups)?;
+    }
+    t.finish()
+}
+
+impl Trainer {
+    /// Waits for `prompts_per_step` groups, or fewer when the rollouts end first.
+    fn next_batch(&mut self) -> Batch {
+        let mut groups = Vec::with_capacity(self.cfg.prompts_per_step);
+        while groups.len() < self.cfg.prompts_per_step {
+            let (stop, exhausted, queue) = (
+                &mut self.ends.stop,
+                &mut self.ends.exhausted,
+                &mut self.queue,
+            );
+            let next = self.handle.block_on(async {
                 // Queued groups come before the end of the rollouts: every group of the run
                 // is queued by the time the pool reads as exhausted.
                 tokio::select! {
@@ -223,74 +287,75 @@ pub(crate) fn train(
             match next {
                 // A group already past the lag bound is dropped here and does not take a
                 // slot in the batch (it is counted in the next step's dropped_stale).
-                Next::Group(g) if max_lag(&g, learner.primary().version()) > cfg.update.max_lag => {
-                    stale_skipped += 1
+                Next::Group(g)
+                    if LagBound(self.cfg.update.max_lag)
+                        .group_is_stale(&g, self.learner.primary().version()) =>
+                {
+                    tracing::debug!(group_id = %g.group_id, "dropped a group past the lag bound");
+                    self.stale_skipped += 1
                 }
                 Next::Group(g) => groups.push(g),
                 Next::Exhausted => {
                     tracing::info!(
-                        step = state.step,
-                        steps = cfg.steps,
+                        step = self.state.step,
+                        steps = self.cfg.steps,
                         groups = groups.len(),
                         "the coordinator's prompt pool is exhausted (every prompt retired or \
                          the configured epochs done): no more groups will come; training the \
                          groups at hand, then finishing the run"
                     );
-                    rollouts_over = true;
+                    self.rollouts_over = true;
                     break;
                 }
-                Next::Stop => {
-                    tracing::info!(
-                        step = state.step,
-                        "stopping before the run's end; checkpointing"
-                    );
-                    checkpoint::save(
-                        &out,
-                        &learner.primary().model,
-                        &learner.primary().optimizer,
-                        &state,
-                    )?;
-                    return Ok(LearnerSummary {
-                        steps: state.step,
-                        version: state.version,
-                        last_eval,
-                    });
-                }
+                Next::Stop => return Batch::Stopped,
             }
         }
-        if groups.is_empty() {
-            break;
-        }
+        Batch::Groups(groups)
+    }
+
+    /// An outside shutdown: checkpoints where the run stands and returns.
+    fn stop_early(self) -> Result<LearnerSummary> {
+        tracing::info!(
+            step = self.state.step,
+            "stopping before the run's end; checkpointing"
+        );
+        self.checkpoint()?;
+        Ok(self.summary())
+    }
+
+    /// One optimizer step on `groups`, then the new version out to actors and the
+    /// coordinator, and the step's record (metrics line, evaluation, checkpoint when due).
+    fn train_step(&mut self, groups: &[RolloutGroup]) -> Result<()> {
+        let span = tracing::info_span!(
+            "step",
+            step = self.state.step + 1,
+            version = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        let group_ids: Vec<&str> = groups.iter().map(|g| g.group_id.as_str()).collect();
+        tracing::info!(?group_ids, "training on groups");
         let step_started = Instant::now();
-        let mut report = learner.step(&groups)?;
-        report.dropped_stale += std::mem::take(&mut stale_skipped);
-        state.step += 1;
-        checkpoint::ensure_finite(&learner.primary().model, state.step)?;
-        state.wall_s = wall0 + started.elapsed().as_secs_f64();
-        ledger.append(state.step, learner.primary().version(), &groups)?;
+        let mut report = self.learner.step(groups)?;
+        report.dropped_stale += std::mem::take(&mut self.stale_skipped);
+        self.state.step += 1;
+        checkpoint::ensure_finite(&self.learner.primary().model, self.state.step)?;
+        self.state.wall_s = self.wall0 + self.started.elapsed().as_secs_f64();
+        self.ledger
+            .append(self.state.step, self.learner.primary().version(), groups)?;
+        span.record("version", self.learner.primary().version());
         let zero_variance = report.zero_variance_ids.clone();
-        if learner.primary().version() != state.version {
-            state.version = learner.primary().version();
-            let encoding = Instant::now();
-            let encoded = EncodedVersion::encode(state.version, &learner.primary().model)?;
-            shared
-                .metrics
-                .weight_encode_seconds
-                .observe(encoding.elapsed().as_secs_f64());
-            shared.version.store(state.version, Ordering::Relaxed);
-            shared.weights.send_replace(Arc::new(encoded));
-        }
+        self.send_weights()?;
         let step_seconds = step_started.elapsed();
-        shared
+        self.shared
             .metrics
             .record_step(&report, step_seconds.as_secs_f64());
         // Published before the evaluation record_step may run, so actors never wait on it.
-        let stats = step_stats(&report, state.step, state.wall_s, step_seconds);
+        let stats = step_stats(&report, self.state.step, self.state.wall_s, step_seconds);
         publish(
-            &shared,
-            &handle,
+            &self.shared,
+            &self.handle,
             proto::PublishVersionRequest {
-                version: state.version,
+                version: self.state.version,
                 zero_variance_problem_ids: zero_variance,
                 done: false,
                 stats: Some(stats),
@@ -298,24 +363,24 @@ pub(crate) fn train(
         );
         // The step after which the rollouts ended is the run's last: evaluated and
         // checkpointed as the configured last step would be.
-        recorded_as_last = rollouts_over || state.step == cfg.steps;
+        self.recorded_as_last = self.rollouts_over || self.state.step == self.cfg.steps;
         let extras = StepExtras {
             report,
             step_started,
             pool: None,
-            last: recorded_as_last,
+            last: self.recorded_as_last,
         };
         let line = record_step_with(
-            &cfg,
-            &out,
-            learner.primary(),
-            &state,
+            &self.cfg,
+            &self.out,
+            self.learner.primary(),
+            &self.state,
             extras,
-            source.as_ref(),
-            &mut log,
+            self.source.as_ref(),
+            &mut self.log,
         )?;
         if line.eval_pass_rate.is_some() {
-            last_eval = line.eval_pass_rate;
+            self.last_eval = line.eval_pass_rate;
         }
         tracing::info!(
             step = line.step,
@@ -326,44 +391,83 @@ pub(crate) fn train(
             eval = ?line.eval_pass_rate,
             "step"
         );
+        Ok(())
     }
-    if rollouts_over && !recorded_as_last && state.step > 0 {
-        // The rollouts ended right after a full step, which was recorded as any other.
-        checkpoint::save(
-            &out,
-            &learner.primary().model,
-            &learner.primary().optimizer,
-            &state,
-        )?;
-        if let Some(line) = evaluate_end(&cfg, &out, learner.primary(), &state, source.as_ref())? {
-            last_eval = Some(line.eval_pass_rate);
+
+    /// After a step that made a new version: encodes it and hands it to the weight streams.
+    fn send_weights(&mut self) -> Result<()> {
+        let version = self.learner.primary().version();
+        if version == self.state.version {
+            return Ok(());
+        }
+        self.state.version = version;
+        let encoding = Instant::now();
+        let encoded = EncodedVersion::encode(version, &self.learner.primary().model)?;
+        self.shared
+            .metrics
+            .weight_encode_seconds
+            .observe(encoding.elapsed().as_secs_f64());
+        self.shared.version.store(version, Ordering::Relaxed);
+        self.shared.weights.send_replace(Arc::new(encoded));
+        Ok(())
+    }
+
+    /// The end of the run: the last checkpoint and evaluation when the rollouts ended after
+    /// a step not recorded as the last, `final/`, and `done` published to the coordinator.
+    fn finish(mut self) -> Result<LearnerSummary> {
+        if self.rollouts_over && !self.recorded_as_last && self.state.step > 0 {
+            // The rollouts ended right after a full step, which was recorded as any other.
+            self.checkpoint()?;
+            let end = evaluate_end(
+                &self.cfg,
+                &self.out,
+                self.learner.primary(),
+                &self.state,
+                self.source.as_ref(),
+            )?;
+            if let Some(line) = end {
+                self.last_eval = Some(line.eval_pass_rate);
+            }
+        }
+        checkpoint::save_final(&self.out, &self.learner.primary().model, self.state.step)?;
+        publish(
+            &self.shared,
+            &self.handle,
+            proto::PublishVersionRequest {
+                version: self.state.version,
+                done: true,
+                ..Default::default()
+            },
+        );
+        if self.rollouts_over {
+            tracing::info!(
+                steps = self.state.step,
+                configured_steps = self.cfg.steps,
+                version = self.state.version,
+                "the run ended with its rollouts: final weights and checkpoint saved"
+            );
+        } else if self.state.step < self.cfg.steps {
+            return Err(LearnerError::StoppedEarly {
+                step: self.state.step,
+                steps: self.cfg.steps,
+            });
+        }
+        Ok(self.summary())
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        let primary = self.learner.primary();
+        checkpoint::save(&self.out, &primary.model, &primary.optimizer, &self.state)?;
+        Ok(())
+    }
+
+    fn summary(&self) -> LearnerSummary {
+        LearnerSummary {
+            steps: self.state.step,
+            version: self.state.version,
+            last_eval: self.last_eval,
         }
     }
-    checkpoint::save_final(&out, &learner.primary().model, state.step)?;
-    publish(
-        &shared,
-        &handle,
-        proto::PublishVersionRequest {
-            version: state.version,
-            done: true,
-            ..Default::default()
-        },
-    );
-    if rollouts_over {
-        tracing::info!(
-            steps = state.step,
-            configured_steps = cfg.steps,
-            version = state.version,
-            "the run ended with its rollouts: final weights and checkpoint saved"
-        );
-    } else if state.step < cfg.steps {
-        return Err(LearnerError::Remote("stopped early".into()));
-    }
-    Ok(LearnerSummary {
-        steps: state.step,
-        version: state.version,
-        last_eval,
-    })
 }
 
 /// The held-out evaluation of a run whose rollouts ended after a step that was not
@@ -408,14 +512,4 @@ fn step_stats(r: &StepReport, step: u64, wall_s: f64, took: Duration) -> proto::
         tokens: r.tokens as u64,
         wall_s,
     }
-}
-
-/// The largest lag of any token of `g` if it were trained at `version`.
-fn max_lag(g: &RolloutGroup, version: u64) -> u64 {
-    g.samples
-        .iter()
-        .flat_map(|s| &s.versions)
-        .map(|&v| version.saturating_sub(v))
-        .max()
-        .unwrap_or(0)
 }

@@ -7,6 +7,8 @@
 //! hung: after [`RetryLimits::timeouts`] request timeouts without a success in between the
 //! caller gives up rather than wait on it forever. Anything else (a refused token, an invalid request) fails at once.
 
+use super::{ClientChannel, Security, TransportError};
+use crate::coordinator_client::CoordinatorClient;
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::{Code, Status};
@@ -37,6 +39,112 @@ pub fn classify(status: &Status) -> Failure {
         Code::Cancelled | Code::DeadlineExceeded => Failure::Timeout,
         _ => Failure::Fatal,
     }
+}
+
+/// A status as the retry messages quote it: `Unavailable: connection refused`.
+fn describe(status: &Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+/// Why a retried call was given up on: which call to which peer (`what`), and the last
+/// status it got, kept whole for callers that look at its code.
+#[derive(Debug, thiserror::Error)]
+pub enum GaveUp {
+    /// The peer answered with an error another try would get again (a refused token, an
+    /// invalid request).
+    #[error("{what}: {}", describe(status))]
+    Refused { what: String, status: Status },
+    /// The peer takes calls and does not answer them.
+    #[error(
+        "{what}: the peer did not answer within {request_timeout:?}, {timeouts} times without a \
+         success ({}); it accepts connections but does not respond: hung, overloaded, or not \
+         an oxrl server",
+        describe(status)
+    )]
+    Hung {
+        what: String,
+        request_timeout: Duration,
+        timeouts: u32,
+        status: Status,
+    },
+    /// The peer has been unreachable for longer than the outage limit.
+    #[error(
+        "{what}: the peer has been unreachable for {down_for:?}; last error {}",
+        describe(status)
+    )]
+    Down {
+        what: String,
+        down_for: Duration,
+        status: Status,
+    },
+}
+
+impl GaveUp {
+    /// The last status the call got.
+    pub fn status(&self) -> &Status {
+        match self {
+            GaveUp::Refused { status, .. }
+            | GaveUp::Hung { status, .. }
+            | GaveUp::Down { status, .. } => status,
+        }
+    }
+}
+
+/// Opens a channel to `url`, retrying with backoff while the peer is unreachable (it may start
+/// after us, or be restarting) for up to `deadline`; configuration errors (a bad URL, TLS
+/// files) fail at once.
+pub async fn connect(
+    security: &Security,
+    url: &str,
+    deadline: Duration,
+) -> Result<ClientChannel, ConnectError> {
+    let started = Instant::now();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match security.channel(url).await {
+            Ok(channel) => return Ok(channel),
+            Err(e) if !e.is_unreachable() => return Err(ConnectError::Config(e)),
+            Err(last) if started.elapsed() > deadline => {
+                return Err(ConnectError::Unreachable {
+                    url: url.to_string(),
+                    deadline,
+                    last,
+                })
+            }
+            Err(e) => {
+                tracing::debug!(url, error = %e, "peer not reachable yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// [`connect`] to a coordinator, as a client with the message-size limits every role uses.
+pub async fn connect_coordinator(
+    security: &Security,
+    url: &str,
+    deadline: Duration,
+) -> Result<CoordinatorClient<ClientChannel>, ConnectError> {
+    let channel = connect(security, url, deadline).await?;
+    Ok(CoordinatorClient::new(channel)
+        .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::MAX_MESSAGE_BYTES))
+}
+
+/// Why [`connect`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL or the TLS settings are wrong; retrying would not help.
+    #[error(transparent)]
+    Config(TransportError),
+    /// The peer stayed unreachable past the deadline.
+    #[error("{url} unreachable for {deadline:?}: {last}")]
+    Unreachable {
+        url: String,
+        deadline: Duration,
+        last: TransportError,
+    },
 }
 
 /// How long a caller keeps trying.
@@ -91,20 +199,25 @@ impl Retry {
     }
 
     /// Records a failed call: `Ok(wait)` before the next try, or `Err(why)` to give up.
-    pub fn failed(&mut self, status: &Status) -> Result<Duration, String> {
+    pub fn failed(&mut self, status: &Status) -> Result<Duration, GaveUp> {
         let since = *self.failing_since.get_or_insert_with(Instant::now);
-        let error = format!("{:?}: {}", status.code(), status.message());
+        let what = || self.what.clone();
         match classify(status) {
-            Failure::Fatal => return Err(format!("{}: {error}", self.what)),
+            Failure::Fatal => {
+                return Err(GaveUp::Refused {
+                    what: what(),
+                    status: status.clone(),
+                })
+            }
             Failure::Timeout => {
                 self.timeouts += 1;
                 if self.timeouts >= self.limits.timeouts {
-                    return Err(format!(
-                        "{}: the peer did not answer within {:?}, {} times without a success \
-                         ({error}); it accepts connections but does not respond: hung, \
-                         overloaded, or not an oxrl server",
-                        self.what, self.request_timeout, self.timeouts
-                    ));
+                    return Err(GaveUp::Hung {
+                        what: what(),
+                        request_timeout: self.request_timeout,
+                        timeouts: self.timeouts,
+                        status: status.clone(),
+                    });
                 }
             }
             // A hung peer's connection is also closed by keepalive (Unavailable) between
@@ -112,20 +225,21 @@ impl Retry {
             Failure::Unreachable => {}
         }
         if since.elapsed() >= self.limits.outage {
-            return Err(format!(
-                "{}: the peer has been unreachable for {:?}; last error {error}",
-                self.what,
-                since.elapsed()
-            ));
+            return Err(GaveUp::Down {
+                what: what(),
+                down_for: since.elapsed(),
+                status: status.clone(),
+            });
         }
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        let error = describe(status);
         tracing::warn!(call = %self.what, %error, retry_in = ?wait, "call failed; retrying");
         Ok(wait)
     }
 
     /// Runs `call` until it succeeds, sleeping between tries, or gives up.
-    pub async fn run<T, F, Fut>(&mut self, mut call: F) -> Result<T, String>
+    pub async fn run<T, F, Fut>(&mut self, mut call: F) -> Result<T, GaveUp>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
@@ -194,7 +308,10 @@ mod tests {
         });
         assert!(r.failed(&Status::unavailable("refused")).is_ok());
         tokio::time::advance(Duration::from_secs(11)).await;
-        let err = r.failed(&Status::unavailable("refused")).unwrap_err();
+        let err = r
+            .failed(&Status::unavailable("refused"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("leasing from c: the peer has been unreachable for"),
             "{err}"
@@ -215,7 +332,7 @@ mod tests {
         r.succeeded();
         assert!(r.failed(&timeout).is_ok());
         assert!(r.failed(&Status::unavailable("ping timeout")).is_ok());
-        let err = r.failed(&timeout).unwrap_err();
+        let err = r.failed(&timeout).unwrap_err().to_string();
         assert!(
             err.contains("did not answer within 1s, 2 times without a success"),
             "{err}"
@@ -226,15 +343,17 @@ mod tests {
     async fn fatal_errors_are_not_retried() {
         let mut r = retry(RetryLimits::default());
         let mut calls = 0;
-        let out: Result<(), String> = r
+        let out: Result<(), GaveUp> = r
             .run(|| {
                 calls += 1;
                 async { Err(Status::unauthenticated("wrong bearer token")) }
             })
             .await;
         assert_eq!(calls, 1);
+        let err = out.unwrap_err();
+        assert_eq!(err.status().code(), Code::Unauthenticated);
         assert_eq!(
-            out.unwrap_err(),
+            err.to_string(),
             "leasing from c: Unauthenticated: wrong bearer token"
         );
         let mut left = 3;
@@ -249,6 +368,6 @@ mod tests {
                 async move { result }
             })
             .await;
-        assert_eq!(out, Ok(7));
+        assert_eq!(out.unwrap(), 7);
     }
 }
