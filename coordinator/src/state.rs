@@ -386,7 +386,8 @@ impl State {
             return Err(Refusal::Stopping);
         }
         // PipelineRL-k: generating with version v is allowed while v >= learner_version - k.
-        if rollout::LagBound(self.run.update.max_lag).is_stale(request.version, self.learner_version)
+        if rollout::LagBound(self.run.update.max_lag)
+            .is_stale(request.version, self.learner_version)
         {
             return Err(Refusal::StaleWeights);
         }

@@ -170,36 +170,8 @@ async fn load(a: &Args, dir: &Path, pb: &indicatif::ProgressBar) -> anyhow::Resu
     let vocab_size = crate::model_arg::load(crate::model_arg::DEFAULT_MODEL)?
         .config
         .vocab_size as u32;
-    let s = |v: &str| v.to_string();
-    let coordinator = Server::start(
-        "coordinator",
-        &[
-            s("coordinator"),
-            s("--listen"),
-            s("127.0.0.1:0"),
-            s("--config"),
-            config.display().to_string(),
-        ],
-        dir.join("coordinator.log"),
-    )
-    .await?;
-    let url = format!("http://{}", coordinator.addr);
+    let (coordinator, learner, url) = start_servers(&config, dir).await?;
     let run_dir = dir.join("run");
-    let learner = Server::start(
-        "learner",
-        &[
-            s("learner"),
-            s("--coordinator"),
-            url.clone(),
-            s("--listen"),
-            s("127.0.0.1:0"),
-            s("--out"),
-            run_dir.display().to_string(),
-        ],
-        dir.join("learner.log"),
-    )
-    .await?;
-
     let shape = Arc::new(Shape {
         group_size: a.group_size,
         max_tokens: a.tokens,
@@ -209,21 +181,8 @@ async fn load(a: &Args, dir: &Path, pb: &indicatif::ProgressBar) -> anyhow::Resu
     });
     let tally = Arc::new(Tally::default());
     let security = Security::default();
-    let mut actors = Vec::with_capacity(a.actors);
     pb.set_message(format!("{} simulated actors joining", a.actors));
-    for i in 0..a.actors {
-        let actor = SimActor::join(
-            format!("sim-{i}"),
-            &security,
-            &url,
-            shape.clone(),
-            tally.clone(),
-            i as u64 + 1,
-        )
-        .await
-        .with_context(|| format!("simulated actor {i} joining"))?;
-        actors.push(actor);
-    }
+    let actors = join_actors(a.actors, &security, &url, &shape, &tally).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Instant::now();
     let running: Vec<_> = actors
@@ -278,6 +237,65 @@ async fn load(a: &Args, dir: &Path, pb: &indicatif::ProgressBar) -> anyhow::Resu
         learner_rss: rss(rss_start.1, rss_end.1),
         clean_exit: learner_status.success() && coordinator_status.success(),
     })
+}
+
+/// The real coordinator (with `config`) and learner (writing `dir/run`) as child processes,
+/// and the coordinator's URL.
+async fn start_servers(config: &Path, dir: &Path) -> anyhow::Result<(Server, Server, String)> {
+    let s = |v: &str| v.to_string();
+    let coordinator = Server::start(
+        "coordinator",
+        &[
+            s("coordinator"),
+            s("--listen"),
+            s("127.0.0.1:0"),
+            s("--config"),
+            config.display().to_string(),
+        ],
+        dir.join("coordinator.log"),
+    )
+    .await?;
+    let url = format!("http://{}", coordinator.addr);
+    let learner = Server::start(
+        "learner",
+        &[
+            s("learner"),
+            s("--coordinator"),
+            url.clone(),
+            s("--listen"),
+            s("127.0.0.1:0"),
+            s("--out"),
+            dir.join("run").display().to_string(),
+        ],
+        dir.join("learner.log"),
+    )
+    .await?;
+    Ok((coordinator, learner, url))
+}
+
+/// `count` simulated actors registered with the coordinator at `url`.
+async fn join_actors(
+    count: usize,
+    security: &Security,
+    url: &str,
+    shape: &Arc<Shape>,
+    tally: &Arc<Tally>,
+) -> anyhow::Result<Vec<SimActor>> {
+    let mut actors = Vec::with_capacity(count);
+    for i in 0..count {
+        let actor = SimActor::join(
+            format!("sim-{i}"),
+            security,
+            url,
+            shape.clone(),
+            tally.clone(),
+            i as u64 + 1,
+        )
+        .await
+        .with_context(|| format!("simulated actor {i} joining"))?;
+        actors.push(actor);
+    }
+    Ok(actors)
 }
 
 /// Tops up the learner's last partial batch, one single-prompt lease at a time, until it
