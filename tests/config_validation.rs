@@ -90,6 +90,11 @@ fn eval_refuses_zero_problems_and_sft_a_nan_learning_rate() {
         &oxrl_unchecked(&["eval", "--n", "4", "--top-p", "0"]),
         &["--top-p = 0"],
     );
+    // `oxrl generate` shares eval's sampling flags, and their check.
+    refused(
+        &oxrl_unchecked(&["generate", "--prompt", "1+2=", "--temperature=nan"]),
+        &["--temperature = NaN"],
+    );
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("sft");
     refused(

@@ -128,24 +128,14 @@ impl Registry {
 
     /// Notes that `member_id` was heard from; false if it is unknown.
     pub(crate) fn touch(&mut self, member_id: &str, now: Instant) -> bool {
-        match self.members.get_mut(member_id) {
-            Some(member) => {
-                member.last_heard = now;
-                true
-            }
-            None => false,
-        }
+        let member = self.members.get_mut(member_id);
+        member.map(|m| m.last_heard = now).is_some()
     }
 
     /// Records the version a member holds; false if it is unknown.
     pub(crate) fn set_version(&mut self, member_id: &str, version: u64) -> bool {
-        match self.members.get_mut(member_id) {
-            Some(member) => {
-                member.version = version;
-                true
-            }
-            None => false,
-        }
+        let member = self.members.get_mut(member_id);
+        member.map(|m| m.version = version).is_some()
     }
 
     /// Actors silent for at least `timeout` at `now`, in registration order.

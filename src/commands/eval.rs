@@ -1,10 +1,10 @@
 //! `oxrl eval`: samplers side by side on held-out problems (greedy by default), as a table and
 //! as JSON.
 
+use super::sampling_flags::SamplingFlags;
 use crate::{model_arg, progress};
 use anyhow::Context;
-use policy::SamplingParams;
-use rollout::config::{at_least, check_sampling, real, ConfigError, Interval};
+use rollout::config::{at_least, real, ConfigError, Interval};
 use rollout::ttc::{self, PowerParams, Sampler, SamplerReport, TtcOptions};
 use std::path::PathBuf;
 
@@ -54,15 +54,9 @@ pub struct Args {
     /// Length budget of every completion.
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
-    /// Sampling temperature of sample / best-of / majority / pass.
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f32,
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    #[arg(long, default_value_t = 0.0)]
-    min_p: f32,
+    /// How sample / best-of / majority / pass draw their samples.
+    #[command(flatten)]
+    sampling: SamplingFlags,
     /// The k of pass@k (comma-separated); default 1 and each sampler's N.
     #[arg(long = "k", value_delimiter = ',')]
     ks: Vec<usize>,
@@ -95,16 +89,7 @@ impl Args {
             at_least("--k", k as u64, 1)?;
         }
         real("--alpha", f64::from(self.alpha), Interval::POSITIVE)?;
-        let sampling = SamplingParams {
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            min_p: self.min_p,
-            max_new_tokens: self.max_new_tokens,
-            stop_tokens: Vec::new(),
-            seed: self.seed,
-        };
-        check_sampling(&sampling, |name| format!("--{}", name.replace('_', "-")))
+        self.sampling.check(self.max_new_tokens, self.seed)
     }
 }
 
@@ -132,15 +117,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("loading task {spec:?}"))?;
     let policy = m.policy()?;
     let opts = TtcOptions {
-        sampling: SamplingParams {
-            temperature: a.temperature,
-            top_p: a.top_p,
-            top_k: a.top_k,
-            min_p: a.min_p,
-            max_new_tokens: a.max_new_tokens,
-            stop_tokens: m.eos_ids(),
-            seed: a.seed,
-        },
+        sampling: a.sampling.params(a.max_new_tokens, m.eos_ids(), a.seed),
         ks: a.ks.clone(),
         power: PowerParams {
             alpha: a.alpha,

@@ -1,7 +1,7 @@
 //! `oxrl generate`: sample one completion of a prompt.
 
+use super::sampling_flags::SamplingFlags;
 use crate::model_arg;
-use policy::SamplingParams;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -12,13 +12,8 @@ pub struct Args {
     prompt: String,
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
-    /// 0 is greedy.
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f32,
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
+    #[command(flatten)]
+    sampling: SamplingFlags,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Print one JSON line {"prompt", "completion", "completion_ids", "logprobs"}.
@@ -27,19 +22,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    a.sampling.check(a.max_new_tokens, a.seed)?;
     let m = model_arg::load(&a.model)?;
     let policy = m.policy()?;
     let prompt = m.tokenizer.encode(&a.prompt)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt is empty after tokenization");
-    let params = SamplingParams {
-        temperature: a.temperature,
-        top_p: a.top_p,
-        top_k: a.top_k,
-        max_new_tokens: a.max_new_tokens,
-        stop_tokens: m.eos_ids(),
-        seed: a.seed,
-        ..Default::default()
-    };
+    let params = a.sampling.params(a.max_new_tokens, m.eos_ids(), a.seed);
     let c = policy::generate(&policy, vec![prompt], &params, m.tokenizer.pad_id())?.remove(0);
     let completion = m.tokenizer.decode(&c.tokens)?;
     if a.json {

@@ -7,5 +7,6 @@ pub mod generate;
 pub mod launch;
 pub mod roles;
 pub mod run;
+pub mod sampling_flags;
 pub mod score;
 pub mod sft;
