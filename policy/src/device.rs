@@ -59,7 +59,7 @@ impl fmt::Display for DeviceSpec {
 
 impl DeviceSpec {
     /// The device named by `OXRL_TEST_DEVICE` (`cpu` when unset): how the tests that can run
-    /// on a GPU (`scripts/gpu-check.sh`) are pointed at one.
+    /// on a GPU (`scripts/gpu-checks.sh`) are pointed at one.
     pub fn from_test_env() -> Result<Self> {
         match std::env::var(TEST_DEVICE_ENV) {
             Ok(s) if !s.trim().is_empty() => s.parse(),
