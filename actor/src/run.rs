@@ -52,13 +52,7 @@ async fn register(
         advertise_addr: String::new(),
         name: name.into(),
     };
-    let reply = retry
-        .run(|| {
-            let (mut c, r) = (coord.clone(), request.clone());
-            async move { c.register(r).await }
-        })
-        .await?;
-    Ok(reply.into_inner())
+    Ok(proto::transport::register(coord, request, retry).await?)
 }
 
 /// Serves `metrics` on `listener` until the returned server is dropped.

@@ -179,13 +179,7 @@ async fn register(
         advertise_addr: advertise.to_string(),
         name: "learner".into(),
     };
-    let reply = retry
-        .run(|| {
-            let (mut c, r) = (coordinator.clone(), request.clone());
-            async move { c.register(r).await }
-        })
-        .await?;
-    Ok(reply.into_inner())
+    Ok(proto::transport::register(coordinator, request, retry).await?)
 }
 
 /// Decodes and validates the coordinator's run config and saves it as `out/config.toml`,

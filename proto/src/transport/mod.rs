@@ -31,7 +31,7 @@ use std::time::Duration;
 
 pub use auth::{AttachToken, AuthLayer, AuthToken};
 pub use client::ClientChannel;
-pub use retry::{connect, connect_coordinator, ConnectError, GaveUp, Retry, RetryLimits};
+pub use retry::{connect, connect_coordinator, register, ConnectError, GaveUp, Retry, RetryLimits};
 pub use server::SecureServer;
 
 /// Environment variable holding the bearer token itself (`--auth-token-file` wins over it).

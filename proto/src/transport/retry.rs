@@ -132,6 +132,22 @@ pub async fn connect_coordinator(
         .max_encoding_message_size(crate::MAX_MESSAGE_BYTES))
 }
 
+/// Registers with the coordinator as `request` says (an actor, or the learner with its
+/// address), retrying while the coordinator is down or restarting.
+pub async fn register(
+    coordinator: &CoordinatorClient<ClientChannel>,
+    request: crate::RegisterRequest,
+    retry: &mut Retry,
+) -> Result<crate::RegisterReply, GaveUp> {
+    let reply = retry
+        .run(|| {
+            let (mut c, r) = (coordinator.clone(), request.clone());
+            async move { c.register(r).await }
+        })
+        .await?;
+    Ok(reply.into_inner())
+}
+
 /// Why [`connect`] gave up.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
