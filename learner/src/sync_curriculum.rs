@@ -130,6 +130,8 @@ mod tests {
                     versions: vec![0],
                     reward,
                     truncated: false,
+                    mask: Vec::new(),
+                    turns: 1,
                     text: String::new(),
                 })
                 .collect(),

@@ -5,7 +5,7 @@
 //! advantages are group-centred and normalised, the objective is evaluated in
 //! micro-batches whose gradients are summed, and AdamW takes one step.
 
-use crate::batch::TokenBatch;
+use crate::batch::{BatchRow, TokenBatch};
 use crate::collective::{Collective, SingleProcess};
 use crate::error::{LearnerError, Result};
 use crate::objective::{self, ObjectiveInputs};
@@ -26,7 +26,7 @@ pub struct StepReport {
     pub prompts: usize,
     /// Samples received.
     pub samples: usize,
-    /// Completion tokens trained on.
+    /// Model tokens trained on (environment tokens of multi-turn episodes are not counted).
     pub tokens: usize,
     pub reward_mean: f64,
     /// Fraction of samples with full reward.
@@ -234,18 +234,17 @@ impl Learner {
         sums: &mut Sums,
     ) -> Result<()> {
         let sample = |r: usize| &kept[rows.at[r].0].samples[rows.at[r].1];
-        let pairs: Vec<(&[u32], &[u32])> = chunk
+        let batch_rows: Vec<BatchRow> = chunk
             .iter()
-            .map(|&r| {
-                (
-                    kept[rows.at[r].0].prompt_tokens.as_slice(),
-                    sample(r).tokens.as_slice(),
-                )
+            .map(|&r| BatchRow {
+                prompt: kept[rows.at[r].0].prompt_tokens.as_slice(),
+                completion: sample(r).tokens.as_slice(),
+                mask: sample(r).mask.as_slice(),
             })
             .collect();
         let pad = self.model.tokenizer.pad_id();
         let device = self.model.policy().device().clone();
-        let batch = TokenBatch::new(&pairs, pad, &device)?;
+        let batch = TokenBatch::from_rows(&batch_rows, pad, &device)?;
         let per_sample = |f: &dyn Fn(usize) -> Vec<f32>| -> Vec<Vec<f32>> {
             chunk.iter().map(|&r| f(r)).collect()
         };
@@ -357,7 +356,7 @@ fn record_lags(kept: &[&RolloutGroup], trained: u64, report: &mut StepReport) {
 /// The step's samples as rows (group, sample), with what the objective needs per row.
 struct Rows {
     at: Vec<(usize, usize)>,
-    /// Completion length of each row.
+    /// Model tokens of each row (environment tokens carry no weight).
     lens: Vec<usize>,
     /// Advantage of each sample, by group then sample.
     advantages: Vec<Vec<f32>>,
@@ -380,7 +379,7 @@ impl Rows {
         let group_of: Vec<usize> = at.iter().map(|&(g, _)| g).collect();
         let lens: Vec<usize> = at
             .iter()
-            .map(|&(g, s)| kept[g].samples[s].tokens.len())
+            .map(|&(g, s)| kept[g].samples[s].model_tokens())
             .collect();
         let weights =
             objective::sample_weights(config.objective, config.aggregation, &group_of, &lens);

@@ -52,6 +52,8 @@ pub fn group(
                 logprobs,
                 reward: *reward,
                 truncated: false,
+                mask: Vec::new(),
+                turns: 1,
                 text: text.to_string(),
             }
         })

@@ -7,21 +7,55 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tasks::{Problem, Verifier};
 
-/// One scored completion.
+/// One scored completion, or one multi-turn episode: every token after the prompt, the
+/// model's turns and the environment's answers between them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
-    /// Completion token ids (the stop token included when it stopped).
+    /// Token ids after the prompt (each turn's stop token included when it stopped).
     pub tokens: Vec<u32>,
-    /// Log-prob of each token under the policy that generated it (`logp_gen`).
+    /// Log-prob of each model token under the policy that generated it (`logp_gen`); the
+    /// environment's tokens carry none.
     pub logprobs: Vec<f32>,
-    /// Policy version that generated each token.
+    /// Policy version that generated each model token.
     pub versions: Vec<u64>,
+    /// Per token: true where the model produced it, false where an environment did. Empty
+    /// when every token is the model's (one turn).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mask: Vec<bool>,
+    /// Model turns in the episode (1 for a single-turn task).
+    #[serde(default = "one_turn")]
+    pub turns: u32,
     /// Verifier reward, 0.0 or 1.0.
     pub reward: f32,
     /// Whether the completion hit the length budget (scored as it stands).
     pub truncated: bool,
     /// Decoded completion text (special tokens left out).
     pub text: String,
+}
+
+fn one_turn() -> u32 {
+    1
+}
+
+impl Sample {
+    /// Whether token `k` is the model's (environment tokens are context only).
+    pub fn is_model(&self, k: usize) -> bool {
+        self.mask.get(k).copied().unwrap_or(true)
+    }
+
+    /// Tokens the model produced: those that carry a log-prob, a version, a gradient.
+    pub fn model_tokens(&self) -> usize {
+        if self.mask.is_empty() {
+            self.tokens.len()
+        } else {
+            self.mask.iter().filter(|&&m| m).count()
+        }
+    }
+
+    /// Tokens an environment added.
+    pub fn env_tokens(&self) -> usize {
+        self.tokens.len() - self.model_tokens().min(self.tokens.len())
+    }
 }
 
 /// G completions of one prompt: the unit the learner trains on and deduplicates by id.
@@ -44,9 +78,17 @@ pub enum GroupError {
     Empty,
     #[error("group has an empty prompt")]
     EmptyPrompt,
-    #[error("sample {0} has no tokens")]
+    #[error("sample {0} has no model tokens")]
     EmptySample(usize),
-    #[error("sample {sample}: {tokens} tokens but {logprobs} log-probs and {versions} versions")]
+    #[error("sample {sample}: {tokens} tokens but a mask of {mask} entries")]
+    MaskMismatch {
+        sample: usize,
+        tokens: usize,
+        mask: usize,
+    },
+    #[error(
+        "sample {sample}: {tokens} model tokens but {logprobs} log-probs and {versions} versions"
+    )]
     LengthMismatch {
         sample: usize,
         tokens: usize,
@@ -79,13 +121,21 @@ impl RolloutGroup {
             return Err(GroupError::TokenOutOfVocab { id, vocab_size });
         }
         for (i, s) in self.samples.iter().enumerate() {
-            if s.tokens.is_empty() {
-                return Err(GroupError::EmptySample(i));
-            }
-            if s.logprobs.len() != s.tokens.len() || s.versions.len() != s.tokens.len() {
-                return Err(GroupError::LengthMismatch {
+            if !s.mask.is_empty() && s.mask.len() != s.tokens.len() {
+                return Err(GroupError::MaskMismatch {
                     sample: i,
                     tokens: s.tokens.len(),
+                    mask: s.mask.len(),
+                });
+            }
+            let model = s.model_tokens();
+            if model == 0 {
+                return Err(GroupError::EmptySample(i));
+            }
+            if s.logprobs.len() != model || s.versions.len() != model {
+                return Err(GroupError::LengthMismatch {
+                    sample: i,
+                    tokens: model,
                     logprobs: s.logprobs.len(),
                     versions: s.versions.len(),
                 });
@@ -125,9 +175,9 @@ impl RolloutGroup {
         self.samples.windows(2).all(|w| w[0].reward == w[1].reward)
     }
 
-    /// Completion tokens in the group.
+    /// Model tokens in the group (environment tokens are context and not counted).
     pub fn num_tokens(&self) -> usize {
-        self.samples.iter().map(|s| s.tokens.len()).sum()
+        self.samples.iter().map(Sample::model_tokens).sum()
     }
 }
 
@@ -212,6 +262,8 @@ fn finish_groups(
                 tokens: c.tokens,
                 logprobs: c.logprobs,
                 versions: c.versions,
+                mask: Vec::new(),
+                turns: 1,
                 text,
             });
         }
@@ -234,6 +286,8 @@ mod tests {
             tokens: vec![5, 2],
             logprobs: vec![-0.5, -0.1],
             versions: vec![0, 0],
+            mask: Vec::new(),
+            turns: 1,
             reward: r,
             truncated: false,
             text: "x".into(),
@@ -285,6 +339,40 @@ mod tests {
         g.samples[1].logprobs.clear();
         g.samples[1].versions.clear();
         assert_eq!(g.validate(10), Err(GroupError::EmptySample(1)));
+    }
+
+    #[test]
+    fn an_episode_mask_must_cover_every_token_and_log_probs_only_the_model_ones() {
+        // Model 5 2, environment 7 7, model 3: three log-probs and versions, five tokens.
+        let mut g = group();
+        let s = &mut g.samples[0];
+        s.tokens = vec![5, 2, 7, 7, 3];
+        s.mask = vec![true, true, false, false, true];
+        s.logprobs = vec![-0.5, -0.1, -0.2];
+        s.versions = vec![0, 0, 1];
+        assert_eq!(g.validate(10), Ok(()));
+        assert_eq!(g.samples[0].model_tokens(), 3);
+        assert_eq!(g.samples[0].env_tokens(), 2);
+        assert_eq!(g.num_tokens(), 3 + 2);
+        let mut bad = g.clone();
+        bad.samples[0].mask.pop();
+        assert_eq!(
+            bad.validate(10),
+            Err(GroupError::MaskMismatch {
+                sample: 0,
+                tokens: 5,
+                mask: 4
+            })
+        );
+        let mut bad = g.clone();
+        bad.samples[0].logprobs.push(-0.3);
+        assert!(matches!(
+            bad.validate(10),
+            Err(GroupError::LengthMismatch { tokens: 3, .. })
+        ));
+        let mut bad = g;
+        bad.samples[0].mask = vec![false; 5];
+        assert_eq!(bad.validate(10), Err(GroupError::EmptySample(0)));
     }
 
     #[test]

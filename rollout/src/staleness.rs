@@ -64,6 +64,8 @@ mod tests {
                     versions: v.to_vec(),
                     reward: 0.0,
                     truncated: false,
+                    mask: Vec::new(),
+                    turns: 1,
                     text: String::new(),
                 })
                 .collect(),

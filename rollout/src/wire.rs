@@ -20,6 +20,8 @@ pub fn to_wire(group: &RolloutGroup, lease_id: &str) -> proto::RolloutGroup {
                 reward: s.reward,
                 truncated: s.truncated,
                 text: s.text.clone(),
+                mask: s.mask.clone(),
+                turns: s.turns,
             })
             .collect(),
     }
@@ -41,6 +43,8 @@ pub fn from_wire(msg: proto::RolloutGroup) -> (String, RolloutGroup) {
                 reward: s.reward,
                 truncated: s.truncated,
                 text: s.text,
+                mask: s.mask,
+                turns: s.turns.max(1),
             })
             .collect(),
     };

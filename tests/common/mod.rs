@@ -335,6 +335,8 @@ pub fn two_sample_group(
                 versions: vec![version, version],
                 reward: i as f32,
                 truncated: false,
+                mask: Vec::new(),
+                turns: 1,
                 text: String::new(),
             })
             .collect(),

@@ -235,6 +235,7 @@ pub fn invalid_reason(e: &GroupError) -> &'static str {
         GroupError::Empty => "empty_group",
         GroupError::EmptyPrompt => "empty_prompt",
         GroupError::EmptySample(_) => "empty_sample",
+        GroupError::MaskMismatch { .. } => "mask_mismatch",
         GroupError::LengthMismatch { .. } => "length_mismatch",
         GroupError::BadLogprob { .. } => "bad_logprob",
         GroupError::BadReward { .. } => "bad_reward",

@@ -136,6 +136,8 @@ fn synthetic_groups(a: &Args, prompt: &[u32]) -> Vec<RolloutGroup> {
                     versions: vec![0; a.tokens],
                     reward: (s % 2) as f32,
                     truncated: false,
+                    mask: Vec::new(),
+                    turns: 1,
                     text: String::new(),
                 })
                 .collect(),

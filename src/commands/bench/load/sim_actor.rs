@@ -199,6 +199,8 @@ impl SimActor {
                     versions: vec![version; n],
                     reward,
                     truncated: n == self.shape.max_tokens,
+                    mask: Vec::new(),
+                    turns: 1,
                     text: String::new(),
                 }
             })
