@@ -11,6 +11,10 @@
 //! | `multiplication` | `12*34=`        | `408`      | `408`     | digits per operand (2)|
 //! | `countdown`      | `3 5 8>23:`     | `23\|3 5 8` | `3*5+8`   | how many numbers (3)  |
 //! | `sorting`        | `sort 5 2 9 1:` | `1 2 5 9`  | `1 2 5 9` | list length (4)       |
+//! | `guess`          | `guess 23-38:`  | `28`       | `30 lo:26 hi:28` | range 2^D (4)  |
+//!
+//! `guess` is played over several turns through the `guess` environment ([`env`]), where
+//! environments for multi-turn episodes live.
 //!
 //! Procedural tasks are deterministic in (seed, split, index), and their train and eval splits
 //! never share a prompt: a prompt is eval iff a fixed hash of it is 0 mod 10. A JSONL dataset
@@ -24,9 +28,11 @@
 mod arithmetic;
 mod countdown;
 mod dataset;
+pub mod env;
 mod error;
 mod expr;
 mod finite;
+mod guessing;
 mod numeric;
 mod problem;
 mod procedural;
@@ -38,6 +44,7 @@ mod verifier;
 
 pub use countdown::CountdownVerifier;
 pub use dataset::{Dataset, DatasetSplit, DEFAULT_EVAL_FRACTION};
+pub use env::{EnvError, EnvFactory, EnvStep, Environment};
 pub use error::TaskError;
 pub use finite::{finite_train, FiniteTrain};
 pub use numeric::NumericVerifier;

@@ -14,13 +14,20 @@ use crate::arithmetic::{Arithmetic, Operation};
 use crate::countdown::{self, Countdown, CountdownVerifier};
 use crate::dataset::{Dataset, DatasetSplit};
 use crate::error::TaskError;
+use crate::guessing::{self, Guessing};
 use crate::numeric::NumericVerifier;
 use crate::problem::ProblemSource;
 use crate::procedural::Procedural;
 use crate::registry::VerifierRegistry;
 use crate::sorting::{self, Sorting, SortingVerifier};
 
-const BUILTIN_NAMES: &[&str] = &["addition", "multiplication", "countdown", "sorting"];
+const BUILTIN_NAMES: &[&str] = &[
+    "addition",
+    "multiplication",
+    "countdown",
+    "sorting",
+    "guess",
+];
 
 /// Verifier for datasets whose spec names none.
 const DEFAULT_DATASET_VERIFIER: &str = "numeric";
@@ -42,6 +49,7 @@ pub fn builtin(
         "multiplication" => (2, Operation::Multiply.digits()),
         "countdown" => (3, countdown::COUNTS),
         "sorting" => (4, sorting::LENGTHS),
+        "guess" => (4, guessing::BITS),
         _ => {
             return Err(TaskError::UnknownTask {
                 name: name.to_string(),
@@ -69,6 +77,12 @@ pub fn builtin(
             seed,
             Countdown::new(difficulty),
             Arc::new(CountdownVerifier),
+        )),
+        "guess" => Box::new(Procedural::new(
+            source_name,
+            seed,
+            Guessing::new(difficulty),
+            Arc::new(NumericVerifier),
         )),
         _ => Box::new(Procedural::new(
             source_name,
@@ -173,7 +187,14 @@ mod tests {
 
     #[test]
     fn builtin_names_all_build_with_defaults() {
-        let expected = ["addition-3", "multiplication-2", "countdown-3", "sorting-4"];
+        let expected = [
+            "addition-3",
+            "multiplication-2",
+            "countdown-3",
+            "sorting-4",
+            "guess-4",
+        ];
+        assert_eq!(builtin_names().len(), expected.len());
         for (name, source_name) in builtin_names().iter().zip(expected) {
             assert_eq!(spec(name).unwrap().name(), source_name);
         }

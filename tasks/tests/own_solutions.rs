@@ -8,7 +8,7 @@ use tasks::{builtin, builtin_names, Problem, Split};
 fn perturbations(task: &str, problem: &Problem) -> Vec<(String, String)> {
     let answer = problem.answer.clone();
     match task {
-        "addition" | "multiplication" => {
+        "addition" | "multiplication" | "guess" => {
             let value: u64 = problem.answer.parse().expect("numeric answer");
             vec![((value + 1).to_string(), answer)]
         }
