@@ -4,6 +4,11 @@
 //! which is what every caller needs: sampling drops sequences that ended, beam search forks
 //! and prunes hypotheses, power sampling's proposals end at different steps.
 //!
+//! Rows may also join a batch in flight ([`Decoder::join`]: a multi-turn episode whose
+//! environment has answered comes back with its whole context, prefilled alone and placed at
+//! the batch's current slot), so sequences that wait on an environment do not hold up the
+//! others.
+//!
 //! The decoder holds no weights: [`Decoder::start`] and [`Decoder::step`] take the policy to
 //! run, so an actor can swap to newer weights between steps while the rows keep their cache
 //! (PipelineRL's in-flight update).
@@ -55,6 +60,52 @@ impl Decoder {
         decoder.pads = pads;
         decoder.slots = slots;
         Ok((decoder, logits.squeeze(1)?.to_vec2::<f32>()?))
+    }
+
+    /// Adds `prompts` as new rows after the current ones and returns their next-token
+    /// logits. Each is prefilled alone (left-padded to the batch's slot count) and its cache
+    /// appended; a prompt longer than the batch's slots pads every current row on the left
+    /// first. The current rows' next logits are unaffected. On an empty decoder it is
+    /// [`Decoder::start`].
+    pub fn join(
+        &mut self,
+        policy: &Policy,
+        prompts: &[Vec<u32>],
+        pad_id: u32,
+    ) -> Result<Vec<Vec<f32>>> {
+        check_prompts(prompts)?;
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.rows() == 0 {
+            let (fresh, logits) = Decoder::start(policy, prompts, pad_id)?;
+            *self = fresh;
+            return Ok(logits);
+        }
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        if longest > self.slots {
+            let grow = longest - self.slots;
+            self.cache.pad_left(grow)?;
+            self.pads.iter_mut().for_each(|p| *p += grow);
+            self.slots = longest;
+        }
+        let widened: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| {
+                let mut row = vec![pad_id; self.slots - p.len()];
+                row.extend_from_slice(p);
+                row
+            })
+            .collect();
+        let (ids, _) = left_pad(&widened, pad_id, &self.device)?;
+        let pads: Vec<usize> = prompts.iter().map(|p| self.slots - p.len()).collect();
+        let input = StepInput::new(ids, &pads, 0)?;
+        let mut cache = KvCache::new();
+        let hidden = policy.forward_hidden(&input, Some(&mut cache))?;
+        let logits = policy.logits(&hidden.narrow(1, self.slots - 1, 1)?)?;
+        self.cache.append_rows(cache)?;
+        self.pads.extend(pads);
+        Ok(logits.squeeze(1)?.to_vec2::<f32>()?)
     }
 
     /// Rows in the batch.

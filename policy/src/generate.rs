@@ -7,9 +7,10 @@
 //! Each token records the version of the weights that produced its distribution, and the
 //! log-prob [`sample_token`] gives it under that distribution.
 //!
-//! [`decode_rows`] is the loop itself, with the choice of each row's next token left to the
-//! caller: [`sample`] draws with [`SamplingParams`]; power sampling draws its proposals
-//! through it too.
+//! [`decode_dynamic`] is the loop itself, over rows that a [`RowDriver`] adds between steps
+//! (multi-turn episodes) and whose next tokens it chooses; [`decode_rows`] is its case of a
+//! fixed set of prompts: [`sample`] draws with [`SamplingParams`]; power sampling draws its
+//! proposals through it too.
 
 use crate::decoder::{check_prompts, Decoder};
 use crate::error::Result;
@@ -62,6 +63,85 @@ impl StepHook for FixedWeights<'_> {
     }
 }
 
+/// Drives a batch whose rows come and go: which rows join before each step, and each row's
+/// next token. Multi-turn episodes use it directly (a row leaves when its turn ends and
+/// joins again, with its whole context, once the environment has answered);
+/// [`decode_rows`] is the case of one set of rows that all join at the start.
+pub trait RowDriver {
+    /// Rows to add before the next step, as (key, context). `idle` is true when no row is
+    /// decoding; then an empty answer means "nothing yet" and the driver should wait a little
+    /// before returning it. `None`: nothing will ever join again.
+    fn arrivals(&mut self, idle: bool) -> Option<Vec<(usize, Vec<u32>)>>;
+    /// Row `key`'s next token from its next-token `logits` (computed with the weights
+    /// labelled `version`), or `None` when the row leaves the batch.
+    fn pick(&mut self, key: usize, logits: &[f32], version: u64) -> Option<u32>;
+}
+
+/// Decodes rows one token per step, each step with the weights `hook` hands over (a join's
+/// prefill included), until `driver` has no row decoding and none to come. Returns false when
+/// the hook stopped decoding.
+pub fn decode_dynamic(
+    pad_id: u32,
+    hook: &mut impl StepHook,
+    driver: &mut impl RowDriver,
+) -> Result<bool> {
+    let mut decoder: Option<Decoder> = None;
+    // Keys of the rows decoding, aligned with the decoder's rows, each row's next-token
+    // logits and the version of the weights that computed them.
+    let (mut rows, mut logits, mut versions) = (Vec::new(), Vec::new(), Vec::new());
+    let mut more = true;
+    loop {
+        if more {
+            match driver.arrivals(rows.is_empty()) {
+                None => more = false,
+                Some(new) if !new.is_empty() => {
+                    let Some((policy, version)) = hook.weights() else {
+                        return Ok(false);
+                    };
+                    let (keys, contexts): (Vec<usize>, Vec<Vec<u32>>) = new.into_iter().unzip();
+                    let fresh = match decoder.as_mut() {
+                        Some(d) => d.join(policy, &contexts, pad_id)?,
+                        None => {
+                            let (d, l) = Decoder::start(policy, &contexts, pad_id)?;
+                            decoder = Some(d);
+                            l
+                        }
+                    };
+                    versions.extend(std::iter::repeat_n(version, keys.len()));
+                    rows.extend(keys);
+                    logits.extend(fresh);
+                }
+                Some(_) => {}
+            }
+        }
+        let Some(d) = decoder.as_mut().filter(|_| !rows.is_empty()) else {
+            if more {
+                continue;
+            }
+            return Ok(true);
+        };
+        let (mut keep, mut feed) = (Vec::with_capacity(rows.len()), Vec::new());
+        for (i, &key) in rows.iter().enumerate() {
+            if let Some(token) = driver.pick(key, &logits[i], versions[i]) {
+                keep.push(i);
+                feed.push(token);
+            }
+        }
+        d.select(&keep)?;
+        rows = keep.iter().map(|&i| rows[i]).collect();
+        if rows.is_empty() {
+            logits.clear();
+            versions.clear();
+            continue;
+        }
+        let Some((policy, version)) = hook.weights() else {
+            return Ok(false);
+        };
+        logits = d.step(policy, &feed)?;
+        versions = vec![version; rows.len()];
+    }
+}
+
 /// Decodes every prompt one token per step until each row has ended, running each step with
 /// the weights `hook` hands over. `pick(row, logits, version)` gets row `row`'s next-token
 /// logits (from the weights labelled `version`) and returns the token to feed it next, or
@@ -70,36 +150,27 @@ pub fn decode_rows(
     prompts: &[Vec<u32>],
     pad_id: u32,
     hook: &mut impl StepHook,
-    mut pick: impl FnMut(usize, &[f32], u64) -> Option<u32>,
+    pick: impl FnMut(usize, &[f32], u64) -> Option<u32>,
 ) -> Result<bool> {
-    if prompts.is_empty() {
-        return Ok(true);
+    check_prompts(prompts)?;
+    struct AllAtStart<'p, F> {
+        prompts: Option<&'p [Vec<u32>]>,
+        pick: F,
     }
-    let Some((policy, mut version)) = hook.weights() else {
-        return Ok(false);
+    impl<F: FnMut(usize, &[f32], u64) -> Option<u32>> RowDriver for AllAtStart<'_, F> {
+        fn arrivals(&mut self, _idle: bool) -> Option<Vec<(usize, Vec<u32>)>> {
+            let prompts = self.prompts.take().filter(|p| !p.is_empty())?;
+            Some(prompts.iter().cloned().enumerate().collect())
+        }
+        fn pick(&mut self, key: usize, logits: &[f32], version: u64) -> Option<u32> {
+            (self.pick)(key, logits, version)
+        }
+    }
+    let driver = &mut AllAtStart {
+        prompts: Some(prompts),
+        pick,
     };
-    let (mut decoder, mut logits) = Decoder::start(policy, prompts, pad_id)?;
-    // Rows still decoding, as indices into `prompts`, aligned with the decoder's rows.
-    let mut rows: Vec<usize> = (0..prompts.len()).collect();
-    loop {
-        let (mut keep, mut feed) = (Vec::with_capacity(rows.len()), Vec::new());
-        for (i, &row) in rows.iter().enumerate() {
-            if let Some(token) = pick(row, &logits[i], version) {
-                keep.push(i);
-                feed.push(token);
-            }
-        }
-        if keep.is_empty() {
-            return Ok(true);
-        }
-        decoder.select(&keep)?;
-        rows = keep.iter().map(|&i| rows[i]).collect();
-        let Some((policy, next)) = hook.weights() else {
-            return Ok(false);
-        };
-        version = next;
-        logits = decoder.step(policy, &feed)?;
-    }
+    decode_dynamic(pad_id, hook, driver)
 }
 
 /// Samples a continuation of every prompt with `params` (sequence i from its own stream

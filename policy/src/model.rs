@@ -42,6 +42,36 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Prepends `n` empty slots to every row (rows whose padding grows by `n`; the attention
+    /// mask hides them).
+    pub fn pad_left(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        for (k, v) in self.layers.iter_mut().flatten() {
+            let (b, h, _, d) = k.dims4()?;
+            let zeros = Tensor::zeros((b, h, n, d), k.dtype(), k.device())?;
+            *k = Tensor::cat(&[&zeros, &*k], 2)?;
+            *v = Tensor::cat(&[&zeros, &*v], 2)?;
+        }
+        Ok(())
+    }
+
+    /// Appends the rows of `other`, which must hold as many slots.
+    pub fn append_rows(&mut self, other: KvCache) -> Result<()> {
+        if self.layers.iter().all(Option::is_none) {
+            *self = other;
+            return Ok(());
+        }
+        for (mine, theirs) in self.layers.iter_mut().zip(other.layers) {
+            if let (Some((k, v)), Some((ok, ov))) = (mine.as_mut(), theirs) {
+                *k = Tensor::cat(&[&*k, &ok], 0)?;
+                *v = Tensor::cat(&[&*v, &ov], 0)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps only the rows in `rows` (to drop finished sequences from a batch).
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         for (k, v) in self.layers.iter_mut().flatten() {

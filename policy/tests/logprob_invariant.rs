@@ -171,3 +171,48 @@ fn greedy_is_deterministic_and_matches_argmax_of_scores() {
         );
     }
 }
+
+/// Max absolute difference of two logit rows.
+fn gap(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn rows_joining_mid_flight_decode_as_they_would_alone() {
+    let m = common::model(&common::llama_config(), 9);
+    let policy = m.policy().unwrap();
+    let enc = |s: &str| m.tokenizer.encode(s).unwrap();
+    let (a, b) = (enc("1+2="), enc("123+456="));
+    let (mut d, _) = policy::Decoder::start(&policy, &[a.clone(), b.clone()], 0).unwrap();
+    let feed = [enc("7"), enc("9")];
+    d.step(&policy, &[feed[0][0], feed[1][0]]).unwrap();
+    // c is shorter than the batch's 9 slots, e a turn later longer than them.
+    let c = enc("9*9=");
+    let e = enc("sort 5 2 9 1 7 3 8 4:");
+    let joined = d.join(&policy, &[c.clone(), e.clone()], 0).unwrap();
+    for (row, ctx) in [&c, &e].into_iter().enumerate() {
+        let (_, alone) = policy::Decoder::start(&policy, std::slice::from_ref(ctx), 0).unwrap();
+        assert!(gap(&joined[row], &alone[0]) < 1e-4, "joined row {row}");
+    }
+    // One more step for all four rows: each agrees with its own decoder run alone.
+    let next = [3u32, 4, 5, 6];
+    let stepped = d.step(&policy, &next).unwrap();
+    let histories = [
+        [a, feed[0].clone()].concat(),
+        [b, feed[1].clone()].concat(),
+        c,
+        e,
+    ];
+    for (row, (hist, tok)) in histories.iter().zip(next).enumerate() {
+        let (mut alone, _) =
+            policy::Decoder::start(&policy, std::slice::from_ref(hist), 0).unwrap();
+        let want = alone.step(&policy, &[tok]).unwrap();
+        assert!(
+            gap(&stepped[row], &want[0]) < 1e-4,
+            "row {row} after the join"
+        );
+    }
+}
