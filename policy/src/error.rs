@@ -33,6 +33,10 @@ pub enum PolicyError {
     NoWeights { dir: PathBuf },
     #[error("tokenizer {path}: {message}")]
     Tokenizer { path: PathBuf, message: String },
+    /// A chat template that could not be read, compiled or rendered; `path` is the file it
+    /// came from (`tokenizer_config.json`, `chat_template.jinja`, or `<memory>`).
+    #[error("chat template {path}: {message}")]
+    ChatTemplate { path: PathBuf, message: String },
     #[error("token id {id} is outside the vocabulary (size {vocab_size})")]
     TokenOutOfVocab { id: u32, vocab_size: usize },
     #[error("invalid input: {0}")]

@@ -1,11 +1,13 @@
 //! The policy model shared by every role: a Llama-family decoder (Llama, Qwen2) that loads
 //! and saves Hugging Face directories, decodes batches incrementally with a KV cache
 //! (`decoder.rs`), samples them in one loop with a per-step hook (`generate.rs`), and scores
-//! given tokens (teacher-forced log-probs) with an fp32 LM head.
+//! given tokens (teacher-forced log-probs) with an fp32 LM head; conversations are rendered
+//! with the model's own chat template (`chat.rs`).
 //!
 //! **Architecture Invariant:** `policy` does no network I/O and knows nothing of RL.
 
 pub mod batch;
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod decoder;
@@ -18,6 +20,7 @@ pub mod model;
 pub mod sampling;
 pub mod tokenizer;
 
+pub use chat::{ChatTemplate, Message};
 pub use checkpoint::{random_weights, save_model_dir, ModelDir, Weights};
 pub use config::{Architecture, ModelConfig};
 pub use decoder::Decoder;
