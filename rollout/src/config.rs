@@ -53,6 +53,8 @@ pub struct RunConfig {
     pub update: UpdateConfig,
     /// The multi-process pipeline (ignored by `--sync`).
     pub pipeline: PipelineConfig,
+    /// Episodes: the environment the model acts in, and their caps (one turn by default).
+    pub episode: EpisodeConfig,
 }
 
 impl Default for RunConfig {
@@ -78,6 +80,7 @@ impl Default for RunConfig {
             },
             update: UpdateConfig::default(),
             pipeline: PipelineConfig::default(),
+            episode: EpisodeConfig::default(),
         }
     }
 }
@@ -322,5 +325,50 @@ mod tests {
         // A procedural task's training side is the finite pool.
         let pool = RunConfig::default().problem_source(&registry).unwrap();
         assert_eq!(pool.len(Split::Train), Some(1024));
+    }
+}
+
+/// Multi-turn episodes: where the environment is and how long an episode may run. The
+/// default is the one-turn episode every task has always been (prompt, answer, verifier).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EpisodeConfig {
+    /// The environment: a built-in (`single`, `calculator`, `guess`), or with `url` the name
+    /// the server there knows it by.
+    pub env: String,
+    /// An `oxrl.v1.Environment` server (`http://host:port`, `https://` with TLS) that runs the
+    /// environment; none = in the actor's process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Model turns per episode; an episode still going at the cap ends with the reward it has.
+    pub max_turns: u32,
+    /// Tokens after the prompt per episode, the model's and the environment's together; an
+    /// episode that reaches it ends there, truncated. Each turn is also capped by
+    /// `sampling.max_new_tokens`.
+    pub max_tokens: usize,
+    /// Deadline of one call to a remote environment.
+    pub timeout_ms: u64,
+    /// Attempts at a call to a remote environment that failed transiently (unreachable, timed
+    /// out) before the episode's group is dropped and counted.
+    pub attempts: u32,
+}
+
+impl Default for EpisodeConfig {
+    fn default() -> Self {
+        EpisodeConfig {
+            env: "single".into(),
+            url: None,
+            max_turns: 8,
+            max_tokens: 256,
+            timeout_ms: 10_000,
+            attempts: 4,
+        }
+    }
+}
+
+impl EpisodeConfig {
+    /// The deadline of one environment call.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
     }
 }

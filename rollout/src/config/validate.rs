@@ -7,7 +7,7 @@ use std::fmt;
 
 use policy::SamplingParams;
 
-use super::{AdamWConfig, Objective, PipelineConfig, RunConfig, UpdateConfig};
+use super::{AdamWConfig, EpisodeConfig, Objective, PipelineConfig, RunConfig, UpdateConfig};
 
 /// Why a run config was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -162,7 +162,28 @@ impl RunConfig {
         at_least("eval_samples", self.eval_samples as u64, 1)?;
         check_sampling(&self.sampling, |name| format!("sampling.{name}"))?;
         self.update.validate()?;
-        self.pipeline.validate()
+        self.pipeline.validate()?;
+        self.episode.validate()
+    }
+}
+
+impl EpisodeConfig {
+    /// The `[episode]` table's ranges (see [`RunConfig::validate`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        non_empty("episode.env", &self.env)?;
+        if let Some(url) = &self.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::OutOfRange {
+                    field: "episode.url".to_string(),
+                    value: format!("{url:?}"),
+                    allowed: "an http:// or https:// URL".to_string(),
+                });
+            }
+        }
+        at_least("episode.max_turns", self.max_turns as u64, 1)?;
+        at_least("episode.max_tokens", self.max_tokens as u64, 1)?;
+        at_least("episode.timeout_ms", self.timeout_ms, 1)?;
+        at_least("episode.attempts", self.attempts as u64, 1)
     }
 }
 
