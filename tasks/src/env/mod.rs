@@ -78,6 +78,16 @@ pub trait Environment: Send {
     fn reset(&mut self, problem: &Problem, seed: u64) -> Result<String, EnvError>;
     /// Answers the model's turn `action` (its text, special tokens left out).
     fn step(&mut self, action: &str) -> Result<EnvStep, EnvError>;
+    /// Whether `reset` and `step` wait on something outside the process (a server): the
+    /// episode engine then calls them off the decode thread, and the other sequences keep
+    /// decoding meanwhile. In-process environments answer at once, in order, which keeps a
+    /// seeded run reproducible.
+    fn is_remote(&self) -> bool {
+        false
+    }
+    /// Ends the episode early (the engine stopped it: a cap, or its group was dropped).
+    /// Remote environments release their session; the default does nothing.
+    fn close(&mut self) {}
 }
 
 /// Makes one [`Environment`] per episode.
