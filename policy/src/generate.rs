@@ -196,7 +196,7 @@ pub fn sample(
         return Ok(Some(out));
     }
     let mut rngs: Vec<rand::rngs::StdRng> = (0..prompts.len())
-        .map(|i| rand::rngs::StdRng::seed_from_u64(mix(params.seed, i as u64)))
+        .map(|i| rand::rngs::StdRng::seed_from_u64(row_seed(params.seed, i as u64)))
         .collect();
     let finished = decode_rows(prompts, pad_id, hook, |row, logits, version| {
         let (token, logprob) = sample_token(logits, params, &mut rngs[row]);
@@ -225,7 +225,8 @@ pub fn generate(
     Ok(sample(&prompts, params, pad_id, fixed)?.expect("fixed weights never stop decoding"))
 }
 
-/// Seed of sequence `i`'s stream.
-fn mix(seed: u64, i: u64) -> u64 {
+/// Seed of sequence `i`'s stream: the sampling loop's rows, and the turns of episode `i`
+/// (which therefore draws exactly what [`sample`] draws for a one-turn task).
+pub fn row_seed(seed: u64, i: u64) -> u64 {
     stream_seed(seed, i, 0xD1B5_4A32_D192_ED03)
 }

@@ -27,8 +27,8 @@ pub use decoder::Decoder;
 pub use device::{DeviceSpec, Placement};
 pub use error::{PolicyError, Result};
 pub use generate::{
-    decode_dynamic, decode_rows, generate, sample, Completion, FinishReason, FixedWeights,
-    RowDriver, StepHook,
+    decode_dynamic, decode_rows, generate, row_seed, sample, Completion, FinishReason,
+    FixedWeights, RowDriver, StepHook,
 };
 pub use logprobs::{next_token_logprobs, score_sequences};
 pub use model::{KvCache, Policy};

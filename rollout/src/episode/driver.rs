@@ -1,0 +1,334 @@
+//! The episode engine's [`RowDriver`]: which episodes join the batch before each step (their
+//! environment has answered), the next token of each row, and what the environments are
+//! told when a turn ends.
+
+use super::workers::{self, Answer, Call, Done, Workers};
+use super::{EpisodeLimits, EpisodeStats};
+use crate::group::Sample;
+use policy::sampling::sample_token;
+use policy::{RowDriver, SamplingParams, Tokenizer};
+use rand::SeedableRng;
+use std::time::Duration;
+use tasks::{EnvError, EnvStep, Environment, Problem};
+
+/// How long an idle decoder waits for a remote environment before looking again.
+const IDLE_WAIT: Duration = Duration::from_millis(20);
+
+/// One episode's state.
+pub(super) struct Episode {
+    group: usize,
+    problem: Problem,
+    seed: u64,
+    /// Its environment, or why none could be made; `None` while a worker holds it.
+    env: Option<Box<dyn Environment>>,
+    made: Option<EnvError>,
+    remote: bool,
+    /// The first observation's tokens.
+    first: Vec<u32>,
+    /// Everything the model sees: the first observation and every token since.
+    context: Vec<u32>,
+    tokens: Vec<u32>,
+    mask: Vec<bool>,
+    logprobs: Vec<f32>,
+    versions: Vec<u64>,
+    /// The turn being decoded.
+    turn: Vec<u32>,
+    turns: u32,
+    reward: f32,
+    truncated: bool,
+    finished: bool,
+    rng: rand::rngs::StdRng,
+}
+
+impl Episode {
+    /// Episode `i` of a batch on `problem`, its environment as the factory made it.
+    pub fn new(
+        group: usize,
+        problem: Problem,
+        seed: u64,
+        env: Result<Box<dyn Environment>, EnvError>,
+        params: &SamplingParams,
+        i: u64,
+    ) -> Episode {
+        let (env, made) = match env {
+            Ok(env) => (Some(env), None),
+            Err(e) => (None, Some(e)),
+        };
+        Episode {
+            group,
+            problem,
+            seed,
+            remote: env.as_ref().is_some_and(|e| e.is_remote()),
+            env,
+            made,
+            first: Vec::new(),
+            context: Vec::new(),
+            tokens: Vec::new(),
+            mask: Vec::new(),
+            logprobs: Vec::new(),
+            versions: Vec::new(),
+            turn: Vec::new(),
+            turns: 0,
+            reward: 0.0,
+            truncated: false,
+            finished: false,
+            rng: rand::rngs::StdRng::seed_from_u64(policy::row_seed(params.seed, i)),
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    pub fn first_observation(&self) -> &[u32] {
+        &self.first
+    }
+
+    /// The finished episode as a sample after a prompt of `prompt_len` tokens (the rest of
+    /// its first observation becomes environment tokens).
+    pub fn into_sample(self, prompt_len: usize, tok: &Tokenizer) -> policy::Result<Sample> {
+        let extra = &self.first[prompt_len..];
+        let tokens: Vec<u32> = extra.iter().chain(&self.tokens).copied().collect();
+        let mut mask: Vec<bool> = std::iter::repeat_n(false, extra.len())
+            .chain(self.mask)
+            .collect();
+        if mask.iter().all(|&m| m) {
+            mask.clear();
+        }
+        Ok(Sample {
+            text: tok.decode(&tokens)?,
+            tokens,
+            logprobs: self.logprobs,
+            versions: self.versions,
+            mask,
+            turns: self.turns.max(1),
+            reward: self.reward,
+            truncated: self.truncated,
+        })
+    }
+}
+
+/// The driver: episodes, what each group's failure was, and the calls in flight.
+pub(super) struct Driver<'a> {
+    tok: &'a Tokenizer,
+    params: &'a SamplingParams,
+    limits: EpisodeLimits,
+    episodes: Vec<Episode>,
+    failures: Vec<Option<EnvError>>,
+    pool: Option<Workers>,
+    started: bool,
+    /// Episodes whose turn ended since the last look.
+    ended: Vec<usize>,
+    /// Episodes ready to join the batch, with their contexts.
+    ready: Vec<(usize, Vec<u32>)>,
+    outstanding: usize,
+    stats: EpisodeStats,
+}
+
+impl<'a> Driver<'a> {
+    pub fn new(
+        tok: &'a Tokenizer,
+        params: &'a SamplingParams,
+        limits: EpisodeLimits,
+        episodes: Vec<Episode>,
+        groups: usize,
+        pool: Option<Workers>,
+    ) -> Driver<'a> {
+        Driver {
+            tok,
+            params,
+            limits,
+            episodes,
+            failures: vec![None; groups],
+            pool,
+            started: false,
+            ended: Vec::new(),
+            ready: Vec::new(),
+            outstanding: 0,
+            stats: EpisodeStats::default(),
+        }
+    }
+
+    /// The episodes, each group's failure, and the statistics.
+    pub fn finish(mut self) -> (Vec<Episode>, Vec<Option<EnvError>>, EpisodeStats) {
+        self.stats.episodes = self.episodes.len();
+        self.stats.turns = self.episodes.iter().map(|e| e.turns as u64).sum();
+        (self.episodes, self.failures, self.stats)
+    }
+
+    /// Closes every environment still open (decoding was stopped).
+    pub fn abandon(&mut self) {
+        for e in 0..self.episodes.len() {
+            self.close(e);
+        }
+    }
+
+    /// Sends `call` to episode `e`'s environment: on a worker when it is remote, else now.
+    fn dispatch(&mut self, e: usize, call: Call) {
+        let Some(mut env) = self.episodes[e].env.take() else {
+            return;
+        };
+        if let (true, Some(pool)) = (self.episodes[e].remote, &self.pool) {
+            self.outstanding += 1;
+            pool.send(e, env, call);
+            return;
+        }
+        if let Some((answer, seconds)) = workers::make(env.as_mut(), call) {
+            self.apply(Done {
+                episode: e,
+                env,
+                answer,
+                seconds,
+            });
+        }
+    }
+
+    /// Ends episode `e` and releases its environment.
+    fn close(&mut self, e: usize) {
+        self.episodes[e].finished = true;
+        if self.episodes[e].env.is_some() {
+            self.dispatch(e, Call::Close);
+        }
+    }
+
+    /// Drops episode `e`'s group for `error` (the first error a group meets is its reason).
+    fn fail(&mut self, e: usize, error: EnvError) {
+        let g = self.episodes[e].group;
+        self.failures[g].get_or_insert(error);
+        self.close(e);
+    }
+
+    /// What an environment answered episode `done.episode`.
+    fn apply(&mut self, done: Done) {
+        let e = done.episode;
+        self.stats.env_latencies.push(done.seconds);
+        self.episodes[e].env = Some(done.env);
+        if self.failures[self.episodes[e].group].is_some() {
+            self.close(e);
+            return;
+        }
+        match done.answer {
+            Answer::Reset(Ok(obs)) => self.reset(e, &obs),
+            Answer::Step(Ok(step)) => self.stepped(e, step),
+            Answer::Reset(Err(err)) | Answer::Step(Err(err)) => self.fail(e, err),
+        }
+    }
+
+    fn reset(&mut self, e: usize, observation: &str) {
+        let first = match self.tok.encode(observation) {
+            Ok(t) if !t.is_empty() => t,
+            Ok(_) => {
+                return self.fail(e, EnvError::Invalid("an empty first observation".into()));
+            }
+            Err(err) => return self.tokenizer_failed(e, err),
+        };
+        let ep = &mut self.episodes[e];
+        ep.context = first.clone();
+        ep.first = first;
+        self.ready.push((e, ep.context.clone()));
+    }
+
+    fn stepped(&mut self, e: usize, step: EnvStep) {
+        if !step.reward.is_finite() {
+            let why = format!("reward {} is not finite", step.reward);
+            return self.fail(e, EnvError::Invalid(why));
+        }
+        self.episodes[e].reward += step.reward;
+        let at_cap = self.episodes[e].turns >= self.limits.max_turns;
+        if step.done || at_cap {
+            return self.close(e);
+        }
+        let obs = match self.tok.encode(&step.observation) {
+            Ok(t) => t,
+            Err(err) => return self.tokenizer_failed(e, err),
+        };
+        let ep = &mut self.episodes[e];
+        if ep.tokens.len() + obs.len() >= self.limits.max_tokens {
+            ep.truncated = true;
+            return self.close(e);
+        }
+        ep.tokens.extend(&obs);
+        ep.mask.extend(std::iter::repeat_n(false, obs.len()));
+        ep.context.extend(&obs);
+        self.ready.push((e, ep.context.clone()));
+    }
+
+    /// Text the tokenizer cannot take (an observation it cannot encode) is the
+    /// environment's garbage: the group is dropped.
+    fn tokenizer_failed(&mut self, e: usize, err: policy::PolicyError) {
+        self.fail(e, EnvError::Invalid(err.to_string()));
+    }
+
+    /// Tells the environments about the turns that ended.
+    fn turns_ended(&mut self) {
+        for e in std::mem::take(&mut self.ended) {
+            let ep = &mut self.episodes[e];
+            ep.turns += 1;
+            let turn = std::mem::take(&mut ep.turn);
+            match self.tok.decode(&turn) {
+                Ok(text) => self.dispatch(e, Call::Step(text)),
+                Err(err) => self.tokenizer_failed(e, err),
+            }
+        }
+    }
+}
+
+impl RowDriver for Driver<'_> {
+    fn arrivals(&mut self, idle: bool) -> Option<Vec<(usize, Vec<u32>)>> {
+        if !self.started {
+            self.started = true;
+            for e in 0..self.episodes.len() {
+                match self.episodes[e].made.take() {
+                    Some(err) => self.fail(e, err),
+                    None => {
+                        let ep = &self.episodes[e];
+                        let call = Call::Reset(ep.problem.clone(), ep.seed);
+                        self.dispatch(e, call);
+                    }
+                }
+            }
+        }
+        self.turns_ended();
+        if let Some(pool) = self.pool.take() {
+            while let Some(done) = pool.receive(None) {
+                self.outstanding -= 1;
+                self.apply(done);
+            }
+            if idle && self.ready.is_empty() && self.outstanding > 0 {
+                if let Some(done) = pool.receive(Some(IDLE_WAIT)) {
+                    self.outstanding -= 1;
+                    self.apply(done);
+                }
+            }
+            self.pool = Some(pool);
+        }
+        if !self.ready.is_empty() {
+            return Some(std::mem::take(&mut self.ready));
+        }
+        (self.outstanding > 0 || !idle).then(Vec::new)
+    }
+
+    fn pick(&mut self, key: usize, logits: &[f32], version: u64) -> Option<u32> {
+        let ep = &mut self.episodes[key];
+        if ep.finished || self.failures[ep.group].is_some() {
+            self.close(key);
+            return None;
+        }
+        let (token, logprob) = sample_token(logits, self.params, &mut ep.rng);
+        ep.tokens.push(token);
+        ep.mask.push(true);
+        ep.logprobs.push(logprob);
+        ep.versions.push(version);
+        ep.turn.push(token);
+        ep.context.push(token);
+        let stop = self.params.stop_tokens.contains(&token);
+        let turn_full = ep.turn.len() >= self.params.max_new_tokens;
+        let episode_full = ep.tokens.len() >= self.limits.max_tokens;
+        if stop || turn_full || episode_full {
+            ep.truncated |= !stop;
+            self.ended.push(key);
+            return None;
+        }
+        Some(token)
+    }
+}

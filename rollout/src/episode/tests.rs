@@ -1,0 +1,372 @@
+//! The engine's guarantees: a one-turn episode is exactly today's sample, environment tokens
+//! are masked and the model's keep the sampling invariant across turns, caps hold, a failing
+//! environment drops its group with the reason, and rows keep decoding while a remote
+//! environment is answering.
+
+use super::*;
+use crate::group::sample_groups;
+use policy::{FixedWeights, ModelDir, Policy};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tasks::env::{builtin, EnvStep, Environment};
+use tasks::{NumericVerifier, Problem, Split};
+
+fn model() -> ModelDir {
+    policy::default_model::embedded().unwrap()
+}
+
+fn problems(task: &str, n: u64) -> Vec<Problem> {
+    let (name, difficulty) = task.split_once(':').unwrap();
+    let source = tasks::builtin(name, Some(difficulty.parse().unwrap()), 0).unwrap();
+    (0..n).map(|i| source.problem(Split::Train, i)).collect()
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("g{i}")).collect()
+}
+
+fn params(m: &ModelDir, max_new_tokens: usize, seed: u64) -> SamplingParams {
+    SamplingParams {
+        max_new_tokens,
+        stop_tokens: m.tokenizer.eos_ids(),
+        seed,
+        ..Default::default()
+    }
+}
+
+fn run(
+    policy: &Policy,
+    tok: &Tokenizer,
+    envs: &dyn EnvFactory,
+    problems: &[Problem],
+    g: usize,
+    params: &SamplingParams,
+    limits: EpisodeLimits,
+) -> EpisodeOutcome {
+    let ids = ids(problems.len());
+    let batch = GroupBatch {
+        problems,
+        ids: &ids,
+        group_size: g,
+    };
+    let hook = &mut FixedWeights { policy, version: 3 };
+    run_episodes(hook, tok, envs, batch, params, limits)
+        .unwrap()
+        .unwrap()
+}
+
+const WIDE: EpisodeLimits = EpisodeLimits {
+    max_turns: 8,
+    max_tokens: 256,
+};
+
+#[test]
+fn a_one_turn_episode_is_exactly_the_sample_of_a_one_turn_task() {
+    let m = model();
+    let policy = m.policy().unwrap();
+    let probs = problems("addition:2", 6);
+    let p = params(&m, 8, 5);
+    let single = builtin("single", Arc::new(NumericVerifier)).unwrap();
+    let episodes = run(&policy, &m.tokenizer, single.as_ref(), &probs, 4, &p, WIDE);
+    let ids = ids(probs.len());
+    let batch = GroupBatch {
+        problems: &probs,
+        ids: &ids,
+        group_size: 4,
+    };
+    let verifier: Arc<dyn tasks::Verifier> = Arc::new(NumericVerifier);
+    let groups = sample_groups(&policy, &m.tokenizer, &verifier, batch, &p, 3).unwrap();
+    assert_eq!(episodes.groups, groups);
+    assert!(episodes.dropped.is_empty());
+    assert_eq!(episodes.stats.episodes, 24);
+    assert_eq!(episodes.stats.turns, 24);
+    assert!(groups
+        .iter()
+        .flat_map(|g| &g.samples)
+        .any(|s| s.reward == 1.0));
+}
+
+#[test]
+fn environment_tokens_are_masked_and_model_tokens_keep_the_sampling_invariant() {
+    let m = model();
+    let policy = m.policy().unwrap();
+    let probs = problems("guess:3", 4);
+    // Two-token turns: the default model writes digits, rarely an end of sequence early.
+    let p = params(&m, 2, 7);
+    let guess = builtin("guess", Arc::new(NumericVerifier)).unwrap();
+    let limits = EpisodeLimits {
+        max_turns: 4,
+        max_tokens: 40,
+    };
+    let out = run(&policy, &m.tokenizer, guess.as_ref(), &probs, 4, &p, limits);
+    assert_eq!(out.groups.len(), 4);
+    let mut multi = 0;
+    for g in &out.groups {
+        g.validate(m.tokenizer.vocab_size()).unwrap();
+        assert_eq!(
+            m.tokenizer.decode(&g.prompt_tokens).unwrap(),
+            problems_prompt(&probs, g)
+        );
+        for s in &g.samples {
+            assert!(s.turns >= 1 && s.turns <= 4);
+            assert!(s.tokens.len() <= 40);
+            assert_eq!(s.logprobs.len(), s.model_tokens());
+            assert!(s.versions.iter().all(|&v| v == 3));
+            if s.turns > 1 {
+                multi += 1;
+                // The environment's answers are exactly the masked tokens.
+                let env: Vec<u32> = (0..s.tokens.len())
+                    .filter(|&k| !s.is_model(k))
+                    .map(|k| s.tokens[k])
+                    .collect();
+                let text = m.tokenizer.decode(&env).unwrap();
+                assert!(
+                    text.split(':')
+                        .filter(|t| !t.is_empty())
+                        .all(|t| [" hi", " lo", " ?"].contains(&t)),
+                    "environment tokens {text:?}"
+                );
+            }
+            if s.reward == 1.0 {
+                assert!(s.text.ends_with(&answer_of(&probs, g)), "{s:?}");
+            } else {
+                assert!(
+                    s.turns == 4 || s.truncated,
+                    "an unsolved game ran out: {s:?}"
+                );
+            }
+            // Sampled log-probs equal teacher-forced ones across turns and re-joins.
+            let seq: Vec<u32> = g.prompt_tokens.iter().chain(&s.tokens).copied().collect();
+            let scored = policy::score_sequences(&policy, &[seq], m.tokenizer.pad_id(), 1.0)
+                .unwrap()
+                .remove(0);
+            let at = g.prompt_tokens.len() - 1;
+            let model_lp: Vec<f32> = (0..s.tokens.len())
+                .filter(|&k| s.is_model(k))
+                .map(|k| scored[at + k])
+                .collect();
+            for (a, b) in model_lp.iter().zip(&s.logprobs) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+    }
+    assert!(multi > 0, "some episodes take several turns");
+}
+
+fn problems_prompt(probs: &[Problem], g: &RolloutGroup) -> String {
+    probs
+        .iter()
+        .find(|p| p.id == g.problem_id)
+        .unwrap()
+        .prompt
+        .clone()
+}
+
+fn answer_of(probs: &[Problem], g: &RolloutGroup) -> String {
+    probs
+        .iter()
+        .find(|p| p.id == g.problem_id)
+        .unwrap()
+        .answer
+        .clone()
+}
+
+#[test]
+fn caps_end_episodes_and_a_capped_episode_is_truncated() {
+    let m = model();
+    let policy = m.policy().unwrap();
+    let probs = problems("guess:7", 3);
+    let p = params(&m, 3, 1);
+    let guess = builtin("guess", Arc::new(NumericVerifier)).unwrap();
+    let turns = EpisodeLimits {
+        max_turns: 2,
+        max_tokens: 1000,
+    };
+    let out = run(&policy, &m.tokenizer, guess.as_ref(), &probs, 4, &p, turns);
+    assert!(out
+        .groups
+        .iter()
+        .flat_map(|g| &g.samples)
+        .all(|s| s.turns <= 2));
+    let tokens = EpisodeLimits {
+        max_turns: 100,
+        max_tokens: 5,
+    };
+    let out = run(&policy, &m.tokenizer, guess.as_ref(), &probs, 4, &p, tokens);
+    for s in out.groups.iter().flat_map(|g| &g.samples) {
+        assert!(s.tokens.len() <= 5);
+        if s.reward == 0.0 {
+            assert!(
+                s.truncated,
+                "an unsolved game cut at 5 tokens is truncated: {s:?}"
+            );
+        }
+    }
+}
+
+/// An environment scripted by a closure over (problem prompt, turn index).
+struct Scripted<F> {
+    prompt: String,
+    turn: usize,
+    remote: bool,
+    script: Arc<F>,
+}
+
+impl<F> Environment for Scripted<F>
+where
+    F: Fn(&str, usize) -> Result<EnvStep, EnvError> + Send + Sync,
+{
+    fn reset(&mut self, problem: &Problem, _seed: u64) -> Result<String, EnvError> {
+        self.prompt = problem.prompt.clone();
+        Ok(problem.prompt.clone())
+    }
+    fn step(&mut self, _action: &str) -> Result<EnvStep, EnvError> {
+        self.turn += 1;
+        (self.script)(&self.prompt, self.turn)
+    }
+    fn is_remote(&self) -> bool {
+        self.remote
+    }
+}
+
+struct ScriptedEnvs<F> {
+    remote: bool,
+    script: Arc<F>,
+}
+
+impl<F> EnvFactory for ScriptedEnvs<F>
+where
+    F: Fn(&str, usize) -> Result<EnvStep, EnvError> + Send + Sync + 'static,
+{
+    fn name(&self) -> &str {
+        "scripted"
+    }
+    fn make(&self) -> Result<Box<dyn Environment>, EnvError> {
+        Ok(Box::new(Scripted {
+            prompt: String::new(),
+            turn: 0,
+            remote: self.remote,
+            script: self.script.clone(),
+        }))
+    }
+}
+
+fn answer(observation: &str, reward: f32, done: bool) -> Result<EnvStep, EnvError> {
+    Ok(EnvStep {
+        observation: observation.into(),
+        reward,
+        done,
+    })
+}
+
+#[test]
+fn a_failing_environment_drops_its_group_with_the_reason_and_nothing_else() {
+    let m = model();
+    let policy = m.policy().unwrap();
+    let probs = problems("addition:2", 3);
+    let bad_prompt = probs[1].prompt.clone();
+    for remote in [false, true] {
+        let bad = bad_prompt.clone();
+        let envs = ScriptedEnvs {
+            remote,
+            script: Arc::new(move |prompt: &str, turn: usize| {
+                if prompt == bad && turn == 2 {
+                    Err(EnvError::Timeout(50))
+                } else if turn == 3 {
+                    answer("", f32::NAN, true)
+                } else {
+                    answer(";", 0.5, turn == 2)
+                }
+            }),
+        };
+        let p = params(&m, 3, 2);
+        let out = run(&policy, &m.tokenizer, &envs, &probs, 3, &p, WIDE);
+        assert_eq!(out.dropped.len(), 1, "remote {remote}");
+        assert_eq!(out.dropped[0].problem_id, probs[1].id);
+        assert_eq!(out.dropped[0].error.reason(), "env_timeout");
+        assert_eq!(out.groups.len(), 2);
+        for s in out.groups.iter().flat_map(|g| &g.samples) {
+            assert_eq!(s.turns, 2);
+            assert_eq!(s.reward, 1.0, "two steps of 0.5");
+            assert_eq!(
+                s.mask.iter().filter(|&&m| !m).count(),
+                1,
+                "one ';' from the environment"
+            );
+        }
+    }
+    // A non-finite reward is garbage, never a reward.
+    let envs = ScriptedEnvs {
+        remote: false,
+        script: Arc::new(|_: &str, _| answer("", f32::INFINITY, true)),
+    };
+    let out = run(
+        &policy,
+        &m.tokenizer,
+        &envs,
+        &probs,
+        2,
+        &params(&m, 3, 2),
+        WIDE,
+    );
+    assert_eq!(out.dropped.len(), 3);
+    assert!(out
+        .dropped
+        .iter()
+        .all(|d| d.error.reason() == "env_invalid"));
+}
+
+#[test]
+fn rows_keep_decoding_while_a_remote_environment_answers() {
+    let m = model();
+    let policy = m.policy().unwrap();
+    let probs = problems("addition:2", 2);
+    let slow_prompt = probs[0].prompt.clone();
+    // Decode steps taken so far; the slow environment answers only once the other episodes
+    // have been decoded for 6 more steps (or gives up after 20 s, failing the test).
+    let steps = Arc::new(AtomicUsize::new(0));
+    let seen = steps.clone();
+    let envs = ScriptedEnvs {
+        remote: true,
+        script: Arc::new(move |prompt: &str, turn: usize| {
+            if prompt == slow_prompt && turn == 1 {
+                let start = seen.load(Ordering::SeqCst);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while seen.load(Ordering::SeqCst) < start + 6 {
+                    if std::time::Instant::now() > deadline {
+                        return Err(EnvError::Unavailable("nothing decoded meanwhile".into()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            answer(";", 0.0, turn == 4)
+        }),
+    };
+    struct Counting<'a> {
+        policy: &'a Policy,
+        steps: Arc<AtomicUsize>,
+    }
+    impl StepHook for Counting<'_> {
+        fn weights(&mut self) -> Option<(&Policy, u64)> {
+            self.steps.fetch_add(1, Ordering::SeqCst);
+            Some((self.policy, 0))
+        }
+    }
+    let hook = &mut Counting {
+        policy: &policy,
+        steps,
+    };
+    let ids = ids(2);
+    let batch = GroupBatch {
+        problems: &probs,
+        ids: &ids,
+        group_size: 2,
+    };
+    let p = params(&m, 2, 4);
+    let out = run_episodes(hook, &m.tokenizer, &envs, batch, &p, WIDE)
+        .unwrap()
+        .unwrap();
+    assert!(out.dropped.is_empty(), "{:?}", out.dropped);
+    assert_eq!(out.groups.len(), 2);
+    assert!(out.stats.env_latencies.len() >= 2 * 2 * 5);
+}
