@@ -72,6 +72,7 @@ fn eval_compares_samplers_side_by_side_in_one_json_report() {
         &m.policy().unwrap(),
         &m.tokenizer,
         source.as_ref(),
+        &rollout::Episodes::single(source.verifier()),
         6,
         32,
         &m.eos_ids(),

@@ -30,6 +30,10 @@ pub enum ActorError {
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]
     Task(#[from] tasks::TaskError),
+    /// The run's environment cannot be set up (an unknown name, a server that cannot be
+    /// dialled).
+    #[error("episode environment: {0}")]
+    Env(#[from] tasks::EnvError),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -1,16 +1,16 @@
-//! Generating one lease: every prompt G times in one batch through `rollout`'s sampling of
-//! groups, with a step hook ([`Follow`] over the weight slot) that swaps to newer weights
+//! Generating one lease: G episodes of every prompt in one batch through `rollout`'s episode
+//! engine (a one-turn task is the episode of one step), with a step hook ([`Follow`] over the weight slot) that swaps to newer weights
 //! between decode steps and never lets a step run with weights more than `max_lag` versions
 //! behind the learner.
 
 use crate::error::ActorError;
 use crate::subscriber::Versioned;
 use policy::{Policy, SamplingParams, StepHook, Tokenizer};
-use rollout::{GroupBatch, RolloutGroup};
+use rollout::{EpisodeLimits, EpisodeOutcome, GroupBatch};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tasks::{Problem, Verifier};
+use tasks::{EnvFactory, Problem};
 use tokio::sync::watch;
 
 /// What the decode loop needs to follow the learner.
@@ -30,19 +30,25 @@ pub struct LeaseStats {
     pub waited: Duration,
 }
 
-/// Samples `group_size` completions for each problem, the group of `problems[i]` under
+/// What a lease is sampled with: the environments, G, the sampling and the episode caps.
+pub struct LeaseSampling<'a> {
+    pub envs: &'a dyn EnvFactory,
+    pub group_size: usize,
+    pub params: SamplingParams,
+    pub limits: EpisodeLimits,
+}
+
+/// Runs `group_size` episodes of each problem, the group of `problems[i]` under
 /// `group_ids[i]` (the coordinator's: a prompt leased again keeps its id, so the learner
-/// trains on it once); `None` if stopped midway.
-#[allow(clippy::too_many_arguments)]
+/// trains on it once); `None` if stopped midway. Groups an environment failed are in the
+/// outcome's `dropped`.
 pub fn generate_lease(
     problems: &[Problem],
     tok: &Tokenizer,
-    verifier: &Arc<dyn Verifier>,
-    group_size: usize,
-    params: SamplingParams,
+    sampling: &LeaseSampling,
     group_ids: &[String],
     follow: &mut Follow,
-) -> Result<Option<(Vec<RolloutGroup>, LeaseStats)>, ActorError> {
+) -> Result<Option<(EpisodeOutcome, LeaseStats)>, ActorError> {
     let current = follow
         .slot
         .borrow()
@@ -56,10 +62,17 @@ pub fn generate_lease(
     let batch = GroupBatch {
         problems,
         ids: group_ids,
-        group_size,
+        group_size: sampling.group_size,
     };
-    let groups = rollout::sample_groups_with(&mut hook, tok, verifier, batch, &params)?;
-    Ok(groups.map(|g| (g, hook.stats)))
+    let outcome = rollout::run_episodes(
+        &mut hook,
+        tok,
+        sampling.envs,
+        batch,
+        &sampling.params,
+        sampling.limits,
+    )?;
+    Ok(outcome.map(|o| (o, hook.stats)))
 }
 
 /// The actor's step hook: the newest complete weights before every step, after waiting for
@@ -189,17 +202,20 @@ mod tests {
             ..Default::default()
         };
         let tok = char_tokenizer();
-        let (groups, stats) = generate_lease(
-            &problems,
-            &tok,
-            &source.verifier(),
-            2,
+        let envs = tasks::env::builtin("single", source.verifier()).unwrap();
+        let sampling = LeaseSampling {
+            envs: envs.as_ref(),
+            group_size: 2,
             params,
-            &ids,
-            &mut follow,
-        )
-        .unwrap()
-        .expect("not stopped");
+            limits: EpisodeLimits {
+                max_turns: 1,
+                max_tokens: 16,
+            },
+        };
+        let (outcome, stats) = generate_lease(&problems, &tok, &sampling, &ids, &mut follow)
+            .unwrap()
+            .expect("not stopped");
+        let groups = outcome.groups;
         assert_eq!(stats.swaps, 0);
         let got: Vec<&str> = groups.iter().map(|g| g.group_id.as_str()).collect();
         assert_eq!(got, ["lease-7/a", "lease-7/b"]);

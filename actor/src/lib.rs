@@ -11,6 +11,7 @@
 //! **Architecture Invariant:** actors never write weights; they read versioned snapshots.
 
 mod deliver;
+mod envs;
 mod error;
 mod generate;
 mod heartbeat;

@@ -37,6 +37,10 @@ pub struct ActorMetrics {
     pub weight_bytes_received: Counter,
     pub weight_versions_received: Counter,
     pub weight_receive_seconds: Histogram,
+    /// Model turns of each finished episode (1 for a one-turn task).
+    pub episode_turns: Histogram,
+    /// Seconds each environment call (reset or step) took.
+    pub env_call_seconds: Histogram,
     /// `oxrl_rejected_total{reason}`: weight streams refused (`bad_checksum`, `bad_weights`
     /// for any other malformed stream, `weights_shape` for tensors that do not fit the model).
     pub rejected: proto::metrics_http::Rejections,
@@ -70,6 +74,8 @@ impl ActorMetrics {
             weight_bytes_received: Counter::default(),
             weight_versions_received: Counter::default(),
             weight_receive_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
+            episode_turns: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0]),
+            env_call_seconds: Histogram::new(exponential_buckets(1e-5, 4.0, 12)),
             rejected: Default::default(),
         };
         let r = &mut registry;
@@ -148,6 +154,16 @@ impl ActorMetrics {
             "Time from a version's header to its policy being ready",
             m.weight_receive_seconds.clone(),
         );
+        r.register(
+            "oxrl_actor_episode_turns",
+            "Model turns per finished episode (1 for a one-turn task)",
+            m.episode_turns.clone(),
+        );
+        r.register(
+            "oxrl_actor_env_call_seconds",
+            "Seconds each environment call (reset or step) took",
+            m.env_call_seconds.clone(),
+        );
         let rejected = proto::metrics_http::register_rejections(r);
         ActorMetrics {
             registry,
@@ -156,7 +172,18 @@ impl ActorMetrics {
         }
     }
 
-    /// Counts one refused weight stream.
+    /// Records a lease's episodes: the turns of each delivered one, every environment call.
+    pub(crate) fn episodes(&self, groups: &[rollout::RolloutGroup], stats: &rollout::EpisodeStats) {
+        for s in groups.iter().flat_map(|g| &g.samples) {
+            self.episode_turns.observe(s.turns as f64);
+        }
+        for &seconds in &stats.env_latencies {
+            self.env_call_seconds.observe(seconds);
+        }
+    }
+
+    /// Counts one refusal: a weight stream refused, or a group an environment failed
+    /// (`env_unavailable`, `env_timeout`, `env_invalid`).
     pub(crate) fn reject(&self, reason: &'static str) {
         proto::metrics_http::count_rejection(&self.rejected, reason);
     }
@@ -211,6 +238,9 @@ mod tests {
         m.weight_bytes_received.inc_by(1024);
         m.weight_versions_received.inc();
         m.weight_receive_seconds.observe(0.25);
+        m.episode_turns.observe(3.0);
+        m.env_call_seconds.observe(0.002);
+        m.reject("env_timeout");
         let text = m.render();
         for line in [
             "oxrl_actor_weights_version 4",
@@ -228,6 +258,10 @@ mod tests {
             "oxrl_actor_weight_bytes_received_total 1024",
             "oxrl_actor_weight_versions_received_total 1",
             "oxrl_actor_weight_receive_seconds_count 1",
+            "oxrl_actor_episode_turns_count 1",
+            "oxrl_actor_episode_turns_sum 3.0",
+            "oxrl_actor_env_call_seconds_count 1",
+            "oxrl_rejected_total{reason=\"env_timeout\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

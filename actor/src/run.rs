@@ -5,7 +5,7 @@
 
 use crate::deliver::{deliver, LearnerLink};
 use crate::error::ActorError;
-use crate::generate::{generate_lease, Follow};
+use crate::generate::{generate_lease, Follow, LeaseSampling};
 use crate::heartbeat::Heartbeats;
 use crate::learner_version::LearnerVersion;
 use crate::metrics::ActorMetrics;
@@ -20,7 +20,7 @@ use rollout::RolloutGroup;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tasks::{Problem, Verifier};
+use tasks::{EnvFactory, Problem};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -30,6 +30,8 @@ pub struct ActorSummary {
     pub leases: u64,
     pub groups_accepted: u64,
     pub groups_rejected: u64,
+    /// Groups not delivered because an environment failed (after its retries).
+    pub groups_dropped: u64,
     /// Weight swaps made between decode steps of a lease (in-flight updates).
     pub in_flight_swaps: u64,
     /// Seconds spent waiting for newer weights (lag gate) or for work.
@@ -168,7 +170,7 @@ pub async fn run_actor(
         max_lag: cfg.update.max_lag,
         tok: model.tokenizer.clone(),
         eos: model.eos_ids(),
-        verifier: source.verifier(),
+        envs: crate::envs::environments(&cfg.episode, source.verifier())?,
         cfg,
         metrics,
         stop: stop.clone(),
@@ -229,7 +231,7 @@ struct LeaseLoop {
     max_lag: u64,
     tok: Tokenizer,
     eos: Vec<u32>,
-    verifier: Arc<dyn Verifier>,
+    envs: Arc<dyn EnvFactory>,
     cfg: RunConfig,
     metrics: Arc<ActorMetrics>,
     stop: Shutdown,
@@ -387,27 +389,32 @@ impl LeaseLoop {
             version = self.held.load(Ordering::Relaxed),
             "generating"
         );
-        let (tok2, verifier2) = (self.tok.clone(), self.verifier.clone());
-        let group_size = cfg.group_size;
+        let (tok2, envs) = (self.tok.clone(), self.envs.clone());
+        let (group_size, limits) = (cfg.group_size, (&cfg.episode).into());
         let busy = std::time::Instant::now();
         let generated = tokio::task::spawn_blocking(move || {
-            generate_lease(
-                &problems,
-                &tok2,
-                &verifier2,
+            let sampling = LeaseSampling {
+                envs: envs.as_ref(),
                 group_size,
                 params,
-                &group_ids,
-                &mut follow_state,
-            )
+                limits,
+            };
+            generate_lease(&problems, &tok2, &sampling, &group_ids, &mut follow_state)
         })
         .await
         .map_err(|e| ActorError::Thread(e.to_string()))??;
         let elapsed = busy.elapsed();
         self.summary.busy_s += elapsed.as_secs_f64();
-        let Some((groups, stats)) = generated else {
+        let Some((outcome, stats)) = generated else {
             return Ok(None);
         };
+        for d in &outcome.dropped {
+            self.summary.groups_dropped += 1;
+            self.metrics.reject(d.error.reason());
+            tracing::warn!(group = %d.group_id, problem = %d.problem_id, reason = d.error.reason(), error = %d.error, "dropped a group: its environment failed");
+        }
+        self.metrics.episodes(&outcome.groups, &outcome.stats);
+        let groups = outcome.groups;
         self.summary.in_flight_swaps += stats.swaps;
         self.summary.idle_s += stats.waited.as_secs_f64();
         self.summary.busy_s -= stats.waited.as_secs_f64();

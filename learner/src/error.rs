@@ -50,6 +50,10 @@ pub enum LearnerError {
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]
     Task(#[from] tasks::TaskError),
+    /// The run's environment cannot be set up, or failed where nothing can be dropped (an
+    /// evaluation).
+    #[error("episode environment: {0}")]
+    Env(#[from] tasks::EnvError),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod collective;
+pub mod episodes;
 pub mod error;
 pub mod metrics;
 pub mod objective;

@@ -79,7 +79,7 @@ pub fn run_sync(
     let (mut learner, mut state) = open_run(cfg, dir, start)?;
     let registry = tasks::VerifierRegistry::new();
     let source = cfg.problem_source(&registry)?;
-    let verifier = source.verifier();
+    let episodes = crate::episodes::for_run(cfg, source.as_ref())?;
     let mut curriculum = match checkpoint::latest(dir) {
         Some(ckpt) if state.step > 0 => SyncCurriculum::load_or_new(cfg, source.as_ref(), &ckpt)?,
         _ => SyncCurriculum::new(cfg, source.as_ref())?,
@@ -116,14 +116,23 @@ pub fn run_sync(
             ids: &ids,
             group_size: cfg.group_size,
         };
-        let groups = rollout::sample_groups(
-            learner.model.policy(),
+        let hook = &mut policy::FixedWeights {
+            policy: learner.model.policy(),
+            version: learner.version(),
+        };
+        let outcome = rollout::run_episodes(
+            hook,
             &learner.model.tokenizer,
-            &verifier,
+            episodes.envs.as_ref(),
             batch,
             &params,
-            learner.version(),
-        )?;
+            episodes.limits,
+        )?
+        .expect("fixed weights never stop decoding");
+        for d in &outcome.dropped {
+            tracing::warn!(group = %d.group_id, reason = d.error.reason(), error = %d.error, "dropped a group: its environment failed");
+        }
+        let groups = outcome.groups;
         curriculum.record(&indices, &groups);
         let report = learner.step(&groups)?;
         state.step += 1;
@@ -240,9 +249,11 @@ pub(crate) fn evaluate_logged(
     state: &RunState,
     source: &dyn ProblemSource,
 ) -> Result<EvalLine> {
+    let episodes = crate::episodes::for_run(cfg, source)?;
     let (greedy, sampled) = evaluate(
         &learner.model,
         source,
+        &episodes,
         cfg.eval_n,
         cfg.eval_samples,
         cfg.sampling.max_new_tokens,
@@ -259,17 +270,20 @@ pub(crate) fn evaluate_logged(
     Ok(line)
 }
 
-/// Greedy and sampled (T = 1, `draws` per problem) pass@1 on the same held-out problems.
+/// Greedy and sampled (T = 1, `draws` per problem) pass@1 on the same held-out problems,
+/// each draw an episode against `episodes`.
 pub fn evaluate(
     model: &TrainableModel,
     source: &dyn ProblemSource,
+    episodes: &rollout::Episodes,
     n: usize,
     draws: usize,
     max_new_tokens: usize,
     eos: &[u32],
 ) -> Result<(f64, f64)> {
     let (policy, tok) = (model.policy(), &model.tokenizer);
-    let greedy = rollout::greedy_eval(policy, tok, source, n, max_new_tokens, eos)?;
-    let sampled = rollout::sampled_eval(policy, tok, source, n, draws, max_new_tokens, eos)?;
+    let greedy = rollout::greedy_eval(policy, tok, source, episodes, n, max_new_tokens, eos)?;
+    let sampled =
+        rollout::sampled_eval(policy, tok, source, episodes, n, draws, max_new_tokens, eos)?;
     Ok((greedy.pass_rate, sampled.pass_rate))
 }

@@ -7,7 +7,8 @@
 //! through it, so `oxrl eval --sampler greedy` and training's greedy pass@1 are one
 //! computation.
 
-use crate::group::{sample_groups, GroupBatch};
+use crate::episode::{run_episodes, Episodes};
+use crate::group::GroupBatch;
 use policy::{Policy, SamplingParams, Tokenizer};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -32,11 +33,13 @@ pub const SAMPLED_EVAL_SEED: u64 = 0x5EED_E7A1;
 /// Prompts decoded together by training's evaluation.
 const EVAL_BATCH: usize = 256;
 
-/// Greedy pass@1 over the first `n` problems of the held-out split, in batches.
+/// Greedy pass@1 over the first `n` problems of the held-out split, in batches, each an
+/// episode against `episodes`' environments.
 pub fn greedy_eval(
     policy: &Policy,
     tok: &Tokenizer,
     source: &dyn ProblemSource,
+    episodes: &Episodes,
     n: usize,
     max_new_tokens: usize,
     stop_tokens: &[u32],
@@ -47,7 +50,7 @@ pub fn greedy_eval(
         stop_tokens: stop_tokens.to_vec(),
         ..Default::default()
     };
-    held_out_eval(policy, tok, source, n, &params)
+    held_out_eval(policy, tok, source, episodes, n, &params)
 }
 
 /// Sampled pass@1 (T = 1, no truncation) over the same problems as [`greedy_eval`]: the mean
@@ -58,6 +61,7 @@ pub fn sampled_eval(
     policy: &Policy,
     tok: &Tokenizer,
     source: &dyn ProblemSource,
+    episodes: &Episodes,
     n: usize,
     draws: usize,
     max_new_tokens: usize,
@@ -72,7 +76,7 @@ pub fn sampled_eval(
             seed: SAMPLED_EVAL_SEED.wrapping_add(r.wrapping_mul(0x9E37_79B9)),
             ..Default::default()
         };
-        let one = held_out_eval(policy, tok, source, n, &params)?;
+        let one = held_out_eval(policy, tok, source, episodes, n, &params)?;
         total = Some(match total {
             None => one,
             Some(mut t) => {
@@ -95,6 +99,7 @@ pub fn held_out_eval(
     policy: &Policy,
     tok: &Tokenizer,
     source: &dyn ProblemSource,
+    episodes: &Episodes,
     n: usize,
     params: &SamplingParams,
 ) -> policy::Result<EvalReport> {
@@ -105,6 +110,7 @@ pub fn held_out_eval(
         tok,
         problems: &problems,
         verifier: &verifier,
+        episodes,
         batch_rows: EVAL_BATCH,
         on_problems: &|_| {},
     };
@@ -173,6 +179,8 @@ pub(crate) struct EvalSet<'a> {
     pub tok: &'a Tokenizer,
     pub problems: &'a [Problem],
     pub verifier: &'a Arc<dyn Verifier>,
+    /// What each draw is an episode against (one turn scored by `verifier` for `oxrl eval`).
+    pub episodes: &'a Episodes,
     /// Sequences decoded together (problems x completions per problem).
     pub batch_rows: usize,
     /// Called with the problems done so far each time a batch finishes.
@@ -199,15 +207,31 @@ impl EvalSet<'_> {
                 ids: &ids,
                 group_size: per,
             };
-            let groups = sample_groups(
-                self.policy,
+            let hook = &mut policy::FixedWeights {
+                policy: self.policy,
+                version: 0,
+            };
+            let outcome = run_episodes(
+                hook,
                 self.tok,
-                self.verifier,
+                self.episodes.envs.as_ref(),
                 batch,
                 &chunk_params,
-                0,
-            )?;
-            for g in groups {
+                self.episodes.limits,
+            )?
+            .expect("fixed weights never stop decoding");
+            if let Some(d) = outcome.dropped.first() {
+                // An evaluation has no group to drop: a failing environment is an error.
+                return Err(policy::PolicyError::Input(format!(
+                    "evaluating {}: {} of {} groups lost to their environment, first {}: {}",
+                    d.problem_id,
+                    outcome.dropped.len(),
+                    chunk.len(),
+                    d.error.reason(),
+                    d.error
+                )));
+            }
+            for g in outcome.groups {
                 tokens += g.num_tokens();
                 per_problem.push(
                     g.samples

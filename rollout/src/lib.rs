@@ -16,7 +16,9 @@ pub mod staleness;
 pub mod ttc;
 pub mod wire;
 
-pub use episode::{run_episodes, DroppedGroup, EpisodeLimits, EpisodeOutcome, EpisodeStats};
+pub use episode::{
+    run_episodes, DroppedGroup, EpisodeLimits, EpisodeOutcome, EpisodeStats, Episodes,
+};
 pub use eval::{greedy_eval, held_out_eval, sampled_eval, EvalReport};
 pub use group::{
     encode_prompt, sample_groups, sample_groups_with, GroupBatch, GroupError, RolloutGroup, Sample,

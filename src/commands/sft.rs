@@ -106,10 +106,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     std::fs::write(a.out.join("sft.toml"), toml::to_string(&cfg)?)?;
     tracing::info!(out = %a.out.display(), loss = ema, secs = started.elapsed().as_secs_f64(), "sft done");
     if a.eval_n > 0 {
+        let episodes = rollout::Episodes::single(source.verifier());
         let greedy = rollout::greedy_eval(
             model.policy(),
             &model.tokenizer,
             source.as_ref(),
+            &episodes,
             a.eval_n,
             16,
             &[eos],
@@ -118,6 +120,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             model.policy(),
             &model.tokenizer,
             source.as_ref(),
+            &episodes,
             a.eval_n,
             4,
             16,

@@ -26,7 +26,8 @@ use crate::config::EpisodeConfig;
 use crate::group::{GroupBatch, RolloutGroup, Sample};
 use driver::{Driver, Episode};
 use policy::{SamplingParams, StepHook, Tokenizer};
-use tasks::{EnvError, EnvFactory};
+use std::sync::Arc;
+use tasks::{EnvError, EnvFactory, Verifier};
 
 /// The caps of one episode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,44 @@ impl From<&EpisodeConfig> for EpisodeLimits {
             max_turns: c.max_turns,
             max_tokens: c.max_tokens,
         }
+    }
+}
+
+/// The environments episodes run against, and their caps.
+#[derive(Clone)]
+pub struct Episodes {
+    pub envs: Arc<dyn EnvFactory>,
+    pub limits: EpisodeLimits,
+}
+
+impl Episodes {
+    /// One-turn episodes scored by `verifier`: what every task was before episodes.
+    pub fn single(verifier: Arc<dyn Verifier>) -> Episodes {
+        Episodes {
+            envs: tasks::env::builtin("single", verifier).expect("a built-in"),
+            limits: EpisodeLimits {
+                max_turns: 1,
+                max_tokens: usize::MAX,
+            },
+        }
+    }
+
+    /// The built-in environment `cfg.env` with `cfg`'s caps (`verifier` is the task's). A
+    /// remote one (`cfg.url`) is the caller's to connect: this crate does no network I/O.
+    pub fn builtin(cfg: &EpisodeConfig, verifier: Arc<dyn Verifier>) -> Result<Episodes, EnvError> {
+        Ok(Episodes {
+            envs: tasks::env::builtin(&cfg.env, verifier)?,
+            limits: cfg.into(),
+        })
+    }
+}
+
+impl std::fmt::Debug for Episodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Episodes")
+            .field("env", &self.envs.name())
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 

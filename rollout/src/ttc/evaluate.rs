@@ -113,11 +113,14 @@ pub fn evaluate_with_progress(
     let running = std::cell::RefCell::new(String::new());
     let on_problems = |done: usize| progress(&running.borrow(), done, n);
     let verifier = source.verifier();
+    // `oxrl eval`'s samplers compare one-turn answers.
+    let episodes = crate::episode::Episodes::single(verifier.clone());
     let set = EvalSet {
         policy,
         tok,
         problems: &problems,
         verifier: &verifier,
+        episodes: &episodes,
         batch_rows: opts.batch_rows,
         on_problems: &on_problems,
     };
