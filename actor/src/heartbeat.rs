@@ -1,4 +1,5 @@
-//! The actor's heartbeats: liveness for the coordinator, and back from it the learner's
+//! The actor's heartbeats: liveness and the environment figures (calls, seconds, groups
+//! dropped) for the coordinator, and back from it the learner's
 //! version, the learner's address (which moves when the learner restarts elsewhere) and the
 //! run's end.
 
@@ -24,6 +25,8 @@ pub(crate) struct Heartbeats {
     /// The learner's address, updated when a beat brings a new one.
     pub learner_addr: watch::Sender<String>,
     pub stop: Shutdown,
+    /// Where the environment figures each beat reports come from.
+    pub metrics: Arc<crate::metrics::ActorMetrics>,
     pub every: Duration,
 }
 
@@ -36,6 +39,7 @@ impl Heartbeats {
             let req = proto::HeartbeatRequest {
                 member_id: self.member.borrow().clone(),
                 version: self.held.load(Ordering::Relaxed),
+                env: Some(self.metrics.env_totals()),
             };
             let beat = self.coord.heartbeat(req).await.map(|r| r.into_inner());
             match &beat {

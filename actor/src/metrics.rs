@@ -41,6 +41,8 @@ pub struct ActorMetrics {
     pub episode_turns: Histogram,
     /// Seconds each environment call (reset or step) took.
     pub env_call_seconds: Histogram,
+    /// Environment calls, their seconds and the groups dropped by reason, for heartbeats.
+    env_totals: std::sync::Mutex<proto::EnvTotals>,
     /// `oxrl_rejected_total{reason}`: weight streams refused (`bad_checksum`, `bad_weights`
     /// for any other malformed stream, `weights_shape` for tensors that do not fit the model).
     pub rejected: proto::metrics_http::Rejections,
@@ -76,6 +78,7 @@ impl ActorMetrics {
             weight_receive_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             episode_turns: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0]),
             env_call_seconds: Histogram::new(exponential_buckets(1e-5, 4.0, 12)),
+            env_totals: Default::default(),
             rejected: Default::default(),
         };
         let r = &mut registry;
@@ -180,6 +183,24 @@ impl ActorMetrics {
         for &seconds in &stats.env_latencies {
             self.env_call_seconds.observe(seconds);
         }
+        let mut totals = self.env_totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.calls += stats.env_latencies.len() as u64;
+        totals.seconds += stats.env_latencies.iter().sum::<f64>();
+    }
+
+    /// Counts a group dropped because its environment failed, for `reason`.
+    pub(crate) fn env_dropped(&self, reason: &'static str) {
+        self.reject(reason);
+        let mut totals = self.env_totals.lock().unwrap_or_else(|p| p.into_inner());
+        *totals.errors.entry(reason.to_string()).or_default() += 1;
+    }
+
+    /// The environment figures so far, as heartbeats report them.
+    pub(crate) fn env_totals(&self) -> proto::EnvTotals {
+        self.env_totals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Counts one refusal: a weight stream refused, or a group an environment failed

@@ -136,6 +136,7 @@ pub async fn run_actor(
             versions: versions.clone(),
             learner_addr: addr_tx,
             stop: stop.clone(),
+            metrics: metrics.clone(),
             every: cfg
                 .pipeline
                 .heartbeat_interval()
@@ -410,7 +411,7 @@ impl LeaseLoop {
         };
         for d in &outcome.dropped {
             self.summary.groups_dropped += 1;
-            self.metrics.reject(d.error.reason());
+            self.metrics.env_dropped(d.error.reason());
             tracing::warn!(group = %d.group_id, problem = %d.problem_id, reason = d.error.reason(), error = %d.error, "dropped a group: its environment failed");
         }
         self.metrics.episodes(&outcome.groups, &outcome.stats);

@@ -113,6 +113,10 @@ struct ActorStatus {
     version: u64,
     last_heartbeat_ms_ago: u64,
     alive: bool,
+    /// Environment calls, mean seconds per call, groups dropped by reason.
+    env_calls: u64,
+    env_call_seconds: f64,
+    env_errors: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -128,6 +132,7 @@ struct StepSeries {
     dropped_stale: Vec<u64>,
     zero_variance_groups: Vec<u64>,
     wall_s: Vec<f64>,
+    turns_mean: Vec<f64>,
     pool_active: Vec<u64>,
     pool_retired: Vec<u64>,
 }
@@ -156,6 +161,7 @@ impl ApiStatus {
             steps.dropped_stale.push(p.dropped_stale);
             steps.zero_variance_groups.push(p.zero_variance_groups);
             steps.wall_s.push(p.wall_s);
+            steps.turns_mean.push(p.turns_mean);
             steps.pool_active.push(p.pool_active);
             steps.pool_retired.push(p.pool_retired);
         }
@@ -186,6 +192,9 @@ impl ApiStatus {
                     last_heartbeat_ms_ago: u64::try_from(a.since_heard.as_millis())
                         .unwrap_or(u64::MAX),
                     alive: a.alive,
+                    env_calls: a.env.calls,
+                    env_call_seconds: a.env.seconds / a.env.calls.max(1) as f64,
+                    env_errors: a.env.errors.clone(),
                 })
                 .collect(),
             steps,
@@ -235,6 +244,7 @@ mod tests {
             zero_variance_groups: 1,
             tokens: 48 + step,
             wall_s: step as f64,
+            turns_mean: 2.5,
         }
     }
 

@@ -200,6 +200,8 @@ pub(crate) struct StepStats {
     pub tokens: u64,
     /// Seconds since the run started.
     pub wall_s: f64,
+    /// Mean model turns per episode (1 for one-turn tasks).
+    pub turns_mean: f64,
 }
 
 impl StepStats {
@@ -212,6 +214,26 @@ impl StepStats {
     }
 }
 
+/// An actor's environment calls and the groups its environments failed, cumulative since
+/// it started (it reports them with each heartbeat).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct EnvTotals {
+    pub calls: u64,
+    pub seconds: f64,
+    pub errors: std::collections::BTreeMap<String, u64>,
+}
+
+impl EnvTotals {
+    /// Adds `other`'s figures.
+    pub(crate) fn add(&mut self, other: &EnvTotals) {
+        self.calls += other.calls;
+        self.seconds += other.seconds;
+        for (reason, n) in &other.errors {
+            *self.errors.entry(reason.clone()).or_default() += n;
+        }
+    }
+}
+
 /// One actor as the status shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ActorSnapshot {
@@ -220,6 +242,7 @@ pub(crate) struct ActorSnapshot {
     pub version: u64,
     pub since_heard: Duration,
     pub alive: bool,
+    pub env: EnvTotals,
 }
 
 /// The run at a glance.
@@ -243,4 +266,15 @@ pub(crate) struct StatusSnapshot {
     pub zero_variance_groups: u64,
     pub done: bool,
     pub max_lag: u64,
+}
+
+impl StatusSnapshot {
+    /// The environment figures of every actor listed, summed.
+    pub(crate) fn env_totals(&self) -> EnvTotals {
+        let mut sum = EnvTotals::default();
+        for a in &self.actors {
+            sum.add(&a.env);
+        }
+        sum
+    }
 }

@@ -33,6 +33,8 @@ pub(crate) struct StepPoint {
     pub dropped_stale: u64,
     pub zero_variance_groups: u64,
     pub wall_s: f64,
+    /// Mean model turns per episode (1 for one-turn tasks).
+    pub turns_mean: f64,
     /// Problems still in the pool when the step was reported.
     pub pool_active: u64,
     /// Problems retired by the curriculum when the step was reported.
@@ -98,6 +100,7 @@ impl StepHistory {
             dropped_stale: stats.dropped_stale,
             zero_variance_groups: stats.zero_variance_groups,
             wall_s: stats.wall_s,
+            turns_mean: stats.turns_mean,
             pool_active: pool.0,
             pool_retired: pool.1,
         });
@@ -153,6 +156,7 @@ mod tests {
             dropped_stale: 1,
             zero_variance_groups: 2,
             wall_s: step as f64,
+            turns_mean: 1.0,
         }
     }
 

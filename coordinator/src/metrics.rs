@@ -142,6 +142,10 @@ pub(crate) struct CoordinatorMetrics {
     pass_rate: FloatGauge,
     tokens_per_second: FloatGauge,
     step_seconds: FloatGauge,
+    turns_per_episode: FloatGauge,
+    env_calls: Gauge,
+    env_call_seconds: FloatGauge,
+    env_dropped_groups: Gauge,
     /// Held while refreshing and rendering: counters are brought up to the state by their
     /// difference, which two scrapes at once would count twice.
     scrape: Mutex<()>,
@@ -250,6 +254,27 @@ impl CoordinatorMetrics {
             "Completion tokens trained per second in the latest step",
         );
         let step_seconds = float("oxrl_step_seconds", "Duration of the latest step");
+        let turns_per_episode = float(
+            "oxrl_turns_per_episode",
+            "Mean model turns per episode in the latest step (1 for one-turn tasks)",
+        );
+        let env_call_seconds = float(
+            "oxrl_env_call_seconds_mean",
+            "Mean seconds of an environment call, over the actors listed in the status",
+        );
+        let mut gauge = |name: &str, help: &str| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let env_calls = gauge(
+            "oxrl_env_calls",
+            "Environment calls (reset and step) the actors listed in the status have made",
+        );
+        let env_dropped_groups = gauge(
+            "oxrl_env_dropped_groups",
+            "Groups the actors listed in the status dropped because an environment failed",
+        );
         let lag_tokens = LagHistogram::default();
         registry.register(
             "oxrl_lag_tokens",
@@ -282,6 +307,10 @@ impl CoordinatorMetrics {
             pass_rate,
             tokens_per_second,
             step_seconds,
+            turns_per_episode,
+            env_calls,
+            env_call_seconds,
+            env_dropped_groups,
             scrape: Mutex::new(()),
         }
     }
@@ -340,7 +369,14 @@ impl CoordinatorMetrics {
             self.pass_rate.set(last.pass_rate);
             self.tokens_per_second.set(last.tokens_per_s);
             self.step_seconds.set(last.step_seconds);
+            self.turns_per_episode.set(last.turns_mean);
         }
+        let env = status.env_totals();
+        self.env_calls.set(signed(env.calls));
+        self.env_call_seconds
+            .set(env.seconds / env.calls.max(1) as f64);
+        self.env_dropped_groups
+            .set(signed(env.errors.values().sum::<u64>()));
     }
 }
 
@@ -428,6 +464,11 @@ mod tests {
             version: 3,
             since_heard: Duration::from_millis(40),
             alive,
+            env: crate::domain::EnvTotals {
+                calls: 10,
+                seconds: 0.5,
+                errors: [("env_timeout".to_string(), 1)].into_iter().collect(),
+            },
         };
         RunView {
             status: StatusSnapshot {
@@ -458,6 +499,7 @@ mod tests {
                 dropped_stale: 1,
                 zero_variance_groups: 2,
                 wall_s: 9.0,
+                turns_mean: 3.0,
                 pool_active: 90,
                 pool_retired: 10,
             }],
@@ -490,6 +532,10 @@ mod tests {
             ("oxrl_max_lag", "2"),
             ("oxrl_step_lag_max", "3"),
             ("oxrl_actors_alive", "2"),
+            ("oxrl_env_calls", "30"),
+            ("oxrl_turns_per_episode", "3.0"),
+            ("oxrl_env_dropped_groups", "3"),
+            ("oxrl_env_call_seconds_mean", "0.05"),
             ("oxrl_actors_dead", "1"),
             ("oxrl_leases_outstanding", "2"),
             ("oxrl_leases_expired_total", "1"),

@@ -75,6 +75,7 @@ mod tests {
         let request = proto::HeartbeatRequest {
             member_id: member_id.to_string(),
             version: 0,
+            env: None,
         };
         coordinator
             .heartbeat(Request::new(request))

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::domain::{ActorSnapshot, MemberRole};
+use crate::domain::{ActorSnapshot, EnvTotals, MemberRole};
 
 /// Dead actors still shown (alive = false) in the status, most recent last.
 const DEAD_SHOWN: usize = 64;
@@ -22,6 +22,8 @@ pub(crate) struct Member {
     /// The version of the weights it last said it holds.
     pub version: u64,
     pub last_heard: Instant,
+    /// Its environment figures as of its last heartbeat.
+    pub env: EnvTotals,
     /// Registration order, for a stable status listing.
     seq: u64,
 }
@@ -77,6 +79,7 @@ impl Registry {
                 name: name.to_string(),
                 version: 0,
                 last_heard: now,
+                env: EnvTotals::default(),
                 seq: self.next_seq,
             },
         );
@@ -132,6 +135,12 @@ impl Registry {
         member.map(|m| m.last_heard = now).is_some()
     }
 
+    /// Records the environment figures a member reported; false if it is unknown.
+    pub(crate) fn set_env(&mut self, member_id: &str, env: EnvTotals) -> bool {
+        let member = self.members.get_mut(member_id);
+        member.map(|m| m.env = env).is_some()
+    }
+
     /// Records the version a member holds; false if it is unknown.
     pub(crate) fn set_version(&mut self, member_id: &str, version: u64) -> bool {
         let member = self.members.get_mut(member_id);
@@ -183,6 +192,7 @@ impl Registry {
             version: member.version,
             since_heard: now.saturating_duration_since(member.last_heard),
             alive,
+            env: member.env.clone(),
         };
         live.into_iter()
             .map(|(id, m)| snapshot(id, m, true))

@@ -38,8 +38,15 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<proto::HeartbeatReply>, Status> {
         let beat = request.into_inner();
         let now = Instant::now();
+        let env = beat.env.map(env_totals);
         let answer = self
-            .with_state(|state| state.heartbeat(&beat.member_id, beat.version, now))
+            .with_state(|state| {
+                let answer = state.heartbeat(&beat.member_id, beat.version, now);
+                if let Some(env) = env {
+                    state.record_env(&beat.member_id, env);
+                }
+                answer
+            })
             .map_err(|e| self.refuse(e))?;
         if answer.unknown_member {
             self.reject(Rejection::UnknownMember);
@@ -332,6 +339,12 @@ impl TryFrom<proto::StepStats> for StepStats {
             zero_variance_groups: stats.zero_variance_groups,
             tokens: stats.tokens,
             wall_s: stats.wall_s,
+            // Learners from before episodes send none: their episodes had one turn.
+            turns_mean: if stats.turns_mean.is_finite() && stats.turns_mean >= 1.0 {
+                stats.turns_mean
+            } else {
+                1.0
+            },
         })
     }
 }
@@ -365,7 +378,25 @@ impl From<ActorSnapshot> for proto::ActorStatus {
             version: actor.version,
             last_heartbeat_ms_ago: millis(actor.since_heard),
             alive: actor.alive,
+            env: Some(proto::EnvTotals {
+                calls: actor.env.calls,
+                seconds: actor.env.seconds,
+                errors: actor.env.errors.into_iter().collect(),
+            }),
         }
+    }
+}
+
+/// An actor's reported environment figures; a non-finite or negative time counts as none.
+fn env_totals(env: proto::EnvTotals) -> crate::domain::EnvTotals {
+    crate::domain::EnvTotals {
+        calls: env.calls,
+        seconds: if env.seconds.is_finite() && env.seconds >= 0.0 {
+            env.seconds
+        } else {
+            0.0
+        },
+        errors: env.errors.into_iter().collect(),
     }
 }
 

@@ -195,6 +195,12 @@ impl State {
         }
     }
 
+    /// Records the environment figures an actor reported with a heartbeat (not journaled: a
+    /// restarted coordinator hears them again with the next beat).
+    pub(crate) fn record_env(&mut self, member_id: &str, env: crate::domain::EnvTotals) {
+        self.registry.set_env(member_id, env);
+    }
+
     /// Grants prompts to an actor whose weights are fresh enough, or says why not.
     pub(crate) fn lease(
         &mut self,

@@ -79,12 +79,21 @@ async fn register_lease_complete_status_then_shut_down() {
         .heartbeat(HeartbeatRequest {
             member_id: actor_id.clone(),
             version: 0,
+            env: Some(proto::EnvTotals {
+                calls: 12,
+                seconds: 0.25,
+                errors: [("env_timeout".to_string(), 2)].into_iter().collect(),
+            }),
         })
         .await
         .unwrap()
         .into_inner();
     assert!(!beat.stop && !beat.unknown_member);
     assert_eq!(beat.learner_addr, LEARNER_ADDR);
+    // The actor's environment figures show in the status.
+    let status = client.status(StatusRequest {}).await.unwrap().into_inner();
+    let env = status.actors[0].env.clone().expect("env totals");
+    assert_eq!((env.calls, env.errors.get("env_timeout")), (12, Some(&2)));
 
     let before = wall_ms();
     let lease = client
@@ -226,6 +235,7 @@ async fn register_lease_complete_status_then_shut_down() {
         .heartbeat(HeartbeatRequest {
             member_id: actor_id.clone(),
             version: 1,
+            env: None,
         })
         .await
         .unwrap()
@@ -369,6 +379,7 @@ async fn a_spent_pool_refuses_with_exhausted_and_stops_the_actors() {
         .heartbeat(HeartbeatRequest {
             member_id: actor.clone(),
             version: 0,
+            env: None,
         })
         .await
         .unwrap()

@@ -50,9 +50,19 @@ pub struct StepReport {
     pub lag_hist: BTreeMap<u64, u64>,
     /// Trained samples whose tokens came from more than one version (in-flight updates).
     pub mixed_version_samples: usize,
+    /// Mean model turns per received sample (1 for one-turn tasks).
+    #[serde(default = "one")]
+    pub turns_mean: f64,
+    /// Environment tokens in the received samples (context only: never trained on).
+    #[serde(default)]
+    pub env_tokens: usize,
     /// Problem ids whose group had zero variance (for the curriculum).
     #[serde(skip)]
     pub zero_variance_ids: Vec<String>,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// Reads `lag_hist` back from JSON, whose object keys are strings ("0": tokens). serde_json
@@ -332,6 +342,8 @@ fn received(groups: &[RolloutGroup]) -> StepReport {
         reward_mean: all.iter().map(|s| s.reward as f64).sum::<f64>() / n,
         pass_rate: all.iter().filter(|s| s.reward >= 1.0).count() as f64 / n,
         truncated_frac: all.iter().filter(|s| s.truncated).count() as f64 / n,
+        turns_mean: all.iter().map(|s| s.turns.max(1) as f64).sum::<f64>() / n,
+        env_tokens: all.iter().map(|s| s.env_tokens()).sum(),
         ..Default::default()
     }
 }

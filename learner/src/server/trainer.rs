@@ -511,5 +511,7 @@ fn step_stats(r: &StepReport, step: u64, wall_s: f64, took: Duration) -> proto::
         zero_variance_groups: r.zero_variance_groups as u64,
         tokens: r.tokens as u64,
         wall_s,
+        turns_mean: r.turns_mean,
+        env_tokens: r.env_tokens as u64,
     }
 }

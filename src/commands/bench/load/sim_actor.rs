@@ -82,6 +82,7 @@ impl SimActor {
                 .heartbeat(proto::HeartbeatRequest {
                     member_id: reg.member_id.clone(),
                     version: 0,
+                    env: None,
                 })
                 .await?
                 .into_inner();
@@ -303,6 +304,7 @@ async fn heartbeats(
             .heartbeat(proto::HeartbeatRequest {
                 member_id: member_id.clone(),
                 version: version.load(Ordering::Relaxed),
+                env: None,
             })
             .await;
         match beat {
