@@ -34,6 +34,9 @@ enum Command {
     Learner(commands::roles::LearnerArgs),
     /// An actor: leases prompts, samples groups, streams them to the learner.
     Actor(commands::roles::ActorArgs),
+    /// Environments over the network: `oxrl env serve` serves the built-ins to remote
+    /// actors (oxrl.v1.Environment).
+    Env(commands::env::Args),
     /// Supervised fine-tuning on task solutions (the warm start of the default model).
     Sft(commands::sft::Args),
     /// Evaluate samplers on held-out problems: greedy, sampling, beam, best-of-N, majority
@@ -59,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Command::Coordinator(a) => commands::roles::coordinator(a),
         Command::Learner(a) => commands::roles::learner(a),
         Command::Actor(a) => commands::roles::actor(a),
+        Command::Env(a) => commands::env::run(a),
         Command::Sft(a) => commands::sft::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Score(a) => commands::score::run(a),

@@ -1,6 +1,7 @@
 //! One module per subcommand: argument struct and `run`.
 
 pub mod bench;
+pub mod env;
 pub mod eval;
 pub mod fit;
 pub mod generate;

@@ -1,6 +1,8 @@
 //! `oxrl coordinator`, `oxrl learner`, `oxrl actor`: one role per process, as `oxrl run`
 //! starts them on one machine or a cluster runs them on many. Each prints
 //! `OXRL_LISTENING <addr>` on stdout once its server is bound (servers bind port 0 fine).
+//! The process plumbing here (security flags, binding, shutdown) serves `oxrl env serve`
+//! (`env.rs`) too.
 
 use crate::children::{LISTENING, METRICS};
 use crate::config::load_config;
@@ -49,10 +51,10 @@ impl SecurityArgs {
 #[derive(clap::Args)]
 pub struct ProcessArgs {
     #[command(flatten)]
-    security: SecurityArgs,
+    pub(crate) security: SecurityArgs,
     /// Exit when standard input closes (set by `oxrl run`, so no child outlives it).
     #[arg(long, hide = true)]
-    exit_with_parent: bool,
+    pub(crate) exit_with_parent: bool,
 }
 
 #[derive(clap::Args)]
@@ -116,7 +118,7 @@ pub struct ActorArgs {
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or (with `exit_with_parent`) when stdin closes.
-async fn shutdown_signal(exit_with_parent: bool) {
+pub(crate) async fn shutdown_signal(exit_with_parent: bool) {
     let parent_gone = async {
         if exit_with_parent {
             use tokio::io::AsyncReadExt;
@@ -144,7 +146,9 @@ async fn shutdown_signal(exit_with_parent: bool) {
     }
 }
 
-async fn bind(addr: &str) -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+pub(crate) async fn bind(
+    addr: &str,
+) -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -155,7 +159,9 @@ async fn bind(addr: &str) -> anyhow::Result<(tokio::net::TcpListener, std::net::
 
 /// Runs a role to completion. The runtime is shut down in the background: the stdin
 /// watcher sits in a blocking read that would otherwise keep the process alive.
-fn block_on<T>(role: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(crate) fn block_on<T>(
+    role: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -189,7 +195,9 @@ pub fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
 }
 
 /// Binds `--metrics-listen` when given and prints `OXRL_METRICS <addr>`.
-async fn bind_metrics(addr: Option<&str>) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+pub(crate) async fn bind_metrics(
+    addr: Option<&str>,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     let Some(addr) = addr else { return Ok(None) };
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -21,8 +21,7 @@ pub struct Guess {
 /// The last integer in a turn.
 fn last_integer(text: &str) -> Option<i64> {
     text.split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .next_back()
+        .rfind(|s| !s.is_empty())
         .and_then(|s| s.parse().ok())
 }
 
