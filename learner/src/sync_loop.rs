@@ -272,6 +272,7 @@ pub(crate) fn evaluate_logged(
 
 /// Greedy and sampled (T = 1, `draws` per problem) pass@1 on the same held-out problems,
 /// each draw an episode against `episodes`.
+#[allow(clippy::too_many_arguments)] // what the two evaluations take, passed straight on
 pub fn evaluate(
     model: &TrainableModel,
     source: &dyn ProblemSource,

@@ -24,7 +24,7 @@ fn learner(seed: u64) -> Learner {
 
 fn weights_of(l: &Learner) -> Vec<f32> {
     let mut all = Vec::new();
-    for (_, v) in l.model.vars() {
+    for v in l.model.vars().values() {
         all.extend(
             v.as_tensor()
                 .flatten_all()

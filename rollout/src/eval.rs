@@ -57,6 +57,7 @@ pub fn greedy_eval(
 /// over `draws` completions per problem, draw r from the streams of
 /// `SAMPLED_EVAL_SEED + r`, so every evaluation draws alike and more draws only narrow the
 /// estimate (its standard error shrinks as 1 / sqrt(n * draws) while problems still differ).
+#[allow(clippy::too_many_arguments)] // greedy_eval's arguments and the draws
 pub fn sampled_eval(
     policy: &Policy,
     tok: &Tokenizer,

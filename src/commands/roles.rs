@@ -209,6 +209,8 @@ pub(crate) async fn bind_metrics(
 pub fn learner(a: LearnerArgs) -> anyhow::Result<()> {
     learner::server::check_gpus(a.gpus)?;
     let security = a.process.security.load()?;
+    // Remote environments (the in-run evaluation's episodes) are dialled the same way.
+    learner::episodes::use_security(&security);
     block_on(async {
         let metrics = bind_metrics(a.metrics_listen.as_deref()).await?;
         let (listener, local) = bind(&a.listen).await?;

@@ -1,0 +1,137 @@
+//! Multi-turn episodes through `oxrl run` as a user runs them: guess-the-number in the
+//! synchronous loop (a built-in), the pipeline against `oxrl env serve` over gRPC, and that
+//! server killed mid-run (its groups dropped and counted, never scored zero) and restarted.
+
+mod common;
+
+use common::{read_jsonl, RoleProcess};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A small guess-the-number run: ranges of 8, up to 6 guesses of at most 3 tokens.
+fn config(extra: &str) -> String {
+    format!(
+        r#"
+task = "guess:3"
+steps = {{steps}}
+prompts_per_step = 4
+group_size = 4
+eval_every = 0
+eval_n = 8
+eval_samples = 1
+checkpoint_every = 0
+train_size = 0
+
+[sampling]
+max_new_tokens = 3
+
+[pipeline]
+actors = 1
+prompts_per_lease = 4
+
+[episode]
+env = "guess"
+max_turns = 6
+max_tokens = 40
+{extra}
+"#
+    )
+}
+
+fn spawn_run(dir: &Path, config: &str, steps: u64, args: &[&str]) -> (Child, std::path::PathBuf) {
+    let path = dir.join("run.toml");
+    std::fs::write(&path, config.replace("{steps}", &steps.to_string())).unwrap();
+    let run = dir.join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_oxrl"))
+        .args(["run", "--config", path.to_str().unwrap(), "--out"])
+        .arg(&run)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("oxrl-run.log")).unwrap())
+        .spawn()
+        .expect("the oxrl binary starts");
+    (child, run)
+}
+
+fn wait_ok(mut child: Child, dir: &Path, deadline: Duration) {
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the run did not end within {deadline:?}\n{}",
+                std::fs::read_to_string(dir.join("oxrl-run.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "oxrl run failed ({status}):\n{}",
+        std::fs::read_to_string(dir.join("oxrl-run.log")).unwrap_or_default()
+    );
+}
+
+/// Every step trained multi-turn episodes: more than one turn on average and environment
+/// tokens that were received but not counted as trained tokens.
+fn assert_multi_turn(run: &Path, steps: usize) {
+    let lines = read_jsonl(&run.join("metrics.jsonl"));
+    assert_eq!(lines.len(), steps, "{lines:?}");
+    for l in &lines {
+        assert!(l["turns_mean"].as_f64().unwrap() > 1.0, "{l}");
+        assert!(l["env_tokens"].as_u64().unwrap() > 0, "{l}");
+    }
+}
+
+#[test]
+fn guess_the_number_trains_in_the_synchronous_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, run) = spawn_run(dir.path(), &config(""), 3, &["--sync"]);
+    wait_ok(child, dir.path(), Duration::from_secs(300));
+    assert_multi_turn(&run, 3);
+}
+
+fn env_server(dir: &Path, listen: &str) -> RoleProcess {
+    RoleProcess::start(
+        &["env", "serve", "--builtin", "guess", "--listen", listen],
+        &dir.join(format!("env-{}.log", listen.replace(':', "_"))),
+        true,
+    )
+}
+
+#[test]
+fn the_pipeline_plays_a_remote_environment_and_rides_out_its_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = env_server(dir.path(), &listen);
+    let url = format!("http://{listen}");
+    let cfg = config(&format!("url = \"{url}\"\nattempts = 2\ntimeout_ms = 2000"));
+    let (child, run) = spawn_run(dir.path(), &cfg, 12, &[]);
+    // Wait for two trained steps, then take the environment away for long enough that the
+    // actor's attempts run out, then bring it back on the same address.
+    common::wait_until(Duration::from_secs(240), "two steps trained", || {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .map(|t| t.lines().count() >= 2)
+            .unwrap_or(false)
+    });
+    server.stop();
+    let actor_log = || std::fs::read_to_string(run.join("logs/actor-0.log")).unwrap_or_default();
+    common::wait_until(Duration::from_secs(120), "a group dropped", || {
+        actor_log().contains("dropped a group: its environment failed")
+    });
+    let _server = env_server(dir.path(), &listen);
+    wait_ok(child, dir.path(), Duration::from_secs(400));
+    assert_multi_turn(&run, 12);
+    let log = actor_log();
+    assert!(
+        log.contains("env_unavailable") || log.contains("env_invalid"),
+        "the drop says why:\n{log}"
+    );
+}
