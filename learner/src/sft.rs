@@ -8,14 +8,19 @@
 //! right answer as its mode but samples it only about `1 - label_noise` of the time at T = 1,
 //! which is the situation RLVR is for: the knowledge is there, sampling it is not. The
 //! embedded default is made this way (see docs/learning.md).
+//!
+//! A multi-turn task's solution lists the model's turns (separated by
+//! `tasks::env::TURN_SEPARATOR`); it is played against the environment `env`, each turn
+//! ending with the end-of-sequence token as a model turn does, and the environment's answers
+//! are context: masked out of the loss, as in RL.
 
-use crate::batch::TokenBatch;
+use crate::batch::{BatchRow, TokenBatch};
 use crate::error::{LearnerError, Result};
 use crate::optim::{learning_rate, AdamW, AdamWConfig};
 use crate::params::TrainableModel;
 use rollout::config::{at_least, real, ConfigError, Interval};
 use serde::{Deserialize, Serialize};
-use tasks::{ProblemSource, Split};
+use tasks::{EnvFactory, Problem, ProblemSource, Split};
 
 /// SFT hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +36,10 @@ pub struct SftConfig {
     pub seed: u64,
     /// Fraction of training solutions with one digit replaced by a different one.
     pub label_noise: f64,
+    /// The environment multi-turn solutions are played against (`single`: one turn).
+    pub env: String,
+    /// Model turns per episode of the held-out evaluation at the end.
+    pub max_turns: u32,
     pub optimizer: AdamWConfig,
 }
 
@@ -44,6 +53,8 @@ impl Default for SftConfig {
             warmup: 40,
             seed: 0,
             label_noise: 0.0,
+            env: "single".into(),
+            max_turns: 8,
             optimizer: AdamWConfig {
                 weight_decay: 0.01,
                 eps: 1e-8,
@@ -60,6 +71,7 @@ impl SftConfig {
         at_least("batch_size", self.batch_size as u64, 1)?;
         real("lr", self.lr, Interval::above(0.0, 1.0))?;
         real("label_noise", self.label_noise, Interval::UNIT)?;
+        at_least("max_turns", self.max_turns as u64, 1)?;
         self.optimizer.validate("optimizer")
     }
 }
@@ -85,22 +97,24 @@ pub fn train_sft(
     let tok = &model.tokenizer;
     let mut opt = AdamW::new(cfg.optimizer.clone());
     let device = model.policy().device().clone();
+    let env = tasks::env::builtin(&cfg.env, source.verifier())?;
     for step in 0..cfg.steps {
-        let mut pairs = Vec::with_capacity(cfg.batch_size);
+        let mut demos = Vec::with_capacity(cfg.batch_size);
         for i in 0..cfg.batch_size as u64 {
             let index = cfg.seed.wrapping_mul(1_000_003) + step * cfg.batch_size as u64 + i;
             let p = source.problem(Split::Train, index);
             let solution = noisy_solution(&p.solution, cfg.label_noise, index);
-            let prompt = tok.encode(&p.prompt)?;
-            let mut completion = tok.encode(&solution)?;
-            completion.push(eos);
-            pairs.push((prompt, completion));
+            demos.push(demonstration(&p, &solution, env.as_ref(), tok, eos)?);
         }
-        let refs: Vec<(&[u32], &[u32])> = pairs
+        let rows: Vec<BatchRow> = demos
             .iter()
-            .map(|(p, c)| (p.as_slice(), c.as_slice()))
+            .map(|d| BatchRow {
+                prompt: &d.prompt,
+                completion: &d.completion,
+                mask: &d.mask,
+            })
             .collect();
-        let batch = TokenBatch::new(&refs, tok.pad_id(), &device)?;
+        let batch = TokenBatch::from_rows(&rows, tok.pad_id(), &device)?;
         let mask = batch.completion_mask()?;
         let logp = policy::next_token_logprobs(model.policy(), &batch.ids, &batch.pads, 1.0)?;
         let n = batch.completion_tokens() as f64;
@@ -124,6 +138,55 @@ pub fn train_sft(
         });
     }
     Ok(())
+}
+
+/// One demonstration: prompt, completion, and which completion tokens are the model's.
+struct Demonstration {
+    prompt: Vec<u32>,
+    completion: Vec<u32>,
+    mask: Vec<bool>,
+}
+
+/// `solution` of `p` as tokens: one turn and the end of sequence, or each of its turns
+/// (ending with the end of sequence) with the environment's answers between them, masked.
+fn demonstration(
+    p: &Problem,
+    solution: &str,
+    env: &dyn EnvFactory,
+    tok: &policy::Tokenizer,
+    eos: u32,
+) -> Result<Demonstration> {
+    let turns = tasks::env::solution_turns(solution);
+    if turns.len() == 1 {
+        let mut completion = tok.encode(solution)?;
+        completion.push(eos);
+        return Ok(Demonstration {
+            prompt: tok.encode(&p.prompt)?,
+            completion,
+            mask: Vec::new(),
+        });
+    }
+    let mut env = env.make()?;
+    let prompt = tok.encode(&env.reset(p, 0)?)?;
+    let (mut completion, mut mask) = (Vec::new(), Vec::new());
+    for (i, turn) in turns.iter().enumerate() {
+        let mut tokens = tok.encode(turn)?;
+        tokens.push(eos);
+        mask.extend(std::iter::repeat_n(true, tokens.len()));
+        completion.extend(tokens);
+        let step = env.step(turn)?;
+        if step.done || i + 1 == turns.len() {
+            break;
+        }
+        let obs = tok.encode(&step.observation)?;
+        mask.extend(std::iter::repeat_n(false, obs.len()));
+        completion.extend(obs);
+    }
+    Ok(Demonstration {
+        prompt,
+        completion,
+        mask,
+    })
 }
 
 /// splitmix64: the deterministic draws of the label noise.
@@ -162,7 +225,57 @@ pub fn noisy_solution(solution: &str, noise: f64, index: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{noisy_solution, SftConfig};
+    use super::{demonstration, noisy_solution, SftConfig};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_multi_turn_solution_is_played_and_the_answers_masked() {
+        let tok = policy::tokenizer::char_tokenizer();
+        let eos = tok.eos_ids()[0];
+        let p = tasks::Problem {
+            id: "guess-3/train/0".into(),
+            prompt: "guess 3-10:".into(),
+            answer: "5".into(),
+            solution: "8\u{1f}4\u{1f}5".into(),
+        };
+        let env = tasks::env::builtin("guess", Arc::new(tasks::NumericVerifier)).unwrap();
+        let d = demonstration(&p, &p.solution, env.as_ref(), &tok, eos).unwrap();
+        assert_eq!(tok.decode(&d.prompt).unwrap(), "guess 3-10:");
+        // 8 </s> " lo:" 4 </s> " hi:" 5 </s>
+        let model: Vec<u32> = (0..d.completion.len())
+            .filter(|&k| d.mask[k])
+            .map(|k| d.completion[k])
+            .collect();
+        let env_text: Vec<u32> = (0..d.completion.len())
+            .filter(|&k| !d.mask[k])
+            .map(|k| d.completion[k])
+            .collect();
+        assert_eq!(
+            model,
+            [
+                tok.encode("8").unwrap(),
+                vec![eos],
+                tok.encode("4").unwrap(),
+                vec![eos],
+                tok.encode("5").unwrap(),
+                vec![eos]
+            ]
+            .concat()
+        );
+        assert_eq!(tok.decode(&env_text).unwrap(), " lo: hi:");
+        // A one-turn solution is the solution and the end of sequence, all the model's.
+        let single = tasks::env::builtin("single", Arc::new(tasks::NumericVerifier)).unwrap();
+        let one = tasks::Problem {
+            solution: "42".into(),
+            ..p
+        };
+        let d = demonstration(&one, "42", single.as_ref(), &tok, eos).unwrap();
+        assert_eq!(
+            d.completion,
+            [tok.encode("42").unwrap(), vec![eos]].concat()
+        );
+        assert!(d.mask.is_empty());
+    }
 
     #[test]
     fn an_sft_config_out_of_range_is_refused_by_name() {

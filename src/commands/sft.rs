@@ -10,7 +10,8 @@ pub struct Args {
     /// TOML file with an SftConfig; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Start from this model directory instead of a fresh default model.
+    /// Start from this model directory (`default`: the embedded default) instead of a fresh
+    /// default model.
     #[arg(long)]
     from: Option<PathBuf>,
     /// Seed of the fresh model's initialisation.
@@ -29,6 +30,13 @@ pub struct Args {
     /// Fraction of solutions replaced by a near miss (one digit moved by one).
     #[arg(long)]
     label_noise: Option<f64>,
+    /// The environment a multi-turn task's solutions are played against (`guess`); its
+    /// answers are masked out of the loss.
+    #[arg(long)]
+    env: Option<String>,
+    /// Model turns per episode in the held-out evaluation at the end.
+    #[arg(long)]
+    max_turns: Option<u32>,
     /// Output directory (config.json, model.safetensors, tokenizer.json, sft.toml).
     #[arg(long, default_value = "runs/sft")]
     out: PathBuf,
@@ -64,9 +72,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(v) = a.label_noise {
         cfg.label_noise = v;
     }
+    if let Some(v) = a.env {
+        cfg.env = v;
+    }
+    if let Some(v) = a.max_turns {
+        cfg.max_turns = v;
+    }
     cfg.validate()?;
     tracing::info!(config = ?cfg, "sft");
     let model = match &a.from {
+        Some(dir) if dir.as_os_str() == "default" => {
+            let m = policy::default_model::embedded()?;
+            TrainableModel::new(m.config, m.tokenizer, &m.weights)?
+        }
         Some(dir) => {
             TrainableModel::load(dir).with_context(|| format!("loading {}", dir.display()))?
         }
@@ -106,7 +124,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     std::fs::write(a.out.join("sft.toml"), toml::to_string(&cfg)?)?;
     tracing::info!(out = %a.out.display(), loss = ema, secs = started.elapsed().as_secs_f64(), "sft done");
     if a.eval_n > 0 {
-        let episodes = rollout::Episodes::single(source.verifier());
+        let episode = rollout::config::EpisodeConfig {
+            env: cfg.env.clone(),
+            max_turns: cfg.max_turns,
+            ..Default::default()
+        };
+        let episodes = rollout::Episodes::builtin(&episode, source.verifier())?;
         let greedy = rollout::greedy_eval(
             model.policy(),
             &model.tokenizer,

@@ -11,7 +11,7 @@
 //! | `multiplication` | `12*34=`        | `408`      | `408`     | digits per operand (2)|
 //! | `countdown`      | `3 5 8>23:`     | `23\|3 5 8` | `3*5+8`   | how many numbers (3)  |
 //! | `sorting`        | `sort 5 2 9 1:` | `1 2 5 9`  | `1 2 5 9` | list length (4)       |
-//! | `guess`          | `guess 23-38:`  | `28`       | `30 lo:26 hi:28` | range 2^D (4)  |
+//! | `guess`          | `guess 23-38:`  | `28`       | `31␟25␟28` (turns) | range 2^D (4) |
 //!
 //! `guess` is played over several turns through the `guess` environment ([`env`]), where
 //! environments for multi-turn episodes live.

@@ -98,6 +98,16 @@ pub trait EnvFactory: Send + Sync {
     fn make(&self) -> Result<Box<dyn Environment>, EnvError>;
 }
 
+/// Separates the model's turns in a multi-turn task's `solution` (ASCII unit separator): a
+/// demonstration lists the model's turns only, and the environment's answers come from
+/// playing them against it (`oxrl sft` does, masking the answers out of the loss).
+pub const TURN_SEPARATOR: char = '\u{1f}';
+
+/// The model's turns of a solution (one for a one-turn task).
+pub fn solution_turns(solution: &str) -> Vec<&str> {
+    solution.split(TURN_SEPARATOR).collect()
+}
+
 /// The names [`builtin`] knows.
 pub const BUILTIN_ENVS: &[&str] = &["single", "calculator", "guess"];
 
