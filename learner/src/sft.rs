@@ -40,6 +40,9 @@ pub struct SftConfig {
     pub env: String,
     /// Model turns per episode of the held-out evaluation at the end.
     pub max_turns: u32,
+    /// With `env = "calculator"`: the fraction of solutions shown as a tool call followed by
+    /// the answer (`[12*34]`, `=408;`, `408`) instead of the answer alone.
+    pub tool_rate: f64,
     pub optimizer: AdamWConfig,
 }
 
@@ -55,6 +58,7 @@ impl Default for SftConfig {
             label_noise: 0.0,
             env: "single".into(),
             max_turns: 8,
+            tool_rate: 0.0,
             optimizer: AdamWConfig {
                 weight_decay: 0.01,
                 eps: 1e-8,
@@ -72,6 +76,7 @@ impl SftConfig {
         real("lr", self.lr, Interval::above(0.0, 1.0))?;
         real("label_noise", self.label_noise, Interval::UNIT)?;
         at_least("max_turns", self.max_turns as u64, 1)?;
+        real("tool_rate", self.tool_rate, Interval::UNIT)?;
         self.optimizer.validate("optimizer")
     }
 }
@@ -103,7 +108,16 @@ pub fn train_sft(
         for i in 0..cfg.batch_size as u64 {
             let index = cfg.seed.wrapping_mul(1_000_003) + step * cfg.batch_size as u64 + i;
             let p = source.problem(Split::Train, index);
-            let solution = noisy_solution(&p.solution, cfg.label_noise, index);
+            let mut solution = noisy_solution(&p.solution, cfg.label_noise, index);
+            let draw = (mix(index ^ 0x70_01) >> 11) as f64 / (1u64 << 53) as f64;
+            if cfg.env == "calculator" && draw < cfg.tool_rate {
+                let shown = Problem {
+                    solution,
+                    ..p.clone()
+                };
+                solution =
+                    tasks::env::calculator::tool_demonstration(&shown).unwrap_or(shown.solution);
+            }
             demos.push(demonstration(&p, &solution, env.as_ref(), tok, eos)?);
         }
         let rows: Vec<BatchRow> = demos

@@ -37,6 +37,10 @@ pub struct Args {
     /// Model turns per episode in the held-out evaluation at the end.
     #[arg(long)]
     max_turns: Option<u32>,
+    /// With `--env calculator`: the fraction of solutions shown as a tool call, then the
+    /// answer.
+    #[arg(long)]
+    tool_rate: Option<f64>,
     /// Output directory (config.json, model.safetensors, tokenizer.json, sft.toml).
     #[arg(long, default_value = "runs/sft")]
     out: PathBuf,
@@ -77,6 +81,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(v) = a.max_turns {
         cfg.max_turns = v;
+    }
+    if let Some(v) = a.tool_rate {
+        cfg.tool_rate = v;
     }
     cfg.validate()?;
     tracing::info!(config = ?cfg, "sft");

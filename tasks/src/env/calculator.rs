@@ -52,6 +52,19 @@ pub fn answer_call(expr: &str) -> String {
     }
 }
 
+/// A demonstration that uses the tool: the prompt's expression (`37*48=` -> `[37*48]`), then
+/// the answer, as turns (see [`super::TURN_SEPARATOR`]); `None` when the prompt is not an
+/// expression the calculator evaluates.
+pub fn tool_demonstration(problem: &Problem) -> Option<String> {
+    let expr = problem.prompt.trim().trim_end_matches('=');
+    evaluate(expr).ok()?;
+    Some(format!(
+        "[{expr}]{}{}",
+        super::TURN_SEPARATOR,
+        problem.solution
+    ))
+}
+
 impl Environment for Calculator {
     fn reset(&mut self, problem: &Problem, _seed: u64) -> Result<String, EnvError> {
         self.answer = Some(problem.answer.clone());
@@ -123,6 +136,18 @@ mod tests {
         assert_eq!(call_in("so [2+2]"), Some("2+2"));
         assert_eq!(call_in("[2+2] is 4"), None);
         assert_eq!(call_in("4"), None);
+    }
+
+    #[test]
+    fn a_tool_demonstration_calls_with_the_prompt_and_answers() {
+        let p = problem();
+        let demo = tool_demonstration(&p).unwrap();
+        assert_eq!(demo, "[37*48]\u{1f}1776");
+        let sorting = Problem {
+            prompt: "sort 3 1:".into(),
+            ..problem()
+        };
+        assert_eq!(tool_demonstration(&sorting), None);
     }
 
     #[test]
