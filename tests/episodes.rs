@@ -1,6 +1,7 @@
 //! Multi-turn episodes through `oxrl run` as a user runs them: guess-the-number in the
-//! synchronous loop (a built-in), the pipeline against `oxrl env serve` over gRPC, and that
-//! server killed mid-run (its groups dropped and counted, never scored zero) and restarted.
+//! synchronous loop (a built-in), the pipeline against `oxrl env serve` over gRPC (with the
+//! token the run and the server share), and that server stopped mid-run (its groups dropped
+//! and counted, never scored zero) and restarted.
 
 mod common;
 
@@ -39,6 +40,10 @@ max_tokens = 40
     )
 }
 
+/// The token the remote-environment test's server and run share (`oxrl run` hands its own
+/// `OXRL_AUTH_TOKEN` to its roles, which dial the environment with it).
+const TOKEN: &str = "episodes-test-token-7";
+
 fn spawn_run(dir: &Path, config: &str, steps: u64, args: &[&str]) -> (Child, std::path::PathBuf) {
     let path = dir.join("run.toml");
     std::fs::write(&path, config.replace("{steps}", &steps.to_string())).unwrap();
@@ -48,6 +53,7 @@ fn spawn_run(dir: &Path, config: &str, steps: u64, args: &[&str]) -> (Child, std
         .arg(&run)
         .args(args)
         .env("RUST_LOG", "info")
+        .env("OXRL_AUTH_TOKEN", TOKEN)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("oxrl-run.log")).unwrap())
         .spawn()
@@ -98,8 +104,9 @@ fn guess_the_number_trains_in_the_synchronous_loop() {
 }
 
 fn env_server(dir: &Path, listen: &str) -> RoleProcess {
-    RoleProcess::start(
+    RoleProcess::start_with_env(
         &["env", "serve", "--builtin", "guess", "--listen", listen],
+        &[("OXRL_AUTH_TOKEN", TOKEN)],
         &dir.join(format!("env-{}.log", listen.replace(':', "_"))),
         true,
     )
@@ -113,7 +120,9 @@ fn the_pipeline_plays_a_remote_environment_and_rides_out_its_restart() {
     let server = env_server(dir.path(), &listen);
     let url = format!("http://{listen}");
     let cfg = config(&format!("url = \"{url}\"\nattempts = 2\ntimeout_ms = 2000"));
-    let (child, run) = spawn_run(dir.path(), &cfg, 12, &[]);
+    // Enough steps that the run is still going when the server dies (about 0.25 s a step).
+    let steps = 60;
+    let (child, run) = spawn_run(dir.path(), &cfg, steps, &[]);
     // Wait for two trained steps, then take the environment away for long enough that the
     // actor's attempts run out, then bring it back on the same address.
     common::wait_until(Duration::from_secs(240), "two steps trained", || {
@@ -121,14 +130,14 @@ fn the_pipeline_plays_a_remote_environment_and_rides_out_its_restart() {
             .map(|t| t.lines().count() >= 2)
             .unwrap_or(false)
     });
-    server.stop();
+    drop(server); // SIGKILL
     let actor_log = || std::fs::read_to_string(run.join("logs/actor-0.log")).unwrap_or_default();
     common::wait_until(Duration::from_secs(120), "a group dropped", || {
         actor_log().contains("dropped a group: its environment failed")
     });
     let _server = env_server(dir.path(), &listen);
     wait_ok(child, dir.path(), Duration::from_secs(400));
-    assert_multi_turn(&run, 12);
+    assert_multi_turn(&run, steps as usize);
     let log = actor_log();
     assert!(
         log.contains("env_unavailable") || log.contains("env_invalid"),

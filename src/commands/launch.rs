@@ -110,8 +110,12 @@ async fn pipeline(cfg: &RunConfig, dir: &Path) -> anyhow::Result<()> {
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     // Even on loopback the roles authenticate: a token fresh for this run, so no other
-    // process on the machine can push rollouts or take leases.
-    let token = AuthToken::random().context("making the run's auth token")?;
+    // process on the machine can push rollouts or take leases; or the user's own
+    // (`OXRL_AUTH_TOKEN`), which a remote environment server of the run then shares.
+    let token = match std::env::var(TOKEN_ENV) {
+        Ok(raw) => AuthToken::parse(&raw, "env OXRL_AUTH_TOKEN")?,
+        Err(_) => AuthToken::random().context("making the run's auth token")?,
+    };
     let launcher = Launcher {
         logs: logs.clone(),
         token,

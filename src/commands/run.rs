@@ -150,6 +150,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if !a.sync {
         return crate::commands::launch::run_pipeline(&cfg, &dir);
     }
+    // A remote environment ([episode] url) is dialled with the user's token, if any.
+    if let Ok(raw) = std::env::var(proto::transport::TOKEN_ENV) {
+        let token = proto::transport::AuthToken::parse(&raw, "env OXRL_AUTH_TOKEN")?;
+        learner::episodes::use_security(&proto::transport::Security::default().with_token(token));
+    }
     let start = if a.resume.is_some() {
         Start::Resume
     } else {
