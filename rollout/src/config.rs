@@ -343,8 +343,8 @@ pub struct EpisodeConfig {
     /// Model turns per episode; an episode still going at the cap ends with the reward it has.
     pub max_turns: u32,
     /// Tokens after the prompt per episode, the model's and the environment's together; an
-    /// episode that reaches it ends there, truncated. Each turn is also capped by
-    /// `sampling.max_new_tokens`.
+    /// episode that reaches it ends there, truncated (0: no cap but the turns'). Each turn is
+    /// also capped by `sampling.max_new_tokens`.
     pub max_tokens: usize,
     /// Deadline of one call to a remote environment.
     pub timeout_ms: u64,
@@ -359,7 +359,7 @@ impl Default for EpisodeConfig {
             env: "single".into(),
             url: None,
             max_turns: 8,
-            max_tokens: 256,
+            max_tokens: 0,
             timeout_ms: 10_000,
             attempts: 4,
         }

@@ -181,7 +181,6 @@ impl EpisodeConfig {
             }
         }
         at_least("episode.max_turns", self.max_turns as u64, 1)?;
-        at_least("episode.max_tokens", self.max_tokens as u64, 1)?;
         at_least("episode.timeout_ms", self.timeout_ms, 1)?;
         at_least("episode.attempts", self.attempts as u64, 1)
     }

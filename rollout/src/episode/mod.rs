@@ -35,7 +35,7 @@ pub struct EpisodeLimits {
     /// Model turns; an episode still going at the cap ends with the reward it has.
     pub max_turns: u32,
     /// Tokens after the prompt, model and environment together; the episode ends there,
-    /// truncated.
+    /// truncated (`usize::MAX`: no cap but the turns').
     pub max_tokens: usize,
 }
 
@@ -43,7 +43,10 @@ impl From<&EpisodeConfig> for EpisodeLimits {
     fn from(c: &EpisodeConfig) -> Self {
         EpisodeLimits {
             max_turns: c.max_turns,
-            max_tokens: c.max_tokens,
+            max_tokens: match c.max_tokens {
+                0 => usize::MAX,
+                n => n,
+            },
         }
     }
 }
