@@ -103,3 +103,22 @@ fn eval_refuses_zero_problems_and_sft_a_nan_learning_rate() {
     );
     assert!(!out_dir.exists());
 }
+
+#[test]
+fn the_example_run_configs_parse_and_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/episodes");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let cfg: rollout::config::RunConfig =
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            cfg.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_ne!(cfg.episode.env, "single", "{}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "the episode examples are missing");
+}
