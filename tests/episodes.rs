@@ -1,7 +1,8 @@
 //! Multi-turn episodes through `oxrl run` as a user runs them: guess-the-number in the
 //! synchronous loop (a built-in), the pipeline against `oxrl env serve` over gRPC (with the
-//! token the run and the server share), and that server stopped mid-run (its groups dropped
-//! and counted, never scored zero) and restarted.
+//! token the run and the server share), and that server killed mid-run and restarted, or hung
+//! (SIGSTOP) and resumed: its groups dropped and counted with the reason, never scored zero,
+//! and the run finishes.
 
 mod common;
 
@@ -143,4 +144,44 @@ fn the_pipeline_plays_a_remote_environment_and_rides_out_its_restart() {
         log.contains("env_unavailable") || log.contains("env_invalid"),
         "the drop says why:\n{log}"
     );
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[test]
+fn a_hung_environment_server_times_out_its_groups_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = env_server(dir.path(), &listen);
+    let cfg = config(&format!(
+        "url = \"http://{listen}\"\nattempts = 2\ntimeout_ms = 1000"
+    ));
+    let steps = 60;
+    let (child, run) = spawn_run(dir.path(), &cfg, steps, &[]);
+    common::wait_until(Duration::from_secs(240), "two steps trained", || {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .map(|t| t.lines().count() >= 2)
+            .unwrap_or(false)
+    });
+    // Hung: the server still holds its port and its sessions, and answers nothing.
+    let pid = server.child.id();
+    signal(pid, "-STOP");
+    let actor_log = || std::fs::read_to_string(run.join("logs/actor-0.log")).unwrap_or_default();
+    common::wait_until(
+        Duration::from_secs(120),
+        "a group dropped for a timeout",
+        || actor_log().contains("env_timeout"),
+    );
+    signal(pid, "-CONT");
+    wait_ok(child, dir.path(), Duration::from_secs(400));
+    assert_multi_turn(&run, steps as usize);
+    drop(server);
 }
