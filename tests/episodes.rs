@@ -9,7 +9,7 @@ mod common;
 use common::{read_jsonl, RoleProcess};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A small guess-the-number run: ranges of 8, up to 6 guesses of at most 3 tokens.
 fn config(extra: &str) -> String {
@@ -62,29 +62,6 @@ fn spawn_run(dir: &Path, config: &str, steps: u64, args: &[&str]) -> (Child, std
     (child, run)
 }
 
-fn wait_ok(mut child: Child, dir: &Path, deadline: Duration) {
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the run did not end within {deadline:?}\n{}",
-                std::fs::read_to_string(dir.join("oxrl-run.log")).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(
-        status.success(),
-        "oxrl run failed ({status}):\n{}",
-        std::fs::read_to_string(dir.join("oxrl-run.log")).unwrap_or_default()
-    );
-}
-
 /// Every step trained multi-turn episodes: more than one turn on average and environment
 /// tokens that were received but not counted as trained tokens.
 fn assert_multi_turn(run: &Path, steps: usize) {
@@ -100,7 +77,12 @@ fn assert_multi_turn(run: &Path, steps: usize) {
 fn guess_the_number_trains_in_the_synchronous_loop() {
     let dir = tempfile::tempdir().unwrap();
     let (child, run) = spawn_run(dir.path(), &config(""), 3, &["--sync"]);
-    wait_ok(child, dir.path(), Duration::from_secs(300));
+    common::wait_run_ok(
+        child,
+        &dir.path().join("oxrl-run.log"),
+        &run,
+        Duration::from_secs(300),
+    );
     assert_multi_turn(&run, 3);
 }
 
@@ -137,7 +119,12 @@ fn the_pipeline_plays_a_remote_environment_and_rides_out_its_restart() {
         actor_log().contains("dropped a group: its environment failed")
     });
     let _server = env_server(dir.path(), &listen);
-    wait_ok(child, dir.path(), Duration::from_secs(400));
+    common::wait_run_ok(
+        child,
+        &dir.path().join("oxrl-run.log"),
+        &run,
+        Duration::from_secs(400),
+    );
     assert_multi_turn(&run, steps as usize);
     let log = actor_log();
     assert!(
@@ -181,7 +168,12 @@ fn a_hung_environment_server_times_out_its_groups_and_the_run_goes_on() {
         || actor_log().contains("env_timeout"),
     );
     signal(pid, "-CONT");
-    wait_ok(child, dir.path(), Duration::from_secs(400));
+    common::wait_run_ok(
+        child,
+        &dir.path().join("oxrl-run.log"),
+        &run,
+        Duration::from_secs(400),
+    );
     assert_multi_turn(&run, steps as usize);
     drop(server);
 }

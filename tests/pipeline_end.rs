@@ -8,7 +8,7 @@ mod common;
 use common::read_jsonl;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs `oxrl run` on `config` into `run`, failing if it has not exited 0 within `deadline`.
 fn run_until_it_ends(config: &str, run: &Path, deadline: Duration) {
@@ -16,7 +16,7 @@ fn run_until_it_ends(config: &str, run: &Path, deadline: Duration) {
     let config_path = dir.join("run.toml");
     std::fs::write(&config_path, config).unwrap();
     let stderr = dir.join("oxrl-run.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oxrl"))
+    let child = Command::new(env!("CARGO_BIN_EXE_oxrl"))
         .args(["run", "--config", config_path.to_str().unwrap()])
         .args(["--out", run.to_str().unwrap()])
         // The roles inherit it: their logs must hold the info lines saying why they stopped.
@@ -25,27 +25,7 @@ fn run_until_it_ends(config: &str, run: &Path, deadline: Duration) {
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .expect("the oxrl binary starts");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the run did not end within {deadline:?}\n{}\nlearner log:\n{}",
-                std::fs::read_to_string(&stderr).unwrap_or_default(),
-                std::fs::read_to_string(run.join("logs/learner.log")).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(
-        status.success(),
-        "oxrl run failed ({status}):\n{}",
-        std::fs::read_to_string(&stderr).unwrap_or_default()
-    );
+    common::wait_run_ok(child, &stderr, run, deadline);
 }
 
 fn log(run: &Path, role: &str) -> String {

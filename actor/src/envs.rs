@@ -16,15 +16,13 @@ pub fn environments(
     security: &Security,
     runtime: tokio::runtime::Handle,
 ) -> Result<Arc<dyn EnvFactory>, ActorError> {
-    match &cfg.url {
-        None => Ok(tasks::env::builtin(&cfg.env, verifier)?),
-        Some(url) => Ok(environment::RemoteEnvs::connect(
-            url,
-            &cfg.env,
-            security,
-            cfg.timeout(),
-            cfg.attempts,
-            runtime,
-        )?),
-    }
+    let remote = cfg.url.as_deref().map(|url| environment::Remote {
+        url,
+        security,
+        timeout: cfg.timeout(),
+        attempts: cfg.attempts,
+    });
+    Ok(environment::environments(
+        &cfg.env, remote, verifier, runtime,
+    )?)
 }

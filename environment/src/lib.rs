@@ -27,3 +27,33 @@ pub use client::{RemoteEnv, RemoteEnvs};
 pub use server::{EnvServer, ServeError};
 pub use sessions::{Limits, DEFAULT_IDLE_TTL, DEFAULT_MAX_SESSIONS};
 pub use tasks::EnvError;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a run's episodes play: `url`, an `oxrl.v1.Environment` server reached with
+/// `security`, each call within `timeout` and tried up to `attempts` times.
+#[derive(Debug, Clone, Copy)]
+pub struct Remote<'a> {
+    pub url: &'a str,
+    pub security: &'a proto::transport::Security,
+    pub timeout: Duration,
+    pub attempts: u32,
+}
+
+/// The environments named `env`: the built-in of that name in this process (scoring final
+/// answers with `verifier`), or with `remote` the one the server there knows by that name,
+/// its calls run on `runtime`.
+pub fn environments(
+    env: &str,
+    remote: Option<Remote>,
+    verifier: Arc<dyn tasks::Verifier>,
+    runtime: tokio::runtime::Handle,
+) -> Result<Arc<dyn tasks::EnvFactory>, EnvError> {
+    match remote {
+        None => tasks::env::builtin(env, verifier),
+        Some(r) => Ok(RemoteEnvs::connect(
+            r.url, env, r.security, r.timeout, r.attempts, runtime,
+        )?),
+    }
+}

@@ -22,32 +22,33 @@ pub fn use_security(security: &Security) {
 /// The run's environments, the task's verifier scoring final answers.
 pub fn for_run(cfg: &RunConfig, source: &dyn ProblemSource) -> Result<Episodes> {
     let episode = &cfg.episode;
-    let Some(url) = &episode.url else {
+    let Some(url) = episode.url.as_deref() else {
         return Ok(Episodes::builtin(episode, source.verifier())?);
     };
-    let runtime = match RUNTIME.get() {
-        Some(rt) => rt,
-        None => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("oxrl-env-client")
-                .enable_all()
-                .build()
-                .map_err(|e| LearnerError::io("the environment client runtime", e))?;
-            RUNTIME.get_or_init(|| rt)
-        }
-    };
     let security = SECURITY.get().cloned().unwrap_or_default();
-    let envs = environment::RemoteEnvs::connect(
+    let remote = environment::Remote {
         url,
-        &episode.env,
-        &security,
-        episode.timeout(),
-        episode.attempts,
-        runtime.handle().clone(),
-    )?;
+        security: &security,
+        timeout: episode.timeout(),
+        attempts: episode.attempts,
+    };
+    let handle = runtime()?.handle().clone();
     Ok(Episodes {
-        envs,
+        envs: environment::environments(&episode.env, Some(remote), source.verifier(), handle)?,
         limits: episode.into(),
     })
+}
+
+/// The runtime remote environment calls run on, started the first time one is needed.
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("oxrl-env-client")
+        .enable_all()
+        .build()
+        .map_err(|e| LearnerError::io("the environment client runtime", e))?;
+    Ok(RUNTIME.get_or_init(|| rt))
 }

@@ -23,6 +23,19 @@ pub fn tiny_model(seed: u64) -> TrainableModel {
     TrainableModel::new(cfg, char_tokenizer(), &w).unwrap()
 }
 
+/// A learner at version 0 over `tiny_model(seed)`: no warm-up, lr 1e-2.
+pub fn learner(seed: u64) -> learner::Learner {
+    learner::Learner::new(
+        tiny_model(seed),
+        learner::UpdateConfig {
+            warmup: 0,
+            lr: 1e-2,
+            ..Default::default()
+        },
+        0,
+    )
+}
+
 /// A group whose samples have the given tokens and rewards; log-probs are filled by
 /// teacher forcing under `model` plus `offset[i]` per sample (so rho != 1), versions 0.
 pub fn group(

@@ -7,20 +7,8 @@ mod common;
 use candle_core::{Device, Tensor, Var};
 use learner::batch::{BatchRow, TokenBatch};
 use learner::objective::{self, Aggregation, Objective, ObjectiveInputs};
-use learner::{Learner, UpdateConfig};
+use learner::Learner;
 use rollout::RolloutGroup;
-
-fn learner(seed: u64) -> Learner {
-    Learner::new(
-        common::tiny_model(seed),
-        UpdateConfig {
-            warmup: 0,
-            lr: 1e-2,
-            ..Default::default()
-        },
-        0,
-    )
-}
 
 fn weights_of(l: &Learner) -> Vec<f32> {
     let mut all = Vec::new();
@@ -116,8 +104,8 @@ fn with_full_mask(g: &RolloutGroup) -> RolloutGroup {
 
 #[test]
 fn a_one_turn_episode_trains_exactly_as_a_completion() {
-    let mut plain = learner(3);
-    let mut episode = learner(3);
+    let mut plain = common::learner(3);
+    let mut episode = common::learner(3);
     let g = common::group(
         &plain.model,
         "g",
@@ -136,7 +124,7 @@ fn a_one_turn_episode_trains_exactly_as_a_completion() {
 
 #[test]
 fn environment_tokens_count_in_no_figure() {
-    let mut l = learner(4);
+    let mut l = common::learner(4);
     l.set_version(5);
     let mut g = common::group(
         &l.model,

@@ -2,19 +2,7 @@
 
 mod common;
 
-use learner::{Learner, LearnerError, UpdateConfig};
-
-fn learner(seed: u64) -> Learner {
-    Learner::new(
-        common::tiny_model(seed),
-        UpdateConfig {
-            warmup: 0,
-            lr: 1e-2,
-            ..Default::default()
-        },
-        0,
-    )
-}
+use learner::{Learner, LearnerError};
 
 fn weights_of(l: &Learner) -> Vec<f32> {
     l.model.vars()["model.norm.weight"]
@@ -25,7 +13,7 @@ fn weights_of(l: &Learner) -> Vec<f32> {
 
 #[test]
 fn nan_or_inf_is_rejected_before_it_reaches_the_weights() {
-    let mut l = learner(1);
+    let mut l = common::learner(1);
     let before = weights_of(&l);
     let good = common::group(&l.model, "g", "1+1=", &[("2", 1.0, 0.0), ("3", 0.0, 0.0)]);
     for corrupt in [f32::NAN, f32::INFINITY] {
@@ -52,7 +40,7 @@ fn nan_or_inf_is_rejected_before_it_reaches_the_weights() {
 
 #[test]
 fn zero_variance_and_stale_groups_are_dropped_and_counted() {
-    let mut l = learner(2);
+    let mut l = common::learner(2);
     l.set_version(10);
     let at_version = |mut g: rollout::RolloutGroup, v: u64| {
         for s in &mut g.samples {
@@ -106,7 +94,7 @@ fn zero_variance_and_stale_groups_are_dropped_and_counted() {
 
 #[test]
 fn repeated_steps_raise_the_likelihood_of_rewarded_answers() {
-    let mut l = learner(3);
+    let mut l = common::learner(3);
     let score = |l: &Learner, text: &str| {
         let tok = &l.model.tokenizer;
         let seq: Vec<u32> = tok.encode(&format!("5+4={text}")).unwrap();

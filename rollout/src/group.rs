@@ -1,11 +1,9 @@
-//! Rollout groups: G scored completions of one prompt, and their generation through
-//! `policy`'s one sampling loop (with fixed weights, or with the hook an actor passes for
-//! in-flight weight swaps), each group under the id its caller gives it.
+//! Rollout groups: G scored episodes of one prompt (the unit the learner trains on), their
+//! validation, and the batch of problems the episode engine (`episode/`) makes groups of,
+//! each under the id its caller gives it.
 
-use policy::{FinishReason, FixedWeights, Policy, SamplingParams, StepHook, Tokenizer};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-use tasks::{Problem, Verifier};
+use tasks::Problem;
 
 /// One scored completion, or one multi-turn episode: every token after the prompt, the
 /// model's turns and the environment's answers between them.
@@ -181,11 +179,6 @@ impl RolloutGroup {
     }
 }
 
-/// Prompt token ids of a problem.
-pub fn encode_prompt(tok: &Tokenizer, problem: &Problem) -> policy::Result<Vec<u32>> {
-    tok.encode(&problem.prompt)
-}
-
 /// The problems to sample one group each for, and the id each group carries.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupBatch<'a> {
@@ -194,87 +187,6 @@ pub struct GroupBatch<'a> {
     pub ids: &'a [String],
     /// Completions per problem (G).
     pub group_size: usize,
-}
-
-/// Samples `batch.group_size` completions for every problem in one batch with one fixed
-/// policy, decodes and scores them. Sampling uses `params`; tokens record `version`.
-pub fn sample_groups(
-    policy: &Policy,
-    tok: &Tokenizer,
-    verifier: &Arc<dyn Verifier>,
-    batch: GroupBatch,
-    params: &SamplingParams,
-    version: u64,
-) -> policy::Result<Vec<RolloutGroup>> {
-    let fixed = &mut FixedWeights { policy, version };
-    let groups = sample_groups_with(fixed, tok, verifier, batch, params)?;
-    Ok(groups.expect("fixed weights never stop decoding"))
-}
-
-/// [`sample_groups`] with the weights `hook` hands over before each decode step (an actor's
-/// in-flight swaps and lag wait); `None` when the hook stopped decoding.
-pub fn sample_groups_with(
-    hook: &mut impl StepHook,
-    tok: &Tokenizer,
-    verifier: &Arc<dyn Verifier>,
-    batch: GroupBatch,
-    params: &SamplingParams,
-) -> policy::Result<Option<Vec<RolloutGroup>>> {
-    if batch.ids.len() != batch.problems.len() {
-        return Err(policy::PolicyError::Input(format!(
-            "{} group ids for {} problems",
-            batch.ids.len(),
-            batch.problems.len()
-        )));
-    }
-    let encoded = batch
-        .problems
-        .iter()
-        .map(|p| encode_prompt(tok, p))
-        .collect::<policy::Result<Vec<_>>>()?;
-    let prompts: Vec<Vec<u32>> = encoded
-        .iter()
-        .flat_map(|ids| std::iter::repeat_n(ids.clone(), batch.group_size))
-        .collect();
-    let Some(completions) = policy::sample(&prompts, params, tok.pad_id(), hook)? else {
-        return Ok(None);
-    };
-    finish_groups(batch, encoded, completions, tok, verifier).map(Some)
-}
-
-/// Decodes and scores completions (in problem-major order) into the batch's groups.
-fn finish_groups(
-    batch: GroupBatch,
-    prompts: Vec<Vec<u32>>,
-    completions: Vec<policy::Completion>,
-    tok: &Tokenizer,
-    verifier: &Arc<dyn Verifier>,
-) -> policy::Result<Vec<RolloutGroup>> {
-    let mut it = completions.into_iter();
-    let mut groups = Vec::with_capacity(batch.problems.len());
-    for ((p, id), prompt_tokens) in batch.problems.iter().zip(batch.ids).zip(prompts) {
-        let mut samples = Vec::with_capacity(batch.group_size);
-        for c in it.by_ref().take(batch.group_size) {
-            let text = tok.decode(&c.tokens)?;
-            samples.push(Sample {
-                reward: verifier.score(&text, &p.answer),
-                truncated: c.finish == FinishReason::Length,
-                tokens: c.tokens,
-                logprobs: c.logprobs,
-                versions: c.versions,
-                mask: Vec::new(),
-                turns: 1,
-                text,
-            });
-        }
-        groups.push(RolloutGroup {
-            group_id: id.clone(),
-            problem_id: p.id.clone(),
-            prompt_tokens,
-            samples,
-        });
-    }
-    Ok(groups)
 }
 
 #[cfg(test)]

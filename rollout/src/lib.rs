@@ -20,7 +20,5 @@ pub use episode::{
     run_episodes, DroppedGroup, EpisodeLimits, EpisodeOutcome, EpisodeStats, Episodes,
 };
 pub use eval::{greedy_eval, held_out_eval, sampled_eval, EvalReport};
-pub use group::{
-    encode_prompt, sample_groups, sample_groups_with, GroupBatch, GroupError, RolloutGroup, Sample,
-};
+pub use group::{GroupBatch, GroupError, RolloutGroup, Sample};
 pub use staleness::LagBound;

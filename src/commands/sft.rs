@@ -49,7 +49,8 @@ pub struct Args {
     eval_n: usize,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+/// The config file (or the defaults) with the flags given on top.
+fn config(a: &Args) -> anyhow::Result<SftConfig> {
     let mut cfg: SftConfig = match &a.config {
         Some(p) => {
             let text =
@@ -58,7 +59,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         None => SftConfig::default(),
     };
-    if let Some(v) = a.task {
+    if let Some(v) = a.task.clone() {
         cfg.task = v;
     }
     if let Some(v) = a.steps {
@@ -76,7 +77,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(v) = a.label_noise {
         cfg.label_noise = v;
     }
-    if let Some(v) = a.env {
+    if let Some(v) = a.env.clone() {
         cfg.env = v;
     }
     if let Some(v) = a.max_turns {
@@ -85,6 +86,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(v) = a.tool_rate {
         cfg.tool_rate = v;
     }
+    Ok(cfg)
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let cfg = config(&a)?;
     cfg.validate()?;
     tracing::info!(config = ?cfg, "sft");
     let model = match &a.from {

@@ -516,3 +516,33 @@ pub fn flag_value<'a>(args: &'a [String], flag: &str, at: &str) -> &'a str {
     args.get(positions[0] + 1)
         .unwrap_or_else(|| panic!("{at}: {flag} has no value"))
 }
+
+/// Waits for an `oxrl run` child to exit 0 within `deadline`; otherwise kills it and fails
+/// with its stderr (`stderr_log`) and the learner's log of `run`.
+pub fn wait_run_ok(
+    mut child: std::process::Child,
+    stderr_log: &Path,
+    run: &Path,
+    deadline: std::time::Duration,
+) {
+    let started = std::time::Instant::now();
+    let logs = || {
+        format!(
+            "{}\nlearner log:\n{}",
+            std::fs::read_to_string(stderr_log).unwrap_or_default(),
+            std::fs::read_to_string(run.join("logs/learner.log")).unwrap_or_default()
+        )
+    };
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the run did not end within {deadline:?}\n{}", logs());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "oxrl run failed ({status}):\n{}", logs());
+}

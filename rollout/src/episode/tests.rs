@@ -4,12 +4,11 @@
 //! environment is answering.
 
 use super::*;
-use crate::group::sample_groups;
 use policy::{FixedWeights, ModelDir, Policy};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tasks::env::{builtin, EnvStep, Environment};
-use tasks::{NumericVerifier, Problem, Split};
+use tasks::{NumericVerifier, Problem, Split, Verifier};
 
 fn model() -> ModelDir {
     policy::default_model::embedded().unwrap()
@@ -68,14 +67,44 @@ fn a_one_turn_episode_is_exactly_the_sample_of_a_one_turn_task() {
     let p = params(&m, 8, 5);
     let single = builtin("single", Arc::new(NumericVerifier)).unwrap();
     let episodes = run(&policy, &m.tokenizer, single.as_ref(), &probs, 4, &p, WIDE);
-    let ids = ids(probs.len());
-    let batch = GroupBatch {
-        problems: &probs,
-        ids: &ids,
-        group_size: 4,
+    // Today's sample: every prompt G times through the sampling loop, decoded and verified.
+    let prompts: Vec<Vec<u32>> = probs
+        .iter()
+        .flat_map(|q| std::iter::repeat_n(m.tokenizer.encode(&q.prompt).unwrap(), 4))
+        .collect();
+    let hook = &mut FixedWeights {
+        policy: &policy,
+        version: 3,
     };
-    let verifier: Arc<dyn tasks::Verifier> = Arc::new(NumericVerifier);
-    let groups = sample_groups(&policy, &m.tokenizer, &verifier, batch, &p, 3).unwrap();
+    let completions = policy::sample(&prompts, &p, m.tokenizer.pad_id(), hook)
+        .unwrap()
+        .unwrap();
+    let groups: Vec<RolloutGroup> = probs
+        .iter()
+        .zip(completions.chunks(4))
+        .enumerate()
+        .map(|(i, (q, cs))| RolloutGroup {
+            group_id: format!("g{i}"),
+            problem_id: q.id.clone(),
+            prompt_tokens: prompts[i * 4].clone(),
+            samples: cs
+                .iter()
+                .map(|c| {
+                    let text = m.tokenizer.decode(&c.tokens).unwrap();
+                    Sample {
+                        reward: NumericVerifier.score(&text, &q.answer),
+                        truncated: c.finish == policy::FinishReason::Length,
+                        tokens: c.tokens.clone(),
+                        logprobs: c.logprobs.clone(),
+                        versions: c.versions.clone(),
+                        mask: Vec::new(),
+                        turns: 1,
+                        text,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
     assert_eq!(episodes.groups, groups);
     assert!(episodes.dropped.is_empty());
     assert_eq!(episodes.stats.episodes, 24);
