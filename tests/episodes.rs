@@ -86,6 +86,48 @@ fn guess_the_number_trains_in_the_synchronous_loop() {
     assert_multi_turn(&run, 3);
 }
 
+#[test]
+fn a_checkpoint_with_a_chat_template_plays_its_episodes_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    common::write_checkpoint(&model, true, 5);
+    // A ChatML-like template of plain characters (the test checkpoint's tokenizer is the
+    // character-level one): each environment answer comes as "\n<user>ANSWER\n<assistant>".
+    let template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ eos_token if m.role == 'assistant' else '' }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}";
+    let tokenizer_config = serde_json::json!({ "chat_template": template, "eos_token": "</s>" });
+    let written = serde_json::to_string_pretty(&tokenizer_config).unwrap();
+    std::fs::write(model.join("tokenizer_config.json"), &written).unwrap();
+    let cfg = format!(
+        "model = {:?}\n{}",
+        model.to_str().unwrap(),
+        config("system_prompt = \"Find it.\"").replace("max_tokens = 40", "max_tokens = 400")
+    );
+    let (child, run) = spawn_run(dir.path(), &cfg, 2, &["--sync"]);
+    common::wait_run_ok(
+        child,
+        &dir.path().join("oxrl-run.log"),
+        &run,
+        Duration::from_secs(300),
+    );
+    // Each answer is " hi:", " lo:" or " ?:" in plain text (3-4 tokens); in the template it
+    // comes with its markers (at least 20 tokens): the episodes were played in the template.
+    let lines = read_jsonl(&run.join("metrics.jsonl"));
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        let samples = l["samples"].as_f64().unwrap();
+        let replies = samples * (l["turns_mean"].as_f64().unwrap() - 1.0);
+        assert!(replies > 0.0, "{l}");
+        let per_reply = l["env_tokens"].as_f64().unwrap() / replies;
+        assert!(
+            per_reply >= 20.0,
+            "{per_reply} environment tokens per answer: {l}"
+        );
+    }
+    // The trained checkpoint keeps the template, byte for byte.
+    let kept = std::fs::read_to_string(run.join("final/tokenizer_config.json")).unwrap();
+    assert_eq!(kept, written);
+}
+
 fn env_server(dir: &Path, listen: &str) -> RoleProcess {
     RoleProcess::start_with_env(
         &["env", "serve", "--builtin", "guess", "--listen", listen],

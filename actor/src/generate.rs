@@ -6,11 +6,11 @@
 use crate::error::ActorError;
 use crate::subscriber::Versioned;
 use policy::{Policy, SamplingParams, StepHook, Tokenizer};
-use rollout::{EpisodeLimits, EpisodeOutcome, GroupBatch};
+use rollout::{EpisodeOutcome, Episodes, GroupBatch};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tasks::{EnvFactory, Problem};
+use tasks::Problem;
 use tokio::sync::watch;
 
 /// What the decode loop needs to follow the learner.
@@ -30,12 +30,12 @@ pub struct LeaseStats {
     pub waited: Duration,
 }
 
-/// What a lease is sampled with: the environments, G, the sampling and the episode caps.
+/// What a lease is sampled with: the episodes (environments, caps, chat template), G and
+/// the sampling.
 pub struct LeaseSampling<'a> {
-    pub envs: &'a dyn EnvFactory,
+    pub episodes: &'a Episodes,
     pub group_size: usize,
     pub params: SamplingParams,
-    pub limits: EpisodeLimits,
 }
 
 /// Runs `group_size` episodes of each problem, the group of `problems[i]` under
@@ -64,14 +64,8 @@ pub fn generate_lease(
         ids: group_ids,
         group_size: sampling.group_size,
     };
-    let outcome = rollout::run_episodes(
-        &mut hook,
-        tok,
-        sampling.envs,
-        batch,
-        &sampling.params,
-        sampling.limits,
-    )?;
+    let outcome =
+        rollout::run_episodes(&mut hook, tok, sampling.episodes, batch, &sampling.params)?;
     Ok(outcome.map(|o| (o, hook.stats)))
 }
 
@@ -202,15 +196,17 @@ mod tests {
             ..Default::default()
         };
         let tok = char_tokenizer();
-        let envs = tasks::env::builtin("single", source.verifier()).unwrap();
-        let sampling = LeaseSampling {
-            envs: envs.as_ref(),
-            group_size: 2,
-            params,
-            limits: EpisodeLimits {
+        let episodes = Episodes {
+            limits: rollout::EpisodeLimits {
                 max_turns: 1,
                 max_tokens: 16,
             },
+            ..Episodes::single(source.verifier())
+        };
+        let sampling = LeaseSampling {
+            episodes: &episodes,
+            group_size: 2,
+            params,
         };
         let (outcome, stats) = generate_lease(&problems, &tok, &sampling, &ids, &mut follow)
             .unwrap()

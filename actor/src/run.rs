@@ -20,7 +20,7 @@ use rollout::RolloutGroup;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tasks::{EnvFactory, Problem};
+use tasks::Problem;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -171,12 +171,16 @@ pub async fn run_actor(
         max_lag: cfg.update.max_lag,
         tok: model.tokenizer.clone(),
         eos: model.eos_ids(),
-        envs: crate::envs::environments(
-            &cfg.episode,
-            source.verifier(),
-            &security,
-            tokio::runtime::Handle::current(),
-        )?,
+        episodes: rollout::Episodes {
+            envs: crate::envs::environments(
+                &cfg.episode,
+                source.verifier(),
+                &security,
+                tokio::runtime::Handle::current(),
+            )?,
+            limits: (&cfg.episode).into(),
+            chat: rollout::ChatFormat::for_episodes(&cfg.episode, &model.tokenizer)?,
+        },
         cfg,
         metrics,
         stop: stop.clone(),
@@ -237,7 +241,7 @@ struct LeaseLoop {
     max_lag: u64,
     tok: Tokenizer,
     eos: Vec<u32>,
-    envs: Arc<dyn EnvFactory>,
+    episodes: rollout::Episodes,
     cfg: RunConfig,
     metrics: Arc<ActorMetrics>,
     stop: Shutdown,
@@ -395,15 +399,14 @@ impl LeaseLoop {
             version = self.held.load(Ordering::Relaxed),
             "generating"
         );
-        let (tok2, envs) = (self.tok.clone(), self.envs.clone());
-        let (group_size, limits) = (cfg.group_size, (&cfg.episode).into());
+        let (tok2, episodes) = (self.tok.clone(), self.episodes.clone());
+        let group_size = cfg.group_size;
         let busy = std::time::Instant::now();
         let generated = tokio::task::spawn_blocking(move || {
             let sampling = LeaseSampling {
-                envs: envs.as_ref(),
+                episodes: &episodes,
                 group_size,
                 params,
-                limits,
             };
             generate_lease(&problems, &tok2, &sampling, &group_ids, &mut follow_state)
         })

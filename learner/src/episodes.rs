@@ -1,9 +1,11 @@
 //! The environments a run's episodes (rollouts and held-out evaluation) play against, from
 //! its `[episode]` table: a built-in, or an `oxrl.v1.Environment` server at `url`, reached
 //! with the token and TLS settings the learner process was given ([`use_security`]) on a
-//! small runtime of its own (the learner's loops are plain threads).
+//! small runtime of its own (the learner's loops are plain threads); conversations laid out
+//! with the model's chat template as the table says.
 
 use crate::error::{LearnerError, Result};
+use policy::Tokenizer;
 use proto::transport::Security;
 use rollout::config::RunConfig;
 use rollout::Episodes;
@@ -19,11 +21,12 @@ pub fn use_security(security: &Security) {
     let _ = SECURITY.set(security.clone());
 }
 
-/// The run's environments, the task's verifier scoring final answers.
-pub fn for_run(cfg: &RunConfig, source: &dyn ProblemSource) -> Result<Episodes> {
+/// The run's environments, the task's verifier scoring final answers, and the chat template
+/// of `tok`'s model (under `chat_template = "auto"`).
+pub fn for_run(cfg: &RunConfig, source: &dyn ProblemSource, tok: &Tokenizer) -> Result<Episodes> {
     let episode = &cfg.episode;
     let Some(url) = episode.url.as_deref() else {
-        return Ok(Episodes::builtin(episode, source.verifier())?);
+        return Ok(Episodes::builtin(episode, source.verifier())?.with_chat(episode, tok)?);
     };
     let security = SECURITY.get().cloned().unwrap_or_default();
     let remote = environment::Remote {
@@ -36,6 +39,7 @@ pub fn for_run(cfg: &RunConfig, source: &dyn ProblemSource) -> Result<Episodes> 
     Ok(Episodes {
         envs: environment::environments(&episode.env, Some(remote), source.verifier(), handle)?,
         limits: episode.into(),
+        chat: rollout::ChatFormat::for_episodes(episode, tok)?,
     })
 }
 

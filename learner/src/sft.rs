@@ -13,12 +13,17 @@
 //! `tasks::env::TURN_SEPARATOR`); it is played against the environment `env`, each turn
 //! ending with the end-of-sequence token as a model turn does, and the environment's answers
 //! are context: masked out of the loss, as in RL.
+//!
+//! A model with a chat template sees its demonstrations in it, laid out exactly as the
+//! episodes of a run lay them out ([`rollout::Conversation`]), so the warm start and RL agree
+//! on what the model is shown.
 
 use crate::batch::{BatchRow, TokenBatch};
 use crate::error::{LearnerError, Result};
 use crate::optim::{learning_rate, AdamW, AdamWConfig};
 use crate::params::TrainableModel;
 use rollout::config::{at_least, real, ConfigError, Interval};
+use rollout::{ChatFormat, Conversation};
 use serde::{Deserialize, Serialize};
 use tasks::{EnvFactory, Problem, ProblemSource, Split};
 
@@ -43,6 +48,12 @@ pub struct SftConfig {
     /// With `env = "calculator"`: the fraction of solutions shown as a tool call followed by
     /// the answer (`[12*34]`, `=408;`, `408`) instead of the answer alone.
     pub tool_rate: f64,
+    /// How demonstrations are laid out: as `[episode] chat_template` (`auto`: the model's
+    /// own template if it has one, `none`, or a Jinja file's path).
+    pub chat_template: String,
+    /// A system message that opens every demonstration (with a chat template only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
     pub optimizer: AdamWConfig,
 }
 
@@ -59,6 +70,8 @@ impl Default for SftConfig {
             env: "single".into(),
             max_turns: 8,
             tool_rate: 0.0,
+            chat_template: "auto".into(),
+            system_prompt: None,
             optimizer: AdamWConfig {
                 weight_decay: 0.01,
                 eps: 1e-8,
@@ -77,6 +90,13 @@ impl SftConfig {
         real("label_noise", self.label_noise, Interval::UNIT)?;
         at_least("max_turns", self.max_turns as u64, 1)?;
         real("tool_rate", self.tool_rate, Interval::UNIT)?;
+        if self.chat_template.trim().is_empty() {
+            return Err(ConfigError::OutOfRange {
+                field: "chat_template".into(),
+                value: "\"\"".into(),
+                allowed: "auto, none or the path of a Jinja file".into(),
+            });
+        }
         self.optimizer.validate("optimizer")
     }
 }
@@ -103,6 +123,8 @@ pub fn train_sft(
     let mut opt = AdamW::new(cfg.optimizer.clone());
     let device = model.policy().device().clone();
     let env = tasks::env::builtin(&cfg.env, source.verifier())?;
+    let chat = ChatFormat::resolve(&cfg.chat_template, cfg.system_prompt.as_deref(), tok)?;
+    let shown = Shown { tok, eos, chat };
     for step in 0..cfg.steps {
         let mut demos = Vec::with_capacity(cfg.batch_size);
         for i in 0..cfg.batch_size as u64 {
@@ -118,7 +140,7 @@ pub fn train_sft(
                 solution =
                     tasks::env::calculator::tool_demonstration(&shown).unwrap_or(shown.solution);
             }
-            demos.push(demonstration(&p, &solution, env.as_ref(), tok, eos)?);
+            demos.push(demonstration(&p, &solution, env.as_ref(), &shown)?);
         }
         let rows: Vec<BatchRow> = demos
             .iter()
@@ -154,6 +176,14 @@ pub fn train_sft(
     Ok(())
 }
 
+/// How demonstrations are shown to the model: its tokenizer, its end of turn and its chat
+/// template, if any.
+struct Shown<'a> {
+    tok: &'a policy::Tokenizer,
+    eos: u32,
+    chat: Option<std::sync::Arc<ChatFormat>>,
+}
+
 /// One demonstration: prompt, completion, and which completion tokens are the model's.
 struct Demonstration {
     prompt: Vec<u32>,
@@ -167,32 +197,35 @@ fn demonstration(
     p: &Problem,
     solution: &str,
     env: &dyn EnvFactory,
-    tok: &policy::Tokenizer,
-    eos: u32,
+    shown: &Shown,
 ) -> Result<Demonstration> {
+    let Shown { tok, eos, .. } = *shown;
+    let eos_text = tok.decode_with_special(&[eos])?;
+    let mut conversation = Conversation::new(shown.chat.clone());
     let turns = tasks::env::solution_turns(solution);
     if turns.len() == 1 {
         let mut completion = tok.encode(solution)?;
         completion.push(eos);
         return Ok(Demonstration {
-            prompt: tok.encode(&p.prompt)?,
+            prompt: tok.encode(&conversation.open(&p.prompt)?)?,
             completion,
             mask: Vec::new(),
         });
     }
     let mut env = env.make()?;
-    let prompt = tok.encode(&env.reset(p, 0)?)?;
+    let prompt = tok.encode(&conversation.open(&env.reset(p, 0)?)?)?;
     let (mut completion, mut mask) = (Vec::new(), Vec::new());
     for (i, turn) in turns.iter().enumerate() {
         let mut tokens = tok.encode(turn)?;
         tokens.push(eos);
         mask.extend(std::iter::repeat_n(true, tokens.len()));
         completion.extend(tokens);
+        conversation.model_turn(turn, &eos_text);
         let step = env.step(turn)?;
         if step.done || i + 1 == turns.len() {
             break;
         }
-        let obs = tok.encode(&step.observation)?;
+        let obs = tok.encode(&conversation.reply(&step.observation)?)?;
         mask.extend(std::iter::repeat_n(false, obs.len()));
         completion.extend(obs);
     }
@@ -239,7 +272,7 @@ pub fn noisy_solution(solution: &str, noise: f64, index: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{demonstration, noisy_solution, SftConfig};
+    use super::{demonstration, noisy_solution, SftConfig, Shown};
     use std::sync::Arc;
 
     #[test]
@@ -253,7 +286,12 @@ mod tests {
             solution: "8\u{1f}4\u{1f}5".into(),
         };
         let env = tasks::env::builtin("guess", Arc::new(tasks::NumericVerifier)).unwrap();
-        let d = demonstration(&p, &p.solution, env.as_ref(), &tok, eos).unwrap();
+        let plain = Shown {
+            tok: &tok,
+            eos,
+            chat: None,
+        };
+        let d = demonstration(&p, &p.solution, env.as_ref(), &plain).unwrap();
         assert_eq!(tok.decode(&d.prompt).unwrap(), "guess 3-10:");
         // 8 </s> " lo:" 4 </s> " hi:" 5 </s>
         let model: Vec<u32> = (0..d.completion.len())
@@ -283,12 +321,53 @@ mod tests {
             solution: "42".into(),
             ..p
         };
-        let d = demonstration(&one, "42", single.as_ref(), &tok, eos).unwrap();
+        let d = demonstration(&one, "42", single.as_ref(), &plain).unwrap();
         assert_eq!(
             d.completion,
             [tok.encode("42").unwrap(), vec![eos]].concat()
         );
         assert!(d.mask.is_empty());
+    }
+
+    #[test]
+    fn a_model_with_a_chat_template_is_shown_its_demonstrations_in_it() {
+        let template = policy::ChatTemplate::new(
+            "{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ eos_token if m.role == 'assistant' else '' }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}",
+            None,
+            Some("</s>".into()),
+        )
+        .unwrap();
+        let tok = policy::tokenizer::char_tokenizer().with_chat_template(template);
+        let eos = tok.eos_ids()[0];
+        let chat = rollout::ChatFormat::resolve("auto", Some("Play."), &tok).unwrap();
+        let shown = Shown {
+            tok: &tok,
+            eos,
+            chat,
+        };
+        let p = tasks::Problem {
+            id: "guess-3/train/0".into(),
+            prompt: "guess 3-10:".into(),
+            answer: "5".into(),
+            solution: "8\u{1f}5".into(),
+        };
+        let env = tasks::env::builtin("guess", Arc::new(tasks::NumericVerifier)).unwrap();
+        let d = demonstration(&p, &p.solution, env.as_ref(), &shown).unwrap();
+        let text = |ids: &[u32]| tok.decode_with_special(ids).unwrap();
+        assert_eq!(
+            text(&d.prompt),
+            "<system>Play.\n<user>guess 3-10:\n<assistant>"
+        );
+        // The whole demonstration is the template's rendering of the finished conversation.
+        assert_eq!(
+            text(&[d.prompt.clone(), d.completion.clone()].concat()),
+            "<system>Play.\n<user>guess 3-10:\n<assistant>8</s>\n<user> lo:\n<assistant>5</s>"
+        );
+        let model: Vec<u32> = (0..d.completion.len())
+            .filter(|&k| d.mask[k])
+            .map(|k| d.completion[k])
+            .collect();
+        assert_eq!(text(&model), "8</s>5</s>");
     }
 
     #[test]

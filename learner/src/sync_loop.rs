@@ -79,7 +79,7 @@ pub fn run_sync(
     let (mut learner, mut state) = open_run(cfg, dir, start)?;
     let registry = tasks::VerifierRegistry::new();
     let source = cfg.problem_source(&registry)?;
-    let episodes = crate::episodes::for_run(cfg, source.as_ref())?;
+    let episodes = crate::episodes::for_run(cfg, source.as_ref(), &learner.model.tokenizer)?;
     let mut curriculum = match checkpoint::latest(dir) {
         Some(ckpt) if state.step > 0 => SyncCurriculum::load_or_new(cfg, source.as_ref(), &ckpt)?,
         _ => SyncCurriculum::new(cfg, source.as_ref())?,
@@ -120,15 +120,9 @@ pub fn run_sync(
             policy: learner.model.policy(),
             version: learner.version(),
         };
-        let outcome = rollout::run_episodes(
-            hook,
-            &learner.model.tokenizer,
-            episodes.envs.as_ref(),
-            batch,
-            &params,
-            episodes.limits,
-        )?
-        .expect("fixed weights never stop decoding");
+        let outcome =
+            rollout::run_episodes(hook, &learner.model.tokenizer, &episodes, batch, &params)?
+                .expect("fixed weights never stop decoding");
         for d in &outcome.dropped {
             tracing::warn!(group = %d.group_id, reason = d.error.reason(), error = %d.error, "dropped a group: its environment failed");
         }
@@ -249,7 +243,7 @@ pub(crate) fn evaluate_logged(
     state: &RunState,
     source: &dyn ProblemSource,
 ) -> Result<EvalLine> {
-    let episodes = crate::episodes::for_run(cfg, source)?;
+    let episodes = crate::episodes::for_run(cfg, source, &learner.model.tokenizer)?;
     let (greedy, sampled) = evaluate(
         &learner.model,
         source,

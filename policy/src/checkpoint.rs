@@ -1,5 +1,6 @@
 //! Hugging Face model directories: `config.json`, `model.safetensors` (or shards listed in
-//! `model.safetensors.index.json`) and `tokenizer.json`, read and written as transformers does.
+//! `model.safetensors.index.json`), `tokenizer.json` and the chat template's files, read and
+//! written as transformers does.
 
 use crate::config::ModelConfig;
 use crate::error::{PolicyError, Result};
@@ -26,7 +27,7 @@ impl ModelDir {
     /// Weights are converted to `dtype` on `device`.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let config = ModelConfig::load(&dir.join("config.json"))?;
-        let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
+        let tokenizer = Tokenizer::load_dir(dir)?;
         let weights = load_weights(dir, &config, device, dtype)?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(PolicyError::Config {
@@ -177,7 +178,7 @@ pub fn save_model_dir(
     }
     save_weights(&dir.join("model.safetensors"), &to_save)?;
     config.save(&dir.join("config.json"))?;
-    tokenizer.save(&dir.join("tokenizer.json"))
+    tokenizer.save_dir(dir)
 }
 
 /// Freshly initialised weights: normal(0, 0.02) matrices (output projections scaled by

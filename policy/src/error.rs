@@ -51,7 +51,7 @@ pub enum PolicyError {
 pub type Result<T> = std::result::Result<T, PolicyError>;
 
 impl PolicyError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         PolicyError::Io {
             path: path.into(),
             source,

@@ -1,8 +1,12 @@
 //! Text <-> token ids through a Hugging Face `tokenizer.json`, and the character-level
-//! tokenizer that the embedded default model uses (written by oxrl itself).
+//! tokenizer that the embedded default model uses (written by oxrl itself). A tokenizer
+//! loaded from a model directory also carries the model's chat template (as transformers'
+//! tokenizers do), and writes its files back when the directory is saved.
 
+use crate::chat::{ChatTemplate, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG};
 use crate::error::{PolicyError, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Special tokens of the character-level tokenizer, at ids 0..4.
 pub const CHAR_SPECIALS: [&str; 4] = ["<pad>", "<s>", "</s>", "<unk>"];
@@ -12,6 +16,14 @@ pub const CHAR_SPECIALS: [&str; 4] = ["<pad>", "<s>", "</s>", "<unk>"];
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,
+    chat: Option<Chat>,
+}
+
+/// A chat template and the files it came from (written back as they were read).
+#[derive(Clone)]
+struct Chat {
+    template: Arc<ChatTemplate>,
+    files: Vec<(&'static str, String)>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -19,6 +31,10 @@ impl std::fmt::Debug for Tokenizer {
         f.debug_struct("Tokenizer")
             .field("path", &self.path)
             .field("vocab_size", &self.vocab_size())
+            .field(
+                "chat_template",
+                &self.chat.as_ref().map(|c| c.template.path()),
+            )
             .finish()
     }
 }
@@ -33,7 +49,53 @@ impl Tokenizer {
         Ok(Tokenizer {
             inner,
             path: path.into(),
+            chat: None,
         })
+    }
+
+    /// Loads a model directory's `tokenizer.json` with its chat template, if it has one
+    /// (`chat_template.jinja`, or `chat_template` in `tokenizer_config.json`).
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let mut tok = Tokenizer::load(&dir.join("tokenizer.json"))?;
+        if let Some(template) = ChatTemplate::from_dir(dir)? {
+            let mut files = Vec::new();
+            for name in [TOKENIZER_CONFIG, CHAT_TEMPLATE_FILE] {
+                let path = dir.join(name);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => files.push((name, text)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(PolicyError::io(&path, e)),
+                }
+            }
+            tok.chat = Some(Chat {
+                template: Arc::new(template),
+                files,
+            });
+        }
+        Ok(tok)
+    }
+
+    /// This tokenizer with `template` as its chat template; a saved directory gets it in a
+    /// `tokenizer_config.json` of its own (`chat_template`, `bos_token`, `eos_token`).
+    pub fn with_chat_template(mut self, template: ChatTemplate) -> Self {
+        let mut config = serde_json::json!({ "chat_template": template.source() });
+        if let Some(bos) = template.bos_token() {
+            config["bos_token"] = bos.into();
+        }
+        if let Some(eos) = template.eos_token() {
+            config["eos_token"] = eos.into();
+        }
+        let text = serde_json::to_string_pretty(&config).expect("JSON of strings");
+        self.chat = Some(Chat {
+            template: Arc::new(template),
+            files: vec![(TOKENIZER_CONFIG, text)],
+        });
+        self
+    }
+
+    /// The model's chat template, if its directory had one.
+    pub fn chat_template(&self) -> Option<&Arc<ChatTemplate>> {
+        self.chat.as_ref().map(|c| &c.template)
     }
 
     /// Parses a tokenizer from JSON text (the content of a `tokenizer.json`).
@@ -47,6 +109,7 @@ impl Tokenizer {
         Ok(Tokenizer {
             inner,
             path: PathBuf::from("<memory>"),
+            chat: None,
         })
     }
 
@@ -58,6 +121,16 @@ impl Tokenizer {
                 path: path.into(),
                 message: e.to_string(),
             })
+    }
+
+    /// Writes `tokenizer.json` into `dir`, and the chat template's files when there is one.
+    pub fn save_dir(&self, dir: &Path) -> Result<()> {
+        self.save(&dir.join("tokenizer.json"))?;
+        for (name, text) in self.chat.iter().flat_map(|c| &c.files) {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|e| PolicyError::io(&path, e))?;
+        }
+        Ok(())
     }
 
     /// Token ids of `text`, with no special tokens added.
@@ -73,6 +146,14 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, true)
+            .map_err(|e| self.err(e.to_string()))
+    }
+
+    /// Text of `ids`, special tokens written out (`<|im_end|>`): what a chat template's
+    /// rendering holds where these tokens stand.
+    pub fn decode_with_special(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
             .map_err(|e| self.err(e.to_string()))
     }
 
@@ -165,6 +246,39 @@ pub fn char_tokenizer() -> Tokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directorys_chat_template_loads_with_its_tokenizer_and_is_saved_back_as_read() {
+        let dir = tempfile::tempdir().unwrap();
+        char_tokenizer()
+            .save(&dir.path().join("tokenizer.json"))
+            .unwrap();
+        assert!(Tokenizer::load_dir(dir.path())
+            .unwrap()
+            .chat_template()
+            .is_none());
+        let config = "{\"eos_token\": \"</s>\", \"model_max_length\": 512}";
+        let jinja = "{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}";
+        std::fs::write(dir.path().join(TOKENIZER_CONFIG), config).unwrap();
+        std::fs::write(dir.path().join(CHAT_TEMPLATE_FILE), jinja).unwrap();
+        let tok = Tokenizer::load_dir(dir.path()).unwrap();
+        let t = tok.chat_template().expect("a template");
+        assert_eq!((t.source(), t.eos_token()), (jinja, Some("</s>")));
+        let out = tempfile::tempdir().unwrap();
+        tok.save_dir(out.path()).unwrap();
+        let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap();
+        assert_eq!(read(TOKENIZER_CONFIG), config);
+        assert_eq!(read(CHAT_TEMPLATE_FILE), jinja);
+        // A template attached by hand is saved in a tokenizer_config.json of its own.
+        let by_hand = char_tokenizer().with_chat_template(t.as_ref().clone());
+        let again = tempfile::tempdir().unwrap();
+        by_hand.save_dir(again.path()).unwrap();
+        let loaded = Tokenizer::load_dir(again.path()).unwrap();
+        let t2 = loaded.chat_template().unwrap();
+        assert_eq!((t2.source(), t2.eos_token()), (jinja, Some("</s>")));
+        assert_eq!(by_hand.decode_with_special(&[2]).unwrap(), "</s>");
+        assert_eq!(by_hand.decode(&[2]).unwrap(), "");
+    }
 
     #[test]
     fn char_tokenizer_round_trips_text_one_token_per_char() {

@@ -351,6 +351,14 @@ pub struct EpisodeConfig {
     /// Attempts at a call to a remote environment that failed transiently (unreachable, timed
     /// out) before the episode's group is dropped and counted.
     pub attempts: u32,
+    /// How episodes are laid out for the model: `auto` renders the conversation with the
+    /// model's own chat template when its directory has one (plain text otherwise), `none`
+    /// always uses plain text, anything else is the path of a Jinja template file
+    /// (docs/chat-templates.md).
+    pub chat_template: String,
+    /// A system message that opens every episode's conversation (with a chat template only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
 }
 
 impl Default for EpisodeConfig {
@@ -362,6 +370,8 @@ impl Default for EpisodeConfig {
             max_tokens: 0,
             timeout_ms: 10_000,
             attempts: 4,
+            chat_template: "auto".into(),
+            system_prompt: None,
         }
     }
 }

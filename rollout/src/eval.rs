@@ -212,15 +212,8 @@ impl EvalSet<'_> {
                 policy: self.policy,
                 version: 0,
             };
-            let outcome = run_episodes(
-                hook,
-                self.tok,
-                self.episodes.envs.as_ref(),
-                batch,
-                &chunk_params,
-                self.episodes.limits,
-            )?
-            .expect("fixed weights never stop decoding");
+            let outcome = run_episodes(hook, self.tok, self.episodes, batch, &chunk_params)?
+                .expect("fixed weights never stop decoding");
             if let Some(d) = outcome.dropped.first() {
                 // An evaluation has no group to drop: a failing environment is an error.
                 return Err(policy::PolicyError::Input(format!(

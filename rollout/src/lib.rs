@@ -16,6 +16,7 @@ pub mod staleness;
 pub mod ttc;
 pub mod wire;
 
+pub use episode::chat::{ChatFormat, Conversation};
 pub use episode::{
     run_episodes, DroppedGroup, EpisodeLimits, EpisodeOutcome, EpisodeStats, Episodes,
 };

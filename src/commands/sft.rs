@@ -41,6 +41,13 @@ pub struct Args {
     /// answer.
     #[arg(long)]
     tool_rate: Option<f64>,
+    /// How demonstrations are laid out: `auto` (the model's chat template if its directory
+    /// has one), `none` (plain text), or the path of a Jinja template file.
+    #[arg(long)]
+    chat_template: Option<String>,
+    /// A system message opening every demonstration (with a chat template only).
+    #[arg(long)]
+    system_prompt: Option<String>,
     /// Output directory (config.json, model.safetensors, tokenizer.json, sft.toml).
     #[arg(long, default_value = "runs/sft")]
     out: PathBuf,
@@ -76,6 +83,12 @@ fn config(a: &Args) -> anyhow::Result<SftConfig> {
     }
     if let Some(v) = a.label_noise {
         cfg.label_noise = v;
+    }
+    if let Some(v) = a.chat_template.clone() {
+        cfg.chat_template = v;
+    }
+    if let Some(v) = a.system_prompt.clone() {
+        cfg.system_prompt = Some(v);
     }
     if let Some(v) = a.env.clone() {
         cfg.env = v;
@@ -140,9 +153,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let episode = rollout::config::EpisodeConfig {
             env: cfg.env.clone(),
             max_turns: cfg.max_turns,
+            chat_template: cfg.chat_template.clone(),
+            system_prompt: cfg.system_prompt.clone(),
             ..Default::default()
         };
-        let episodes = rollout::Episodes::builtin(&episode, source.verifier())?;
+        let episodes = rollout::Episodes::builtin(&episode, source.verifier())?
+            .with_chat(&episode, &model.tokenizer)?;
         let greedy = rollout::greedy_eval(
             model.policy(),
             &model.tokenizer,

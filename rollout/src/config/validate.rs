@@ -182,7 +182,8 @@ impl EpisodeConfig {
         }
         at_least("episode.max_turns", self.max_turns as u64, 1)?;
         at_least("episode.timeout_ms", self.timeout_ms, 1)?;
-        at_least("episode.attempts", self.attempts as u64, 1)
+        at_least("episode.attempts", self.attempts as u64, 1)?;
+        non_empty("episode.chat_template", &self.chat_template)
     }
 }
 

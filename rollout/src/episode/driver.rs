@@ -2,12 +2,14 @@
 //! environment has answered), the next token of each row, and what the environments are
 //! told when a turn ends.
 
+use super::chat::{ChatFormat, Conversation};
 use super::workers::{self, Answer, Call, Done, Workers};
 use super::{EpisodeLimits, EpisodeStats};
 use crate::group::Sample;
 use policy::sampling::sample_token;
 use policy::{RowDriver, SamplingParams, Tokenizer};
 use rand::SeedableRng;
+use std::sync::Arc;
 use std::time::Duration;
 use tasks::{EnvError, EnvStep, Environment, Problem};
 
@@ -23,6 +25,8 @@ pub(super) struct Episode {
     env: Option<Box<dyn Environment>>,
     made: Option<EnvError>,
     remote: bool,
+    /// The conversation as the model's chat template lays it out (or plain text).
+    conversation: Conversation,
     /// The first observation's tokens.
     first: Vec<u32>,
     /// Everything the model sees: the first observation and every token since.
@@ -48,6 +52,7 @@ impl Episode {
         seed: u64,
         env: Result<Box<dyn Environment>, EnvError>,
         params: &SamplingParams,
+        chat: Option<Arc<ChatFormat>>,
         i: u64,
     ) -> Episode {
         let (env, made) = match env {
@@ -61,6 +66,7 @@ impl Episode {
             remote: env.as_ref().is_some_and(|e| e.is_remote()),
             env,
             made,
+            conversation: Conversation::new(chat),
             first: Vec::new(),
             context: Vec::new(),
             tokens: Vec::new(),
@@ -215,7 +221,11 @@ impl<'a> Driver<'a> {
     }
 
     fn reset(&mut self, e: usize, observation: &str) {
-        let first = match self.tok.encode(observation) {
+        let observation = match self.episodes[e].conversation.open(observation) {
+            Ok(text) => text,
+            Err(err) => return self.fail(e, err),
+        };
+        let first = match self.tok.encode(&observation) {
             Ok(t) if !t.is_empty() => t,
             Ok(_) => {
                 return self.fail(e, EnvError::Invalid("an empty first observation".into()));
@@ -238,7 +248,11 @@ impl<'a> Driver<'a> {
         if step.done || at_cap {
             return self.close(e);
         }
-        let obs = match self.tok.encode(&step.observation) {
+        let observation = match self.episodes[e].conversation.reply(&step.observation) {
+            Ok(text) => text,
+            Err(err) => return self.fail(e, err),
+        };
+        let obs = match self.tok.encode(&observation) {
             Ok(t) => t,
             Err(err) => return self.tokenizer_failed(e, err),
         };
@@ -265,11 +279,28 @@ impl<'a> Driver<'a> {
             let ep = &mut self.episodes[e];
             ep.turns += 1;
             let turn = std::mem::take(&mut ep.turn);
-            match self.tok.decode(&turn) {
+            let said = self.tok.decode(&turn).and_then(|text| {
+                self.record_turn(e, &turn)?;
+                Ok(text)
+            });
+            match said {
                 Ok(text) => self.dispatch(e, Call::Step(text)),
                 Err(err) => self.tokenizer_failed(e, err),
             }
         }
+    }
+
+    /// Adds episode `e`'s model turn to its conversation: its text as the template will
+    /// render it (special tokens written out), and the stop token's, if it ended with one.
+    fn record_turn(&mut self, e: usize, turn: &[u32]) -> policy::Result<()> {
+        let stopped = turn
+            .last()
+            .is_some_and(|t| self.params.stop_tokens.contains(t));
+        let (content, stop) = turn.split_at(turn.len() - stopped as usize);
+        let content = self.tok.decode_with_special(content)?;
+        let stop = self.tok.decode_with_special(stop)?;
+        self.episodes[e].conversation.model_turn(&content, &stop);
+        Ok(())
     }
 }
 

@@ -19,11 +19,13 @@
 //! remote client's own retries) drops its whole group, returned in
 //! [`EpisodeOutcome::dropped`] with the reason: never a silent zero reward.
 
+pub mod chat;
 mod driver;
 mod workers;
 
 use crate::config::EpisodeConfig;
 use crate::group::{GroupBatch, RolloutGroup, Sample};
+use chat::ChatFormat;
 use driver::{Driver, Episode};
 use policy::{SamplingParams, StepHook, Tokenizer};
 use std::sync::Arc;
@@ -51,11 +53,13 @@ impl From<&EpisodeConfig> for EpisodeLimits {
     }
 }
 
-/// The environments episodes run against, and their caps.
+/// The environments episodes run against, their caps, and how the model is shown them.
 #[derive(Clone)]
 pub struct Episodes {
     pub envs: Arc<dyn EnvFactory>,
     pub limits: EpisodeLimits,
+    /// The chat template conversations are rendered with; `None`: plain text.
+    pub chat: Option<Arc<ChatFormat>>,
 }
 
 impl Episodes {
@@ -67,6 +71,7 @@ impl Episodes {
                 max_turns: 1,
                 max_tokens: usize::MAX,
             },
+            chat: None,
         }
     }
 
@@ -76,7 +81,15 @@ impl Episodes {
         Ok(Episodes {
             envs: tasks::env::builtin(&cfg.env, verifier)?,
             limits: cfg.into(),
+            chat: None,
         })
+    }
+
+    /// These episodes laid out as `cfg` asks with this model's tokenizer (its chat template
+    /// under `chat_template = "auto"`): see [`ChatFormat::resolve`].
+    pub fn with_chat(mut self, cfg: &EpisodeConfig, tok: &Tokenizer) -> policy::Result<Self> {
+        self.chat = ChatFormat::for_episodes(cfg, tok)?;
+        Ok(self)
     }
 }
 
@@ -85,6 +98,10 @@ impl std::fmt::Debug for Episodes {
         f.debug_struct("Episodes")
             .field("env", &self.envs.name())
             .field("limits", &self.limits)
+            .field(
+                "chat_template",
+                &self.chat.as_ref().map(|c| c.template().path()),
+            )
             .finish()
     }
 }
@@ -118,18 +135,18 @@ pub struct EpisodeOutcome {
     pub stats: EpisodeStats,
 }
 
-/// Runs `batch.group_size` episodes of every problem against environments from `envs`, with
-/// the weights `hook` hands over before each decode step; `None` when the hook stopped
-/// decoding. Turn `k` of episode `i` (problem-major) draws from stream `i` of `params.seed`,
+/// Runs `batch.group_size` episodes of every problem in `episodes` (their environments, caps
+/// and chat template), with the weights `hook` hands over before each decode step; `None`
+/// when the hook stopped decoding. Turn `k` of episode `i` (problem-major) draws from stream `i` of `params.seed`,
 /// as [`policy::sample`] does, so a one-turn episode draws exactly what it would.
 pub fn run_episodes(
     hook: &mut impl StepHook,
     tok: &Tokenizer,
-    envs: &dyn EnvFactory,
+    episodes: &Episodes,
     batch: GroupBatch,
     params: &SamplingParams,
-    limits: EpisodeLimits,
 ) -> policy::Result<Option<EpisodeOutcome>> {
+    let Episodes { envs, limits, chat } = episodes;
     if batch.ids.len() != batch.problems.len() {
         return Err(policy::PolicyError::Input(format!(
             "{} group ids for {} problems",
@@ -137,25 +154,26 @@ pub fn run_episodes(
             batch.problems.len()
         )));
     }
-    let mut episodes = Vec::with_capacity(batch.problems.len() * batch.group_size);
+    let mut running = Vec::with_capacity(batch.problems.len() * batch.group_size);
     for (g, problem) in batch.problems.iter().enumerate() {
         let seed = reset_seed(params.seed, &problem.id);
         for _ in 0..batch.group_size {
-            let i = episodes.len() as u64;
-            episodes.push(Episode::new(
+            let i = running.len() as u64;
+            running.push(Episode::new(
                 g,
                 problem.clone(),
                 seed,
                 envs.make(),
                 params,
+                chat.clone(),
                 i,
             ));
         }
     }
-    let remote = episodes.iter().any(Episode::is_remote);
+    let remote = running.iter().any(Episode::is_remote);
     std::thread::scope(|scope| {
-        let pool = remote.then(|| workers::Workers::spawn(scope, episodes.len()));
-        let mut driver = Driver::new(tok, params, limits, episodes, batch.problems.len(), pool);
+        let pool = remote.then(|| workers::Workers::spawn(scope, running.len()));
+        let mut driver = Driver::new(tok, params, *limits, running, batch.problems.len(), pool);
         if !policy::decode_dynamic(tok.pad_id(), hook, &mut driver)? {
             driver.abandon();
             return Ok(None);

@@ -36,7 +36,7 @@ fn params(m: &ModelDir, max_new_tokens: usize, seed: u64) -> SamplingParams {
 fn run(
     policy: &Policy,
     tok: &Tokenizer,
-    envs: &dyn EnvFactory,
+    envs: Arc<dyn EnvFactory>,
     problems: &[Problem],
     g: usize,
     params: &SamplingParams,
@@ -49,7 +49,12 @@ fn run(
         group_size: g,
     };
     let hook = &mut FixedWeights { policy, version: 3 };
-    run_episodes(hook, tok, envs, batch, params, limits)
+    let episodes = Episodes {
+        envs,
+        limits,
+        chat: None,
+    };
+    run_episodes(hook, tok, &episodes, batch, params)
         .unwrap()
         .unwrap()
 }
@@ -66,7 +71,7 @@ fn a_one_turn_episode_is_exactly_the_sample_of_a_one_turn_task() {
     let probs = problems("addition:2", 6);
     let p = params(&m, 8, 5);
     let single = builtin("single", Arc::new(NumericVerifier)).unwrap();
-    let episodes = run(&policy, &m.tokenizer, single.as_ref(), &probs, 4, &p, WIDE);
+    let episodes = run(&policy, &m.tokenizer, single.clone(), &probs, 4, &p, WIDE);
     // Today's sample: every prompt G times through the sampling loop, decoded and verified.
     let prompts: Vec<Vec<u32>> = probs
         .iter()
@@ -127,7 +132,7 @@ fn environment_tokens_are_masked_and_model_tokens_keep_the_sampling_invariant() 
         max_turns: 4,
         max_tokens: 40,
     };
-    let out = run(&policy, &m.tokenizer, guess.as_ref(), &probs, 4, &p, limits);
+    let out = run(&policy, &m.tokenizer, guess.clone(), &probs, 4, &p, limits);
     assert_eq!(out.groups.len(), 4);
     let mut multi = 0;
     for g in &out.groups {
@@ -211,7 +216,7 @@ fn caps_end_episodes_and_a_capped_episode_is_truncated() {
         max_turns: 2,
         max_tokens: 1000,
     };
-    let out = run(&policy, &m.tokenizer, guess.as_ref(), &probs, 4, &p, turns);
+    let out = run(&policy, &m.tokenizer, guess.clone(), &probs, 4, &p, turns);
     assert!(out
         .groups
         .iter()
@@ -221,7 +226,7 @@ fn caps_end_episodes_and_a_capped_episode_is_truncated() {
         max_turns: 100,
         max_tokens: 5,
     };
-    let out = run(&policy, &m.tokenizer, guess.as_ref(), &probs, 4, &p, tokens);
+    let out = run(&policy, &m.tokenizer, guess.clone(), &probs, 4, &p, tokens);
     for s in out.groups.iter().flat_map(|g| &g.samples) {
         assert!(s.tokens.len() <= 5);
         if s.reward == 0.0 {
@@ -309,7 +314,7 @@ fn a_failing_environment_drops_its_group_with_the_reason_and_nothing_else() {
             }),
         };
         let p = params(&m, 3, 2);
-        let out = run(&policy, &m.tokenizer, &envs, &probs, 3, &p, WIDE);
+        let out = run(&policy, &m.tokenizer, Arc::new(envs), &probs, 3, &p, WIDE);
         assert_eq!(out.dropped.len(), 1, "remote {remote}");
         assert_eq!(out.dropped[0].problem_id, probs[1].id);
         assert_eq!(out.dropped[0].error.reason(), "env_timeout");
@@ -332,7 +337,7 @@ fn a_failing_environment_drops_its_group_with_the_reason_and_nothing_else() {
     let out = run(
         &policy,
         &m.tokenizer,
-        &envs,
+        Arc::new(envs),
         &probs,
         2,
         &params(&m, 3, 2),
@@ -392,10 +397,107 @@ fn rows_keep_decoding_while_a_remote_environment_answers() {
         group_size: 2,
     };
     let p = params(&m, 2, 4);
-    let out = run_episodes(hook, &m.tokenizer, &envs, batch, &p, WIDE)
+    let episodes = Episodes {
+        envs: Arc::new(envs),
+        limits: WIDE,
+        chat: None,
+    };
+    let out = run_episodes(hook, &m.tokenizer, &episodes, batch, &p)
         .unwrap()
         .unwrap();
     assert!(out.dropped.is_empty(), "{:?}", out.dropped);
     assert_eq!(out.groups.len(), 2);
     assert!(out.stats.env_latencies.len() >= 2 * 2 * 5);
+}
+
+#[test]
+fn episodes_in_a_chat_template_are_its_rendering_of_the_conversation() {
+    let m = model();
+    let policy = m.policy().unwrap();
+    // Markers of plain characters, so that the character-level default model can take them.
+    let template = policy::ChatTemplate::new(
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ eos_token if m.role == 'assistant' else '' }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}",
+        None,
+        Some("</s>".into()),
+    )
+    .unwrap();
+    let tok = m.tokenizer.clone().with_chat_template(template.clone());
+    let probs = problems("guess:3", 3);
+    let episodes = Episodes {
+        envs: builtin("guess", Arc::new(NumericVerifier)).unwrap(),
+        limits: EpisodeLimits {
+            max_turns: 3,
+            max_tokens: 200,
+        },
+        chat: chat::ChatFormat::resolve(chat::AUTO, Some("Find it."), &tok).unwrap(),
+    };
+    let ids = ids(probs.len());
+    let batch = GroupBatch {
+        problems: &probs,
+        ids: &ids,
+        group_size: 4,
+    };
+    let hook = &mut FixedWeights {
+        policy: &policy,
+        version: 1,
+    };
+    let p = params(&m, 3, 11);
+    let out = run_episodes(hook, &tok, &episodes, batch, &p)
+        .unwrap()
+        .unwrap();
+    assert!(out.dropped.is_empty(), "{:?}", out.dropped);
+    let text = |ids: &[u32]| tok.decode_with_special(ids).unwrap();
+    let (mut multi, mut cut) = (0, 0);
+    for (g, problem) in out.groups.iter().zip(&probs) {
+        g.validate(tok.vocab_size()).unwrap();
+        assert_eq!(
+            text(&g.prompt_tokens),
+            format!("<system>Find it.\n<user>{}\n<assistant>", problem.prompt)
+        );
+        for s in &g.samples {
+            // Split the sample into its model turns and the environment's suffixes, and
+            // rebuild the conversation from them.
+            let mask = if s.mask.is_empty() {
+                vec![true; s.tokens.len()]
+            } else {
+                s.mask.clone()
+            };
+            let mut messages = vec![
+                policy::Message::system("Find it."),
+                policy::Message::user(problem.prompt.clone()),
+            ];
+            let mut k = 0;
+            while k < s.tokens.len() {
+                let run = mask[k..].iter().take_while(|&&m| m == mask[k]).count();
+                let segment = text(&s.tokens[k..k + run]);
+                if mask[k] {
+                    let content = segment.strip_suffix("</s>").unwrap_or(&segment);
+                    messages.push(policy::Message::assistant(content));
+                } else {
+                    cut += segment.starts_with("</s>") as usize;
+                    let reply = segment
+                        .trim_start_matches("</s>")
+                        .strip_prefix("\n<user>")
+                        .and_then(|r| r.strip_suffix("\n<assistant>"))
+                        .unwrap_or_else(|| panic!("environment suffix {segment:?}"));
+                    messages.push(policy::Message::user(reply));
+                }
+                k += run;
+            }
+            multi += (s.turns > 1) as usize;
+            assert_eq!(s.turns as usize, messages.len() / 2, "{messages:?}");
+            assert_eq!(s.logprobs.len(), mask.iter().filter(|&&m| m).count());
+            // The whole episode is the template's rendering of that conversation, cut where
+            // the model's last turn ended.
+            let whole = template.render(&messages, false).unwrap();
+            let seen = text(&[g.prompt_tokens.clone(), s.tokens.clone()].concat());
+            assert!(whole.starts_with(&seen), "{seen:?}\nvs\n{whole:?}");
+            assert!(
+                whole.len() - seen.len() <= "</s>\n".len(),
+                "{seen:?} vs {whole:?}"
+            );
+        }
+    }
+    assert!(multi > 0, "no episode took a second turn");
+    assert!(cut > 0, "no turn was cut off before its stop token");
 }

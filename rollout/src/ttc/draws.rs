@@ -19,7 +19,7 @@ impl EvalSet<'_> {
         }
         let mut rows: Vec<(Vec<u32>, &mut Drawn)> = Vec::new();
         for (p, samples) in self.problems.iter().zip(draws.per_problem.iter_mut()) {
-            let prompt = self.tok.encode(&p.prompt)?;
+            let prompt = self.prompt_tokens(p)?;
             for s in samples.iter_mut().filter(|s| !s.tokens.is_empty()) {
                 rows.push((prompt.iter().chain(&s.tokens).copied().collect(), s));
             }
@@ -111,9 +111,15 @@ impl EvalSet<'_> {
     }
 
     fn encode(&self, problems: &[Problem]) -> policy::Result<Vec<Vec<u32>>> {
-        problems
-            .iter()
-            .map(|p| self.tok.encode(&p.prompt))
-            .collect()
+        problems.iter().map(|p| self.prompt_tokens(p)).collect()
+    }
+
+    /// A problem's prompt as the episodes show it (in the model's chat template, if any).
+    fn prompt_tokens(&self, p: &Problem) -> policy::Result<Vec<u32>> {
+        let mut conversation = crate::Conversation::new(self.episodes.chat.clone());
+        let text = conversation
+            .open(&p.prompt)
+            .map_err(|e| policy::PolicyError::Input(e.to_string()))?;
+        self.tok.encode(&text)
     }
 }

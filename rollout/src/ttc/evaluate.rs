@@ -113,8 +113,12 @@ pub fn evaluate_with_progress(
     let running = std::cell::RefCell::new(String::new());
     let on_problems = |done: usize| progress(&running.borrow(), done, n);
     let verifier = source.verifier();
-    // `oxrl eval`'s samplers compare one-turn answers.
-    let episodes = crate::episode::Episodes::single(verifier.clone());
+    // `oxrl eval`'s samplers compare one-turn answers, asked in the model's chat template
+    // when it has one.
+    let episodes = crate::episode::Episodes {
+        chat: crate::ChatFormat::resolve(crate::episode::chat::AUTO, None, tok)?,
+        ..crate::episode::Episodes::single(verifier.clone())
+    };
     let set = EvalSet {
         policy,
         tok,
