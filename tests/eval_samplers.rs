@@ -134,3 +134,71 @@ fn eval_reads_a_dataset_runs_beam_and_power_and_rejects_bad_samplers() {
         "{err}"
     );
 }
+
+#[test]
+fn per_prompt_optimization_is_a_sampler_with_its_cost_and_no_steps_is_greedy() {
+    let out = oxrl(&[
+        "eval",
+        "--task",
+        "addition:2",
+        "--n",
+        "6",
+        "--max-new-tokens",
+        "12",
+        "--sampler",
+        "greedy,per-prompt:4,0",
+        "--sampler",
+        "per-prompt:4,2",
+    ]);
+    let json = last_json(&out);
+    let rows = json["samplers"].as_array().unwrap();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["sampler"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["greedy", "per-prompt:4,0", "per-prompt:4,2"]);
+    let (greedy, no_steps, two_steps) = (&rows[0], &rows[1], &rows[2]);
+    // No steps: the greedy answers of the model's own weights, problem by problem.
+    assert_eq!(no_steps["accuracy"], greedy["accuracy"]);
+    assert_eq!(no_steps["tokens"], greedy["tokens"]);
+    assert_eq!(no_steps["examples"], greedy["examples"]);
+    assert_eq!(no_steps["samples_per_problem"], 1);
+    // Two steps of 4 samples per problem, each at least one token, and the answer: its cost
+    // counts them all.
+    assert_eq!(two_steps["samples_per_problem"], 9);
+    let tokens = two_steps["tokens"].as_u64().unwrap();
+    assert!(tokens >= 6 * (2 * 4 + 1), "{two_steps}");
+    assert!(tokens > greedy["tokens"].as_u64().unwrap());
+    assert!(two_steps["wall_s"].as_f64().unwrap() > 0.0);
+    let accuracy = two_steps["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy));
+    assert_eq!(keys_of(two_steps), ["1"]);
+
+    let help = oxrl(&["eval", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("per-prompt:N,STEPS") && help.contains("--per-prompt-lr"),
+        "{help}"
+    );
+    for (spec, reason) in [
+        ("per-prompt:8", "needs N samples per step and STEPS"),
+        ("per-prompt:0,1", "must be >= 2"),
+    ] {
+        let bad = oxrl_unchecked(&["eval", "--sampler", spec, "--n", "1"]);
+        assert!(!bad.status.success());
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            err.contains(reason) && err.contains("per-prompt:N,STEPS"),
+            "{spec}: {err}"
+        );
+    }
+}
+
+fn keys_of(row: &serde_json::Value) -> Vec<String> {
+    row["pass_at_k"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}

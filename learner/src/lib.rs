@@ -1,5 +1,6 @@
 //! The learner: turns rollout groups into optimizer steps (the ScaleRL update), the
-//! synchronous RL loop and its curriculum, run checkpoints, the metrics log, and the supervised warm start.
+//! synchronous RL loop and its curriculum, run checkpoints, the metrics log, the supervised warm start,
+//! and the learner per-prompt optimization trains at test time (`per_prompt.rs`).
 //!
 //! **Architecture Invariant:** only the learner writes weights; everyone else reads
 //! versioned snapshots.
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod objective;
 pub mod optim;
 pub mod params;
+pub mod per_prompt;
 pub mod replicas;
 pub mod server;
 pub mod sft;
@@ -23,6 +25,7 @@ pub mod update;
 pub use error::{LearnerError, Result};
 pub use optim::{AdamW, AdamWConfig};
 pub use params::TrainableModel;
+pub use per_prompt::{per_prompt_update, PerPromptLearner, PER_PROMPT_LR};
 pub use rollout::config::{PipelineConfig, RunConfig};
 pub use sft::{train_sft, SftConfig};
 pub use update::{Learner, StepReport, UpdateConfig};

@@ -5,8 +5,22 @@ use super::sampling_flags::SamplingFlags;
 use crate::{model_arg, progress};
 use anyhow::Context;
 use rollout::config::{at_least, real, ConfigError, Interval};
-use rollout::ttc::{self, PowerParams, Sampler, SamplerReport, TtcOptions};
+use rollout::ttc::{self, PowerParams, Sampler, SamplerReport, SamplerSpecError, TtcOptions};
 use std::path::PathBuf;
+use std::str::FromStr;
+
+/// One `--sampler` value: one sampler or a comma-separated list (`per-prompt:N,STEPS` keeps
+/// its comma).
+#[derive(Clone)]
+struct SamplerList(Vec<Sampler>);
+
+impl FromStr for SamplerList {
+    type Err = SamplerSpecError;
+
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        ttc::parse_list(list).map(SamplerList)
+    }
+}
 
 /// The help text after the options: every sampler and what the report holds.
 const SAMPLERS: &str = "\
@@ -23,10 +37,14 @@ Samplers (repeat --sampler, or separate with commas; all run on the same problem
   power, power:N     power sampling (Karan & Du 2025): 1 or N chains whose target is
                      p(x)^alpha, proposals at temperature 1/alpha (--alpha, --block,
                      --mcmc-steps)
+  per-prompt:N,STEPS per-prompt optimization (test-time RL, TTRL): for each prompt alone,
+                     from the model's weights, STEPS learner steps each on N samples
+                     rewarded 1 if their answer is the majority answer of the N (no
+                     reference answer), then the greedy answer (--per-prompt-lr)
 
 Samplers with the same N share one set of draws. Each row reports accuracy, unbiased pass@k
-for each --k up to its samples per problem, tokens generated (all samples, beams and MCMC
-proposals) and seconds. The last stdout line is the JSON report (also written to --json):
+for each --k up to its samples per problem, tokens generated (all samples, beams, MCMC
+proposals and per-prompt's training samples) and seconds. The last stdout line is the JSON report (also written to --json):
 {\"model\", \"task\", \"n\", \"max_new_tokens\", \"seed\", \"samplers\": [{\"sampler\", \"accuracy\",
 \"pass_at_k\", \"tokens\", \"wall_s\", ...}], \"wall_s\"}. See docs/test-time-compute.md.";
 
@@ -49,8 +67,8 @@ pub struct Args {
     #[arg(long, default_value_t = 500)]
     n: usize,
     /// Sampler(s) to compare; see the list below.
-    #[arg(long = "sampler", value_delimiter = ',', default_value = "greedy")]
-    samplers: Vec<Sampler>,
+    #[arg(long = "sampler", default_value = "greedy")]
+    samplers: Vec<SamplerList>,
     /// Length budget of every completion.
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
@@ -69,6 +87,10 @@ pub struct Args {
     /// Power sampling: Metropolis-Hastings steps after each block.
     #[arg(long, default_value_t = 10)]
     mcmc_steps: usize,
+    /// per-prompt:N,STEPS: the learning rate of its AdamW steps (the rest of the update is
+    /// the run config's `[update]` default, without warm-up).
+    #[arg(long, default_value_t = learner::PER_PROMPT_LR)]
+    per_prompt_lr: f64,
     /// Sequences decoded together (prompts x samples per prompt).
     #[arg(long, default_value_t = 256)]
     batch: usize,
@@ -89,6 +111,7 @@ impl Args {
             at_least("--k", k as u64, 1)?;
         }
         real("--alpha", f64::from(self.alpha), Interval::POSITIVE)?;
+        real("--per-prompt-lr", self.per_prompt_lr, Interval::POSITIVE)?;
         self.sampling.check(self.max_new_tokens, self.seed)
     }
 }
@@ -106,6 +129,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         None => a.task.clone(),
     };
     a.validate()?;
+    let samplers: Vec<Sampler> = a.samplers.iter().flat_map(|l| l.0.clone()).collect();
     let m = model_arg::load(&a.model)?;
     // A file given with --data is what the user wants scored: all of it, not a held-out slice.
     let split = if a.data.is_some() {
@@ -116,6 +140,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let source = tasks::from_spec_split(&spec, a.seed, &tasks::VerifierRegistry::new(), &split)
         .with_context(|| format!("loading task {spec:?}"))?;
     let policy = m.policy()?;
+    // per-prompt:N,STEPS trains a copy of the weights, reset before every prompt.
+    let mut per_prompt = match samplers.iter().any(Sampler::needs_learner) {
+        true => {
+            let model =
+                learner::TrainableModel::new(m.config.clone(), m.tokenizer.clone(), &m.weights)?;
+            let update = learner::per_prompt_update(a.per_prompt_lr);
+            Some(learner::PerPromptLearner::new(model, update)?)
+        }
+        false => None,
+    };
     let opts = TtcOptions {
         sampling: a.sampling.params(a.max_new_tokens, m.eos_ids(), a.seed),
         ks: a.ks.clone(),
@@ -139,8 +173,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &m.tokenizer,
         source.as_ref(),
         a.n,
-        &a.samplers,
+        &samplers,
         &opts,
+        per_prompt
+            .as_mut()
+            .map(|l| l as &mut dyn ttc::TestTimeLearner),
         &|sampler, done, n| {
             if *running.borrow() != sampler {
                 *running.borrow_mut() = sampler.to_string();
@@ -149,7 +186,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 pb.set_message(format!(
                     "{sampler} (sampler {}/{})",
                     index.get(),
-                    a.samplers.len()
+                    samplers.len()
                 ));
             }
             pb.set_length(n as u64);

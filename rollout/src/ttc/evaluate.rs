@@ -5,11 +5,13 @@
 //! set of draws per N, so they differ only in how they choose; each reports the tokens and
 //! time those draws cost (what it would cost alone) plus its own selection time. Greedy and
 //! sampled draws come from `crate::eval`, the code training's evaluation runs, so greedy here
-//! is exactly training's greedy pass@1.
+//! is exactly training's greedy pass@1. `per-prompt:N,STEPS` changes the weights, so it runs
+//! only with a [`TestTimeLearner`] lent by the caller (`per_prompt.rs`).
 
 use super::beam::BeamParams;
 use super::best_of::{self, Selection};
 use super::passk::mean_pass_at_k;
+use super::per_prompt::TestTimeLearner;
 use super::power::PowerParams;
 use super::sampler::Sampler;
 use super::vote::majority_vote;
@@ -94,11 +96,14 @@ pub fn evaluate(
     samplers: &[Sampler],
     opts: &TtcOptions,
 ) -> policy::Result<Vec<SamplerReport>> {
-    evaluate_with_progress(policy, tok, source, n, samplers, opts, &|_, _, _| {})
+    evaluate_with_progress(policy, tok, source, n, samplers, opts, None, &|_, _, _| {})
 }
 
 /// [`evaluate`], calling `progress(sampler, problems done, problems)` as batches finish
-/// (once at the end for a sampler whose draws are shared with an earlier one).
+/// (once at the end for a sampler whose draws are shared with an earlier one). `learner`
+/// is what `per-prompt:N,STEPS` trains (its starting weights should be `policy`'s); that
+/// sampler is an error without one.
+#[allow(clippy::too_many_arguments)] // evaluate's arguments, the learner and the progress
 pub fn evaluate_with_progress(
     policy: &Policy,
     tok: &Tokenizer,
@@ -106,8 +111,16 @@ pub fn evaluate_with_progress(
     n: usize,
     samplers: &[Sampler],
     opts: &TtcOptions,
+    mut learner: Option<&mut dyn TestTimeLearner>,
     progress: &dyn Fn(&str, usize, usize),
 ) -> policy::Result<Vec<SamplerReport>> {
+    if let Some(s) = samplers.iter().find(|s| s.needs_learner()) {
+        if learner.is_none() {
+            return Err(policy::PolicyError::Input(format!(
+                "sampler {s} trains the model and needs a learner to evaluate it"
+            )));
+        }
+    }
     let problems = held_out_problems(source, n);
     let n = problems.len();
     let running = std::cell::RefCell::new(String::new());
@@ -133,7 +146,7 @@ pub fn evaluate_with_progress(
     for &sampler in samplers {
         *running.borrow_mut() = sampler.to_string();
         on_problems(0);
-        let run = run_sampler(&set, sampler, opts, &mut shared)?;
+        let run = run_sampler(&set, sampler, opts, &mut shared, learner.as_deref_mut())?;
         let report = report(sampler, source.name(), &problems, run, opts);
         on_problems(n);
         tracing::info!(
@@ -170,11 +183,12 @@ impl SamplerRun {
 
 /// Draws what `sampler` needs (or reuses the N samples per problem in `shared`) and lets it
 /// choose its answers.
-fn run_sampler(
+fn run_sampler<'l>(
     set: &EvalSet,
     sampler: Sampler,
     opts: &TtcOptions,
     shared: &mut HashMap<usize, Draws>,
+    learner: Option<&mut (dyn TestTimeLearner + 'l)>,
 ) -> policy::Result<SamplerRun> {
     match sampler {
         Sampler::Greedy | Sampler::Sample => {
@@ -237,6 +251,11 @@ fn run_sampler(
                 wall_s: d.wall_s,
                 acceptance_rate: Some(rate),
             })
+        }
+        Sampler::PerPrompt { n, steps } => {
+            let learner = learner.expect("checked before any sampler ran");
+            let d = set.per_prompt(learner, n, steps, &opts.sampling)?;
+            Ok(SamplerRun::choosing(&d, 0))
         }
     }
 }

@@ -6,6 +6,8 @@
 //! - [`vote`]: majority vote over verifier-extracted answers, ties broken deterministically.
 //! - [`passk`]: the unbiased pass@k estimator.
 //! - [`power`]: power sampling (Karan & Du 2025), target `p(x)^alpha` by Metropolis-Hastings.
+//! - [`per_prompt`]: per-prompt optimization, test-time RL on each prompt with a
+//!   self-consistency reward (TTRL), through a learner the caller lends.
 //! - [`sampler`]: the `--sampler` spellings; [`evaluate`](mod@evaluate): runs samplers on
 //!   held-out problems.
 //!
@@ -19,6 +21,7 @@ pub mod best_of;
 mod draws;
 pub mod evaluate;
 pub mod passk;
+pub mod per_prompt;
 pub mod power;
 pub mod sampler;
 pub mod vote;
@@ -27,6 +30,7 @@ pub use beam::{beam_search, Beam, BeamOutput, BeamParams};
 pub use best_of::Selection;
 pub use evaluate::{evaluate, evaluate_with_progress, Example, SamplerReport, TtcOptions};
 pub use passk::{mean_pass_at_k, pass_at_k};
+pub use per_prompt::{self_consistency_rewards, PerPromptRun, PromptAnswer, TestTimeLearner};
 pub use power::{power_sample, PowerParams, PowerSample};
-pub use sampler::{Sampler, SamplerSpecError};
+pub use sampler::{parse_list, Sampler, SamplerSpecError};
 pub use vote::{majority_vote, Vote};

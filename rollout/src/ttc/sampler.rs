@@ -10,6 +10,10 @@
 //! | `majority:N` | the answer most of N samples agree on (the verifier extracts answers) |
 //! | `pass:N` | N samples, scored by their mean reward (pass@1) and pass@k |
 //! | `power`, `power:N` | 1 (or N) power-sampled completions, target `p^alpha` |
+//! | `per-prompt:N,STEPS` | greedy answer after STEPS RL steps on that prompt alone, each on N samples rewarded by agreeing with their majority (`per_prompt.rs`) |
+//!
+//! A list of samplers is comma-separated ([`parse_list`]); a piece that starts with a digit
+//! continues the one before it, so `majority:8,per-prompt:8,2` is two samplers.
 
 use super::best_of::Selection;
 use std::fmt;
@@ -35,13 +39,17 @@ pub enum Sampler {
     PassAtK { n: usize },
     /// `chains` independent power-sampling chains per prompt.
     Power { chains: usize },
+    /// Per-prompt optimization: `steps` RL steps on the prompt alone, each on `n` samples
+    /// rewarded by agreement with their majority answer, then the greedy answer.
+    PerPrompt { n: usize, steps: usize },
 }
 
 /// A `--sampler` value that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "bad sampler {spec:?}: {reason}; samplers are greedy, sample, beam:W, beam-mean:W, \
-     best-of:N, best-of-mean:N, best-of-oracle:N, majority:N, pass:N, power, power:N"
+     best-of:N, best-of-mean:N, best-of-oracle:N, majority:N, pass:N, power, power:N, \
+     per-prompt:N,STEPS"
 )]
 pub struct SamplerSpecError {
     /// The value given.
@@ -51,13 +59,20 @@ pub struct SamplerSpecError {
 }
 
 impl Sampler {
-    /// Samples (or chains, or beams' results) each prompt's answer is chosen from.
+    /// Samples (or chains, or beams' results) each prompt's answer is chosen from; for
+    /// `per-prompt:N,STEPS`, the completions it draws: N per step and the greedy answer.
     pub fn samples_per_problem(&self) -> usize {
         match *self {
             Sampler::Greedy | Sampler::Sample | Sampler::Beam { .. } => 1,
             Sampler::BestOf { n, .. } | Sampler::Majority { n } | Sampler::PassAtK { n } => n,
             Sampler::Power { chains } => chains,
+            Sampler::PerPrompt { n, steps } => n * steps + 1,
         }
+    }
+
+    /// Whether it changes the weights (and so needs a learner to evaluate).
+    pub fn needs_learner(&self) -> bool {
+        matches!(self, Sampler::PerPrompt { .. })
     }
 
     /// Whether the figure needs the reference answer to pick (not a deployable method).
@@ -80,6 +95,9 @@ impl FromStr for Sampler {
             spec: spec.to_string(),
             reason: reason.to_string(),
         };
+        if let Some(rest) = spec.trim().strip_prefix("per-prompt") {
+            return per_prompt(rest).map_err(|reason| err(&reason));
+        }
         let (name, count) = match spec.trim().split_once(':') {
             Some((name, n)) => {
                 let n: usize = n
@@ -151,8 +169,50 @@ impl fmt::Display for Sampler {
             Sampler::PassAtK { n } => write!(f, "pass:{n}"),
             Sampler::Power { chains: 1 } => write!(f, "power"),
             Sampler::Power { chains } => write!(f, "power:{chains}"),
+            Sampler::PerPrompt { n, steps } => write!(f, "per-prompt:{n},{steps}"),
         }
     }
+}
+
+/// `per-prompt`'s `:N,STEPS` (what follows the name), or what is wrong with it.
+fn per_prompt(rest: &str) -> Result<Sampler, String> {
+    let usage = "per-prompt needs N samples per step and STEPS, e.g. per-prompt:8,2";
+    let (n, steps) = rest
+        .trim()
+        .strip_prefix(':')
+        .and_then(|counts| counts.split_once(','))
+        .ok_or(usage)?;
+    let whole = |s: &str, what: &str| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("{what} in per-prompt:N,STEPS must be a whole number"))
+    };
+    let (n, steps) = (whole(n, "N")?, whole(steps, "STEPS")?);
+    if n < 2 {
+        // One sample always agrees with its own majority: every reward 1, nothing to learn.
+        return Err(
+            "N in per-prompt:N,STEPS must be >= 2 (one sample always agrees with \
+                    itself, so it has nothing to learn from)"
+                .into(),
+        );
+    }
+    Ok(Sampler::PerPrompt { n, steps })
+}
+
+/// A comma-separated list of samplers. A piece that starts with a digit belongs to the one
+/// before it (`per-prompt:8,2`), so `greedy,per-prompt:8,2,majority:16` is three samplers.
+pub fn parse_list(list: &str) -> Result<Vec<Sampler>, SamplerSpecError> {
+    let mut specs: Vec<String> = Vec::new();
+    for piece in list.split(',') {
+        match specs.last_mut() {
+            Some(last) if piece.trim_start().starts_with(|c: char| c.is_ascii_digit()) => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => specs.push(piece.to_string()),
+        }
+    }
+    specs.iter().map(|s| s.parse()).collect()
 }
 
 #[cfg(test)]
@@ -173,6 +233,8 @@ mod tests {
             "pass:16",
             "power",
             "power:4",
+            "per-prompt:8,2",
+            "per-prompt:2,0",
         ] {
             let s: Sampler = spec.parse().unwrap();
             assert_eq!(s.to_string(), spec);
@@ -194,9 +256,44 @@ mod tests {
             ("majority:x", "whole number"),
             ("pass:0", ">= 1"),
             ("nucleus", "unknown sampler"),
+            ("per-prompt:8", "needs N samples per step and STEPS"),
+            ("per-prompt", "needs N samples per step and STEPS"),
+            ("per-prompt:0,1", "must be >= 2"),
+            ("per-prompt:1,3", "must be >= 2"),
+            (
+                "per-prompt:8,x",
+                "STEPS in per-prompt:N,STEPS must be a whole number",
+            ),
+            (
+                "per-prompt:-1,2",
+                "N in per-prompt:N,STEPS must be a whole number",
+            ),
         ] {
             let e = spec.parse::<Sampler>().unwrap_err().to_string();
-            assert!(e.contains(reason) && e.contains("best-of:N"), "{spec}: {e}");
+            assert!(
+                e.contains(reason) && e.contains("best-of:N") && e.contains("per-prompt:N,STEPS"),
+                "{spec}: {e}"
+            );
         }
+        assert_eq!(
+            "per-prompt:8,2".parse::<Sampler>().unwrap(),
+            Sampler::PerPrompt { n: 8, steps: 2 }
+        );
+    }
+
+    #[test]
+    fn lists_keep_per_prompt_counts_together() {
+        assert_eq!(
+            parse_list("greedy,per-prompt:8,2,majority:16").unwrap(),
+            vec![
+                Sampler::Greedy,
+                Sampler::PerPrompt { n: 8, steps: 2 },
+                Sampler::Majority { n: 16 }
+            ]
+        );
+        assert_eq!(parse_list("beam:2,power").unwrap().len(), 2);
+        // A number with nothing before it is not a sampler.
+        assert!(parse_list("8,greedy").is_err());
+        assert!(parse_list("per-prompt:8").is_err());
     }
 }
