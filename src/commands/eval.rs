@@ -44,7 +44,8 @@ Samplers (repeat --sampler, or separate with commas; all run on the same problem
 
 Samplers with the same N share one set of draws. Each row reports accuracy, unbiased pass@k
 for each --k up to its samples per problem, tokens generated (all samples, beams, MCMC
-proposals and per-prompt's training samples) and seconds. The last stdout line is the JSON report (also written to --json):
+proposals and per-prompt's training samples) and seconds. The last stdout line is the JSON
+report (also written to --json):
 {\"model\", \"task\", \"n\", \"max_new_tokens\", \"seed\", \"samplers\": [{\"sampler\", \"accuracy\",
 \"pass_at_k\", \"tokens\", \"wall_s\", ...}], \"wall_s\"}. See docs/test-time-compute.md.";
 
@@ -141,14 +142,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("loading task {spec:?}"))?;
     let policy = m.policy()?;
     // per-prompt:N,STEPS trains a copy of the weights, reset before every prompt.
-    let mut per_prompt = match samplers.iter().any(Sampler::needs_learner) {
-        true => {
-            let model =
-                learner::TrainableModel::new(m.config.clone(), m.tokenizer.clone(), &m.weights)?;
-            let update = learner::per_prompt_update(a.per_prompt_lr);
-            Some(learner::PerPromptLearner::new(model, update)?)
-        }
-        false => None,
+    let mut per_prompt = if samplers.iter().any(Sampler::needs_learner) {
+        let model =
+            learner::TrainableModel::new(m.config.clone(), m.tokenizer.clone(), &m.weights)?;
+        let update = learner::per_prompt_update(a.per_prompt_lr);
+        Some(learner::PerPromptLearner::new(model, update)?)
+    } else {
+        None
     };
     let opts = TtcOptions {
         sampling: a.sampling.params(a.max_new_tokens, m.eos_ids(), a.seed),

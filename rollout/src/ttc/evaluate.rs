@@ -400,4 +400,35 @@ mod tests {
             0.0
         );
     }
+
+    #[test]
+    fn per_prompt_without_a_learner_is_refused_before_anything_runs() {
+        let m = policy::default_model::embedded().unwrap();
+        let source = tasks::from_spec("addition:2", 0, &tasks::VerifierRegistry::new()).unwrap();
+        let opts = TtcOptions {
+            sampling: SamplingParams::default(),
+            ks: Vec::new(),
+            power: PowerParams::default(),
+            batch_rows: 8,
+        };
+        let samplers = ["greedy".parse().unwrap(), "per-prompt:4,1".parse().unwrap()];
+        let ran = std::cell::Cell::new(false);
+        let err = evaluate_with_progress(
+            &m.policy().unwrap(),
+            &m.tokenizer,
+            source.as_ref(),
+            2,
+            &samplers,
+            &opts,
+            None,
+            &|_, _, _| ran.set(true),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().contains("per-prompt:4,1 trains the model"),
+            "{err}"
+        );
+        assert!(!ran.get(), "greedy ran before the refusal");
+    }
 }
