@@ -19,19 +19,28 @@ pub struct Labelled {
     pub correct: bool,
 }
 
-/// `n` completions of each of `problems` from `policy` at `params` (temperature, length,
-/// stop tokens, seed), labelled by `verifier`. `rows` sequences are decoded together;
+/// How the samples are drawn.
+#[derive(Debug, Clone)]
+pub struct Draw {
+    /// Completions per prompt (N).
+    pub per_prompt: usize,
+    /// Temperature, length budget, stop tokens and seed.
+    pub params: SamplingParams,
+    /// Sequences decoded together.
+    pub rows: usize,
+}
+
+/// `draw.per_prompt` completions of each of `problems` from `policy`, labelled by `verifier`;
 /// `on_prompts(done)` sees progress.
 pub fn label_samples(
     policy: &Policy,
     tok: &Tokenizer,
     problems: &[Problem],
     verifier: Arc<dyn Verifier>,
-    n: usize,
-    params: &SamplingParams,
-    rows: usize,
+    draw: &Draw,
     mut on_prompts: impl FnMut(usize),
 ) -> Result<Vec<Labelled>> {
+    let (n, params, rows) = (draw.per_prompt, &draw.params, draw.rows);
     let episodes = Episodes {
         chat: ChatFormat::resolve(rollout::episode::chat::AUTO, None, tok)?,
         ..Episodes::single(verifier)

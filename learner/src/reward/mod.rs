@@ -17,7 +17,7 @@ use crate::error::{LearnerError, Result};
 use crate::optim::{accumulate, learning_rate, AdamW, AdamWConfig, Grads};
 use calibration::Calibration;
 use candle_core::{DType, Tensor, Var};
-use data::{label_samples, Labelled};
+use data::{label_samples, Draw, Labelled};
 use policy::{reward_config, ModelDir, RewardModel, RewardModelDir, SamplingParams, Weights};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -163,26 +163,21 @@ pub fn train_reward_model(
         };
         let held_out = split == Split::Eval;
         let total = problems.len();
-        let p = SamplingParams {
-            seed: params.seed ^ u64::from(held_out) << 32,
-            ..params.clone()
-        };
-        label_samples(
-            &sampler,
-            tok,
-            &problems,
-            source.verifier(),
-            cfg.samples_per_prompt,
-            &p,
-            cfg.sample_rows,
-            |done| {
-                on(RmProgress::Sampling {
-                    held_out,
-                    done,
-                    total,
-                })
+        let draw = Draw {
+            per_prompt: cfg.samples_per_prompt,
+            params: SamplingParams {
+                seed: params.seed ^ (u64::from(held_out) << 32),
+                ..params.clone()
             },
-        )
+            rows: cfg.sample_rows,
+        };
+        label_samples(&sampler, tok, &problems, source.verifier(), &draw, |done| {
+            on(RmProgress::Sampling {
+                held_out,
+                done,
+                total,
+            })
+        })
     };
     let train = sample(Split::Train, cfg.train_prompts, &mut on_progress)?;
     let held_out = sample(Split::Eval, cfg.eval_prompts, &mut on_progress)?;
