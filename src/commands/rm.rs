@@ -135,6 +135,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         "train_samples": out.train_samples,
         "train_accuracy": out.train_accuracy,
         "held_out": out.held_out,
+        "held_out_within_prompt_auc": out.held_out_within_prompt_auc,
         "held_out_best_of_n": out.held_out_best_of_n,
         "samples_per_prompt": cfg.samples_per_prompt,
         "wall_s": started.elapsed().as_secs_f64(),
@@ -145,14 +146,17 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     )?;
     let h = &out.held_out;
     println!(
-        "{}: reward model in {}; held-out ({} samples of {} prompts): AUC {}, ECE {:.3}, \
-         mean predicted {:.3} vs accuracy {:.3}; its pick of {} samples is right {:.3} of the time",
+        "{}: reward model in {}; held-out ({} samples of {} prompts): AUC {} (within a \
+         prompt {}), ECE {:.3}, mean predicted {:.3} vs accuracy {:.3}; its pick of {} samples \
+         is right {:.3} of the time",
         source.name(),
         a.out.display(),
         h.n,
         h.n / cfg.samples_per_prompt.max(1),
         h.auc
             .map_or("n/a (one class)".into(), |v| format!("{v:.3}")),
+        out.held_out_within_prompt_auc
+            .map_or("n/a".into(), |v| format!("{v:.3}")),
         h.ece,
         h.mean_predicted,
         h.accuracy,

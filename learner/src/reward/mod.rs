@@ -125,6 +125,10 @@ pub struct RmOutcome {
     pub train_samples: usize,
     /// AUC and calibration on the held-out prompts' samples.
     pub held_out: Calibration,
+    /// AUC within each held-out prompt (right against wrong samples of the same prompt),
+    /// averaged over the prompts that have both: the ranking best-of-N uses, which the pooled
+    /// AUC can overstate by ranking easy prompts above hard ones.
+    pub held_out_within_prompt_auc: Option<f64>,
     /// Of each held-out prompt's N samples, the reward model's pick: its mean correctness.
     pub held_out_best_of_n: f64,
 }
@@ -197,6 +201,7 @@ pub fn train_reward_model(
     let probs = probabilities(&rm, &held_out, cfg.sample_rows, tok.pad_id())?;
     let labels: Vec<bool> = held_out.iter().map(|l| l.correct).collect();
     let held_out_best_of_n = best_of_n(&held_out, &probs);
+    let held_out_within_prompt_auc = within_prompt_auc(&held_out, &probs);
     let snapshot: Weights = vars
         .iter()
         .map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?)))
@@ -210,6 +215,7 @@ pub fn train_reward_model(
         train_accuracy: train.iter().filter(|l| l.correct).count() as f64 / train.len() as f64,
         train_samples: train.len(),
         held_out: calibration::calibration(&probs, &labels),
+        held_out_within_prompt_auc,
         held_out_best_of_n,
     })
 }
@@ -302,6 +308,22 @@ fn best_of_n(samples: &[Labelled], probs: &[f64]) -> f64 {
         }
     }
     best.values().filter(|(_, c)| *c).count() as f64 / best.len().max(1) as f64
+}
+
+/// The mean over prompts of the AUC among that prompt's own samples (prompts with both a
+/// right and a wrong sample); `None` if no prompt has both.
+pub fn within_prompt_auc(samples: &[Labelled], probs: &[f64]) -> Option<f64> {
+    let mut by_prompt: BTreeMap<usize, (Vec<f64>, Vec<bool>)> = BTreeMap::new();
+    for (l, &p) in samples.iter().zip(probs) {
+        let entry = by_prompt.entry(l.prompt).or_default();
+        entry.0.push(p);
+        entry.1.push(l.correct);
+    }
+    let aucs: Vec<f64> = by_prompt
+        .values()
+        .filter_map(|(p, l)| calibration::auc(p, l))
+        .collect();
+    (!aucs.is_empty()).then(|| aucs.iter().sum::<f64>() / aucs.len() as f64)
 }
 
 #[cfg(test)]

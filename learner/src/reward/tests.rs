@@ -133,3 +133,28 @@ fn trains_on_the_default_policy_and_saves_a_loadable_reward_model() {
         out.model.model().unwrap().scores(&seqs, 0).unwrap()
     );
 }
+
+#[test]
+fn within_prompt_auc_ignores_the_ranking_of_prompts() {
+    let l = |prompt, correct| Labelled {
+        prompt,
+        sequence: vec![1],
+        correct,
+    };
+    // Prompt 0 (easy) scores high, prompt 1 (hard) low: pooled, right beats wrong mostly,
+    // but within each prompt the wrong sample scores higher.
+    let samples = [
+        l(0, true),
+        l(0, false),
+        l(1, true),
+        l(1, false),
+        l(2, true),
+        l(3, true),
+    ];
+    let probs = [0.75, 0.8, 0.1, 0.15, 0.95, 0.9];
+    let labels: Vec<bool> = samples.iter().map(|s| s.correct).collect();
+    assert_eq!(calibration::auc(&probs, &labels), Some(5.0 / 8.0));
+    assert_eq!(within_prompt_auc(&samples, &probs), Some(0.0));
+    assert_eq!(best_of_n(&samples, &probs), 0.5);
+    assert_eq!(within_prompt_auc(&samples[4..], &probs[4..]), None);
+}
