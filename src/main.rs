@@ -42,6 +42,9 @@ enum Command {
     /// Evaluate samplers on held-out problems: greedy, sampling, beam, best-of-N, majority
     /// vote, pass@k, power sampling.
     Eval(commands::eval::Args),
+    /// Outcome reward models: `oxrl rm train` learns a verifier from the policy's own
+    /// samples, saved as a Hugging Face sequence classifier (`oxrl eval --rm`).
+    Rm(commands::rm::Args),
     /// Teacher-forced log-probs of texts (JSONL in, JSONL out).
     Score(commands::score::Args),
     /// Sample a completion of one prompt.
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         Command::Env(a) => commands::env::run(a),
         Command::Sft(a) => commands::sft::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Rm(a) => commands::rm::run(a),
         Command::Score(a) => commands::score::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Bench(a) => commands::bench::run(a),

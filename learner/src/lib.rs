@@ -1,6 +1,7 @@
 //! The learner: turns rollout groups into optimizer steps (the ScaleRL update), the
 //! synchronous RL loop and its curriculum, run checkpoints, the metrics log, the supervised warm start,
-//! and the learner per-prompt optimization trains at test time (`per_prompt.rs`).
+//! the learner per-prompt optimization trains at test time (`per_prompt.rs`), and the outcome
+//! reward model's training (`reward/`).
 //!
 //! **Architecture Invariant:** only the learner writes weights; everyone else reads
 //! versioned snapshots.
@@ -16,6 +17,7 @@ pub mod optim;
 pub mod params;
 pub mod per_prompt;
 pub mod replicas;
+pub mod reward;
 pub mod server;
 pub mod sft;
 pub mod sync_curriculum;
@@ -26,6 +28,7 @@ pub use error::{LearnerError, Result};
 pub use optim::{AdamW, AdamWConfig};
 pub use params::TrainableModel;
 pub use per_prompt::{per_prompt_update, PerPromptLearner, PER_PROMPT_LR};
+pub use reward::{train_reward_model, RmConfig, RmOutcome, RmProgress, RmStep};
 pub use rollout::config::{PipelineConfig, RunConfig};
 pub use sft::{train_sft, SftConfig};
 pub use update::{Learner, StepReport, UpdateConfig};

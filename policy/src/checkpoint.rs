@@ -27,6 +27,16 @@ impl ModelDir {
     /// Weights are converted to `dtype` on `device`.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let config = ModelConfig::load(&dir.join("config.json"))?;
+        if config.is_reward_model() {
+            return Err(PolicyError::Config {
+                path: dir.join("config.json"),
+                message: format!(
+                    "{:?} is a reward model (a score head, no LM head): it scores completions \
+                     (`oxrl eval --rm`), it cannot generate them",
+                    config.architectures
+                ),
+            });
+        }
         let tokenizer = Tokenizer::load_dir(dir)?;
         let weights = load_weights(dir, &config, device, dtype)?;
         if tokenizer.vocab_size() > config.vocab_size {

@@ -22,6 +22,14 @@ impl Architecture {
             Architecture::Qwen2 => "Qwen2ForCausalLM",
         }
     }
+
+    /// The Hugging Face class name of this family's sequence classifier (a reward model).
+    pub fn hf_classifier_name(self) -> &'static str {
+        match self {
+            Architecture::Llama => "LlamaForSequenceClassification",
+            Architecture::Qwen2 => "Qwen2ForSequenceClassification",
+        }
+    }
 }
 
 /// A Hugging Face decoder config (the subset oxrl reads, plus everything else kept verbatim).
@@ -118,6 +126,9 @@ impl ModelConfig {
         let known = |name: &str| match name {
             "LlamaForCausalLM" => Some(Architecture::Llama),
             "Qwen2ForCausalLM" => Some(Architecture::Qwen2),
+            // A reward model's decoder is the same family's (`reward_model.rs`).
+            "LlamaForSequenceClassification" => Some(Architecture::Llama),
+            "Qwen2ForSequenceClassification" => Some(Architecture::Qwen2),
             _ => None,
         };
         if let Some(arch) = self.architectures.iter().find_map(|a| known(a)) {
@@ -130,6 +141,14 @@ impl ModelConfig {
                 found: self.architectures.clone(),
             }),
         }
+    }
+
+    /// Whether this is a sequence classifier (a reward model: `*ForSequenceClassification`),
+    /// which has a score head instead of an LM head.
+    pub fn is_reward_model(&self) -> bool {
+        self.architectures
+            .iter()
+            .any(|a| a.ends_with("ForSequenceClassification"))
     }
 
     /// Key/value heads (grouped-query attention); equal to the query heads when absent.

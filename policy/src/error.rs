@@ -14,7 +14,8 @@ pub enum PolicyError {
     #[error("{path}: invalid model config: {message}")]
     Config { path: PathBuf, message: String },
     #[error(
-        "unsupported architecture {found:?}: supported are LlamaForCausalLM and Qwen2ForCausalLM"
+        "unsupported architecture {found:?}: supported are LlamaForCausalLM and Qwen2ForCausalLM \
+         (and, as reward models, LlamaForSequenceClassification and Qwen2ForSequenceClassification)"
     )]
     UnsupportedArchitecture { found: Vec<String> },
     #[error("checkpoint tensor {name} has shape {found:?}, config expects {expected:?}")]

@@ -2,7 +2,8 @@
 //! and saves Hugging Face directories, decodes batches incrementally with a KV cache
 //! (`decoder.rs`), samples them in one loop with a per-step hook (`generate.rs`), and scores
 //! given tokens (teacher-forced log-probs) with an fp32 LM head; conversations are rendered
-//! with the model's own chat template (`chat.rs`).
+//! with the model's own chat template (`chat.rs`); an outcome reward model, the decoder with a
+//! scalar head, saved as transformers' sequence classifier (`reward_model.rs`).
 //!
 //! **Architecture Invariant:** `policy` does no network I/O and knows nothing of RL.
 
@@ -17,6 +18,7 @@ pub mod error;
 pub mod generate;
 pub mod logprobs;
 pub mod model;
+pub mod reward_model;
 pub mod sampling;
 pub mod tokenizer;
 
@@ -32,5 +34,6 @@ pub use generate::{
 };
 pub use logprobs::{next_token_logprobs, score_sequences};
 pub use model::{KvCache, Policy};
+pub use reward_model::{reward_config, RewardModel, RewardModelDir, SCORE_WEIGHT};
 pub use sampling::SamplingParams;
 pub use tokenizer::Tokenizer;

@@ -31,6 +31,8 @@ Samplers (repeat --sampler, or separate with commas; all run on the same problem
   beam-mean:W        beam search, best mean log-prob per token (length-normalised)
   best-of:N          of N samples, the highest total log-prob (under the model, T = 1)
   best-of-mean:N     of N samples, the highest mean log-prob per token
+  best-of-rm:N       of N samples, the one the reward model --rm DIR scores highest
+                     (`oxrl rm train`; docs/reward-model.md)
   best-of-oracle:N   of N samples, a correct one if any: an upper bound (= pass@N)
   majority:N         the answer most of N samples give (the task's verifier extracts it)
   pass:N             N samples: accuracy is their mean reward (pass@1), plus pass@k
@@ -92,6 +94,10 @@ pub struct Args {
     /// the run config's `[update]` default, without warm-up).
     #[arg(long, default_value_t = learner::PER_PROMPT_LR)]
     per_prompt_lr: f64,
+    /// best-of-rm:N: the reward model that ranks the samples (a directory `oxrl rm train`
+    /// wrote; the policy's tokenizer).
+    #[arg(long)]
+    rm: Option<PathBuf>,
     /// Sequences decoded together (prompts x samples per prompt).
     #[arg(long, default_value_t = 256)]
     batch: usize,
@@ -131,7 +137,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     a.validate()?;
     let samplers: Vec<Sampler> = a.samplers.iter().flat_map(|l| l.0.clone()).collect();
+    if let (Some(s), None) = (samplers.iter().find(|s| s.needs_scorer()), &a.rm) {
+        anyhow::bail!(
+            "--sampler {s} ranks samples by a reward model: give one with --rm DIR \
+             (made by `oxrl rm train`)"
+        );
+    }
     let m = model_arg::load(&a.model)?;
+    let rm = match &a.rm {
+        Some(dir) => Some(load_rm(dir, &m)?),
+        None => None,
+    };
     // A file given with --data is what the user wants scored: all of it, not a held-out slice.
     let split = if a.data.is_some() {
         tasks::DatasetSplit::Whole
@@ -175,9 +191,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.n,
         &samplers,
         &opts,
-        per_prompt
-            .as_mut()
-            .map(|l| l as &mut dyn ttc::TestTimeLearner),
+        ttc::Lent {
+            learner: per_prompt
+                .as_mut()
+                .map(|l| l as &mut dyn ttc::TestTimeLearner),
+            scorer: rm.as_ref().map(|r| r as &dyn ttc::SampleScorer),
+        },
         &|sampler, done, n| {
             if *running.borrow() != sampler {
                 *running.borrow_mut() = sampler.to_string();
@@ -212,6 +231,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The reward model in `dir`, checked to read the policy's tokens.
+fn load_rm(dir: &std::path::Path, m: &policy::ModelDir) -> anyhow::Result<policy::RewardModel> {
+    let rm = policy::RewardModelDir::load(dir, &candle_core::Device::Cpu, candle_core::DType::F32)
+        .with_context(|| format!("loading reward model {}", dir.display()))?;
+    let probe = "12+34=46\n";
+    anyhow::ensure!(
+        rm.config.vocab_size == m.config.vocab_size
+            && rm.tokenizer.encode(probe)? == m.tokenizer.encode(probe)?,
+        "reward model {} has another tokenizer than the model: it must be trained for this \
+         model's tokens (oxrl rm train --policy ...)",
+        dir.display()
+    );
+    Ok(rm.model()?)
 }
 
 fn print_table(reports: &[SamplerReport], model: &str) {

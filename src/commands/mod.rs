@@ -6,6 +6,7 @@ pub mod eval;
 pub mod fit;
 pub mod generate;
 pub mod launch;
+pub mod rm;
 pub mod roles;
 pub mod run;
 pub mod sampling_flags;

@@ -115,7 +115,7 @@ impl EvalSet<'_> {
     }
 
     /// A problem's prompt as the episodes show it (in the model's chat template, if any).
-    fn prompt_tokens(&self, p: &Problem) -> policy::Result<Vec<u32>> {
+    pub(super) fn prompt_tokens(&self, p: &Problem) -> policy::Result<Vec<u32>> {
         let mut conversation = crate::Conversation::new(self.episodes.chat.clone());
         let text = conversation
             .open(&p.prompt)

@@ -6,7 +6,8 @@
 //! time those draws cost (what it would cost alone) plus its own selection time. Greedy and
 //! sampled draws come from `crate::eval`, the code training's evaluation runs, so greedy here
 //! is exactly training's greedy pass@1. `per-prompt:N,STEPS` changes the weights, so it runs
-//! only with a [`TestTimeLearner`] lent by the caller (`per_prompt.rs`).
+//! only with a [`TestTimeLearner`] lent by the caller (`per_prompt.rs`); `best-of-rm:N` ranks
+//! the shared draws by a [`SampleScorer`] (a reward model) lent by the caller.
 
 use super::beam::BeamParams;
 use super::best_of::{self, Selection};
@@ -14,6 +15,7 @@ use super::passk::mean_pass_at_k;
 use super::per_prompt::TestTimeLearner;
 use super::power::PowerParams;
 use super::sampler::Sampler;
+use super::scorer::SampleScorer;
 use super::vote::majority_vote;
 use crate::eval::{held_out_problems, Drawn, Draws, EvalSet};
 use policy::{Policy, SamplingParams, Tokenizer};
@@ -96,14 +98,23 @@ pub fn evaluate(
     samplers: &[Sampler],
     opts: &TtcOptions,
 ) -> policy::Result<Vec<SamplerReport>> {
-    evaluate_with_progress(policy, tok, source, n, samplers, opts, None, &|_, _, _| {})
+    let lent = Lent::default();
+    evaluate_with_progress(policy, tok, source, n, samplers, opts, lent, &|_, _, _| {})
+}
+
+/// What the caller lends the samplers that cannot run on the policy alone.
+#[derive(Default)]
+pub struct Lent<'a> {
+    /// What `per-prompt:N,STEPS` trains (its starting weights should be the policy's).
+    pub learner: Option<&'a mut dyn TestTimeLearner>,
+    /// What `best-of-rm:N` ranks samples by (a reward model of the same tokenizer).
+    pub scorer: Option<&'a dyn SampleScorer>,
 }
 
 /// [`evaluate`], calling `progress(sampler, problems done, problems)` as batches finish
-/// (once at the end for a sampler whose draws are shared with an earlier one). `learner`
-/// is what `per-prompt:N,STEPS` trains (its starting weights should be `policy`'s); that
-/// sampler is an error without one.
-#[allow(clippy::too_many_arguments)] // evaluate's arguments, the learner and the progress
+/// (once at the end for a sampler whose draws are shared with an earlier one). A sampler
+/// that needs what `lent` does not hold is an error before any sampler runs.
+#[allow(clippy::too_many_arguments)] // evaluate's arguments, what is lent and the progress
 pub fn evaluate_with_progress(
     policy: &Policy,
     tok: &Tokenizer,
@@ -111,13 +122,24 @@ pub fn evaluate_with_progress(
     n: usize,
     samplers: &[Sampler],
     opts: &TtcOptions,
-    mut learner: Option<&mut dyn TestTimeLearner>,
+    lent: Lent<'_>,
     progress: &dyn Fn(&str, usize, usize),
 ) -> policy::Result<Vec<SamplerReport>> {
+    let Lent {
+        mut learner,
+        scorer,
+    } = lent;
     if let Some(s) = samplers.iter().find(|s| s.needs_learner()) {
         if learner.is_none() {
             return Err(policy::PolicyError::Input(format!(
                 "sampler {s} trains the model and needs a learner to evaluate it"
+            )));
+        }
+    }
+    if let Some(s) = samplers.iter().find(|s| s.needs_scorer()) {
+        if scorer.is_none() {
+            return Err(policy::PolicyError::Input(format!(
+                "sampler {s} ranks samples by a reward model and needs one (oxrl eval --rm DIR)"
             )));
         }
     }
@@ -146,7 +168,14 @@ pub fn evaluate_with_progress(
     for &sampler in samplers {
         *running.borrow_mut() = sampler.to_string();
         on_problems(0);
-        let run = run_sampler(&set, sampler, opts, &mut shared, learner.as_deref_mut())?;
+        let run = run_sampler(
+            &set,
+            sampler,
+            opts,
+            &mut shared,
+            learner.as_deref_mut(),
+            scorer,
+        )?;
         let report = report(sampler, source.name(), &problems, run, opts);
         on_problems(n);
         tracing::info!(
@@ -189,6 +218,7 @@ fn run_sampler<'l>(
     opts: &TtcOptions,
     shared: &mut HashMap<usize, Draws>,
     learner: Option<&mut (dyn TestTimeLearner + 'l)>,
+    scorer: Option<&dyn SampleScorer>,
 ) -> policy::Result<SamplerRun> {
     match sampler {
         Sampler::Greedy | Sampler::Sample => {
@@ -210,7 +240,10 @@ fn run_sampler<'l>(
             })?;
             Ok(SamplerRun::choosing(&d, 0))
         }
-        Sampler::BestOf { n: k, .. } | Sampler::Majority { n: k } | Sampler::PassAtK { n: k } => {
+        Sampler::BestOf { n: k, .. }
+        | Sampler::BestOfRm { n: k }
+        | Sampler::Majority { n: k }
+        | Sampler::PassAtK { n: k } => {
             let d = match shared.entry(k) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => e.insert(set.sample(k, &opts.sampling)?),
@@ -222,6 +255,21 @@ fn run_sampler<'l>(
             );
             if by_logprob {
                 set.model_logprobs(d)?;
+            }
+            if sampler.needs_scorer() {
+                let scorer = scorer.expect("checked before any sampler ran");
+                let outcomes = set
+                    .problems
+                    .iter()
+                    .zip(&d.per_problem)
+                    .map(|(p, samples)| best_by_scorer(set, scorer, p, samples))
+                    .collect::<policy::Result<_>>()?;
+                return Ok(SamplerRun {
+                    outcomes,
+                    tokens: d.tokens,
+                    wall_s: d.wall_s + selecting.elapsed().as_secs_f64(),
+                    acceptance_rate: None,
+                });
             }
             let outcomes = d
                 .per_problem
@@ -327,6 +375,19 @@ fn choose(samples: &[Drawn], i: usize) -> Outcome {
     }
 }
 
+/// The sample of `p`'s draws that `scorer` scores highest (ties: the first).
+fn best_by_scorer(
+    set: &EvalSet,
+    scorer: &dyn SampleScorer,
+    p: &Problem,
+    samples: &[Drawn],
+) -> policy::Result<Outcome> {
+    let completions: Vec<Vec<u32>> = samples.iter().map(|s| s.tokens.clone()).collect();
+    let scores = scorer.score(&set.prompt_tokens(p)?, &completions)?;
+    let scores: Vec<f64> = scores.into_iter().map(f64::from).collect();
+    Ok(choose(samples, best_of::best_index(&scores).unwrap_or(0)))
+}
+
 /// How `best-of*`, `majority` and `pass` turn N samples into an outcome.
 fn select(sampler: Sampler, samples: &[Drawn], verifier: &dyn Verifier) -> Outcome {
     let rewards: Vec<f32> = samples.iter().map(|s| s.reward).collect();
@@ -420,13 +481,108 @@ mod tests {
             2,
             &samplers,
             &opts,
-            None,
+            Lent::default(),
             &|_, _, _| ran.set(true),
         )
         .err()
         .unwrap();
         assert!(
             err.to_string().contains("per-prompt:4,1 trains the model"),
+            "{err}"
+        );
+        assert!(!ran.get(), "greedy ran before the refusal");
+    }
+
+    /// A reward model that is a known function: the sum of the completion's token ids. It
+    /// records each prompt's completions so the test can compute the argmax itself.
+    struct SumOfIds(std::cell::RefCell<Vec<Vec<Vec<u32>>>>);
+
+    impl SampleScorer for SumOfIds {
+        fn score(&self, prompt: &[u32], completions: &[Vec<u32>]) -> policy::Result<Vec<f32>> {
+            assert!(!prompt.is_empty());
+            self.0.borrow_mut().push(completions.to_vec());
+            Ok(completions
+                .iter()
+                .map(|c| c.iter().map(|&t| t as f32).sum())
+                .collect())
+        }
+    }
+
+    fn tiny_opts() -> TtcOptions {
+        TtcOptions {
+            sampling: SamplingParams {
+                max_new_tokens: 6,
+                stop_tokens: vec![2],
+                seed: 5,
+                ..SamplingParams::default()
+            },
+            ks: Vec::new(),
+            power: PowerParams::default(),
+            batch_rows: 16,
+        }
+    }
+
+    #[test]
+    fn best_of_rm_picks_the_scorers_argmax_from_the_draws_best_of_shares() {
+        let m = policy::default_model::embedded().unwrap();
+        let source = tasks::from_spec("addition:2", 0, &tasks::VerifierRegistry::new()).unwrap();
+        let samplers: Vec<Sampler> = ["best-of:4", "best-of-rm:4", "pass:4"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let scorer = SumOfIds(Default::default());
+        let reports = evaluate_with_progress(
+            &m.policy().unwrap(),
+            &m.tokenizer,
+            source.as_ref(),
+            3,
+            &samplers,
+            &tiny_opts(),
+            Lent {
+                learner: None,
+                scorer: Some(&scorer),
+            },
+            &|_, _, _| {},
+        )
+        .unwrap();
+        let (best_of, rm, pass) = (&reports[0], &reports[1], &reports[2]);
+        assert_eq!(rm.sampler, "best-of-rm:4");
+        // One set of draws: the same tokens, and the scorer saw 4 completions per problem.
+        assert_eq!((rm.tokens, rm.tokens), (best_of.tokens, pass.tokens));
+        let seen = scorer.0.borrow();
+        assert_eq!(seen.len(), 3);
+        for (completions, example) in seen.iter().zip(&rm.examples) {
+            assert_eq!(completions.len(), 4);
+            let sums: Vec<u32> = completions.iter().map(|c| c.iter().sum()).collect();
+            let best = (0..4).fold(0, |b, i| if sums[i] > sums[b] { i } else { b });
+            let text = m.tokenizer.decode(&completions[best]).unwrap();
+            assert_eq!(example.completion, text, "sums {sums:?}");
+        }
+        // The samples differ, so the argmax is not trivially the first.
+        assert!(seen.iter().any(|c| c.windows(2).any(|w| w[0] != w[1])));
+    }
+
+    #[test]
+    fn best_of_rm_without_a_scorer_is_refused_before_anything_runs() {
+        let m = policy::default_model::embedded().unwrap();
+        let source = tasks::from_spec("addition:2", 0, &tasks::VerifierRegistry::new()).unwrap();
+        let samplers = ["greedy".parse().unwrap(), "best-of-rm:4".parse().unwrap()];
+        let ran = std::cell::Cell::new(false);
+        let err = evaluate_with_progress(
+            &m.policy().unwrap(),
+            &m.tokenizer,
+            source.as_ref(),
+            2,
+            &samplers,
+            &tiny_opts(),
+            Lent::default(),
+            &|_, _, _| ran.set(true),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string()
+                .contains("best-of-rm:4 ranks samples by a reward model"),
             "{err}"
         );
         assert!(!ran.get(), "greedy ran before the refusal");

@@ -6,6 +6,7 @@
 //! | `sample` | one sample at the sampling options (temperature, top-p, top-k, min-p) |
 //! | `beam:W`, `beam-mean:W` | the best of a width-W beam search, by total / mean log-prob |
 //! | `best-of:N`, `best-of-mean:N` | of N samples, the one with the highest total / mean log-prob |
+//! | `best-of-rm:N` | of N samples, the one a reward model (`--rm DIR`) scores highest |
 //! | `best-of-oracle:N` | of N samples, a correct one if any (an upper bound, = pass@N) |
 //! | `majority:N` | the answer most of N samples agree on (the verifier extracts answers) |
 //! | `pass:N` | N samples, scored by their mean reward (pass@1) and pass@k |
@@ -33,6 +34,9 @@ pub enum Sampler {
     },
     /// Best of `n` samples by `selection`.
     BestOf { n: usize, selection: Selection },
+    /// Best of `n` samples by a reward model's score (a [`super::SampleScorer`] the caller
+    /// lends).
+    BestOfRm { n: usize },
     /// Majority vote over the answers of `n` samples.
     Majority { n: usize },
     /// `n` samples per prompt, for pass@k.
@@ -48,7 +52,7 @@ pub enum Sampler {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "bad sampler {spec:?}: {reason}; samplers are greedy, sample, beam:W, beam-mean:W, \
-     best-of:N, best-of-mean:N, best-of-oracle:N, majority:N, pass:N, power, power:N, \
+     best-of:N, best-of-mean:N, best-of-rm:N, best-of-oracle:N, majority:N, pass:N, power, power:N, \
      per-prompt:N,STEPS"
 )]
 pub struct SamplerSpecError {
@@ -64,7 +68,10 @@ impl Sampler {
     pub fn samples_per_problem(&self) -> usize {
         match *self {
             Sampler::Greedy | Sampler::Sample | Sampler::Beam { .. } => 1,
-            Sampler::BestOf { n, .. } | Sampler::Majority { n } | Sampler::PassAtK { n } => n,
+            Sampler::BestOf { n, .. }
+            | Sampler::BestOfRm { n }
+            | Sampler::Majority { n }
+            | Sampler::PassAtK { n } => n,
             Sampler::Power { chains } => chains,
             Sampler::PerPrompt { n, steps } => n * steps + 1,
         }
@@ -73,6 +80,11 @@ impl Sampler {
     /// Whether it changes the weights (and so needs a learner to evaluate).
     pub fn needs_learner(&self) -> bool {
         matches!(self, Sampler::PerPrompt { .. })
+    }
+
+    /// Whether it ranks samples by a reward model (and so needs one to evaluate).
+    pub fn needs_scorer(&self) -> bool {
+        matches!(self, Sampler::BestOfRm { .. })
     }
 
     /// Whether the figure needs the reference answer to pick (not a deployable method).
@@ -131,6 +143,7 @@ impl FromStr for Sampler {
                     _ => Selection::Oracle,
                 },
             }),
+            "best-of-rm" => Ok(Sampler::BestOfRm { n: need(count)? }),
             "majority" => Ok(Sampler::Majority { n: need(count)? }),
             "pass" => Ok(Sampler::PassAtK { n: need(count)? }),
             "power" => Ok(Sampler::Power {
@@ -165,6 +178,7 @@ impl fmt::Display for Sampler {
                 };
                 write!(f, "{name}:{n}")
             }
+            Sampler::BestOfRm { n } => write!(f, "best-of-rm:{n}"),
             Sampler::Majority { n } => write!(f, "majority:{n}"),
             Sampler::PassAtK { n } => write!(f, "pass:{n}"),
             Sampler::Power { chains: 1 } => write!(f, "power"),
@@ -229,6 +243,7 @@ mod tests {
             "best-of:16",
             "best-of-mean:16",
             "best-of-oracle:16",
+            "best-of-rm:16",
             "majority:16",
             "pass:16",
             "power",
@@ -252,6 +267,7 @@ mod tests {
     fn bad_specs_say_what_is_wrong() {
         for (spec, reason) in [
             ("beam", "needs a count"),
+            ("best-of-rm", "needs a count"),
             ("greedy:2", "takes no count"),
             ("majority:x", "whole number"),
             ("pass:0", ">= 1"),
