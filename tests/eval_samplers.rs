@@ -3,12 +3,7 @@
 
 mod common;
 
-use common::{oxrl, oxrl_unchecked};
-
-fn last_json(out: &std::process::Output) -> serde_json::Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().unwrap()).unwrap()
-}
+use common::{last_json, oxrl, oxrl_unchecked};
 
 #[test]
 fn eval_compares_samplers_side_by_side_in_one_json_report() {

@@ -4,12 +4,7 @@
 
 mod common;
 
-use common::{oxrl, oxrl_unchecked};
-
-fn last_json(out: &std::process::Output) -> serde_json::Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().unwrap()).unwrap()
-}
+use common::{last_json, oxrl, oxrl_unchecked};
 
 #[test]
 fn rm_train_writes_a_classifier_its_curve_and_figures_and_eval_ranks_with_it() {

@@ -73,6 +73,12 @@ pub fn sampled_start_and_end(run: &Path) -> (f64, f64) {
     (rate(&evals[0]), rate(evals.last().unwrap()))
 }
 
+/// The JSON object a command printed as its last stdout line (its report).
+pub fn last_json(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
 /// Parses every line of a JSONL file.
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)

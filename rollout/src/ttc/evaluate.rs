@@ -462,17 +462,12 @@ mod tests {
         );
     }
 
-    #[test]
-    fn per_prompt_without_a_learner_is_refused_before_anything_runs() {
+    /// Evaluates greedy then `sampler` with nothing lent: the error, after checking that
+    /// greedy never started.
+    fn refused_with_nothing_lent(sampler: &str) -> String {
         let m = policy::default_model::embedded().unwrap();
         let source = tasks::from_spec("addition:2", 0, &tasks::VerifierRegistry::new()).unwrap();
-        let opts = TtcOptions {
-            sampling: SamplingParams::default(),
-            ks: Vec::new(),
-            power: PowerParams::default(),
-            batch_rows: 8,
-        };
-        let samplers = ["greedy".parse().unwrap(), "per-prompt:4,1".parse().unwrap()];
+        let samplers = ["greedy".parse().unwrap(), sampler.parse().unwrap()];
         let ran = std::cell::Cell::new(false);
         let err = evaluate_with_progress(
             &m.policy().unwrap(),
@@ -480,17 +475,20 @@ mod tests {
             source.as_ref(),
             2,
             &samplers,
-            &opts,
+            &tiny_opts(),
             Lent::default(),
             &|_, _, _| ran.set(true),
         )
         .err()
         .unwrap();
-        assert!(
-            err.to_string().contains("per-prompt:4,1 trains the model"),
-            "{err}"
-        );
         assert!(!ran.get(), "greedy ran before the refusal");
+        err.to_string()
+    }
+
+    #[test]
+    fn per_prompt_without_a_learner_is_refused_before_anything_runs() {
+        let err = refused_with_nothing_lent("per-prompt:4,1");
+        assert!(err.contains("per-prompt:4,1 trains the model"), "{err}");
     }
 
     /// A reward model that is a known function: the sum of the completion's token ids. It
@@ -564,27 +562,10 @@ mod tests {
 
     #[test]
     fn best_of_rm_without_a_scorer_is_refused_before_anything_runs() {
-        let m = policy::default_model::embedded().unwrap();
-        let source = tasks::from_spec("addition:2", 0, &tasks::VerifierRegistry::new()).unwrap();
-        let samplers = ["greedy".parse().unwrap(), "best-of-rm:4".parse().unwrap()];
-        let ran = std::cell::Cell::new(false);
-        let err = evaluate_with_progress(
-            &m.policy().unwrap(),
-            &m.tokenizer,
-            source.as_ref(),
-            2,
-            &samplers,
-            &tiny_opts(),
-            Lent::default(),
-            &|_, _, _| ran.set(true),
-        )
-        .err()
-        .unwrap();
+        let err = refused_with_nothing_lent("best-of-rm:4");
         assert!(
-            err.to_string()
-                .contains("best-of-rm:4 ranks samples by a reward model"),
+            err.contains("best-of-rm:4 ranks samples by a reward model"),
             "{err}"
         );
-        assert!(!ran.get(), "greedy ran before the refusal");
     }
 }
