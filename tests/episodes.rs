@@ -62,6 +62,20 @@ fn spawn_run(dir: &Path, config: &str, steps: u64, args: &[&str]) -> (Child, std
     (child, run)
 }
 
+/// Waits until the run has trained two steps.
+fn wait_two_steps(run: &Path) {
+    common::wait_until(Duration::from_secs(240), "two steps trained", || {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .map(|t| t.lines().count() >= 2)
+            .unwrap_or(false)
+    });
+}
+
+/// The pipeline's actor's log so far (empty before it exists).
+fn actor_log(run: &Path) -> String {
+    std::fs::read_to_string(run.join("logs/actor-0.log")).unwrap_or_default()
+}
+
 /// Every step trained multi-turn episodes: more than one turn on average and environment
 /// tokens that were received but not counted as trained tokens.
 fn assert_multi_turn(run: &Path, steps: usize) {
@@ -150,13 +164,9 @@ fn the_pipeline_plays_a_remote_environment_and_rides_out_its_restart() {
     let (child, run) = spawn_run(dir.path(), &cfg, steps, &[]);
     // Wait for two trained steps, then take the environment away for long enough that the
     // actor's attempts run out, then bring it back on the same address.
-    common::wait_until(Duration::from_secs(240), "two steps trained", || {
-        std::fs::read_to_string(run.join("metrics.jsonl"))
-            .map(|t| t.lines().count() >= 2)
-            .unwrap_or(false)
-    });
+    wait_two_steps(&run);
     drop(server); // SIGKILL
-    let actor_log = || std::fs::read_to_string(run.join("logs/actor-0.log")).unwrap_or_default();
+    let actor_log = || actor_log(&run);
     common::wait_until(Duration::from_secs(120), "a group dropped", || {
         actor_log().contains("dropped a group: its environment failed")
     });
@@ -195,15 +205,11 @@ fn a_hung_environment_server_times_out_its_groups_and_the_run_goes_on() {
     ));
     let steps = 60;
     let (child, run) = spawn_run(dir.path(), &cfg, steps, &[]);
-    common::wait_until(Duration::from_secs(240), "two steps trained", || {
-        std::fs::read_to_string(run.join("metrics.jsonl"))
-            .map(|t| t.lines().count() >= 2)
-            .unwrap_or(false)
-    });
+    wait_two_steps(&run);
     // Hung: the server still holds its port and its sessions, and answers nothing.
     let pid = server.child.id();
     signal(pid, "-STOP");
-    let actor_log = || std::fs::read_to_string(run.join("logs/actor-0.log")).unwrap_or_default();
+    let actor_log = || actor_log(&run);
     common::wait_until(
         Duration::from_secs(120),
         "a group dropped for a timeout",

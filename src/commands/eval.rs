@@ -123,18 +123,36 @@ impl Args {
     }
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
-    let spec = match &a.data {
-        Some(data) => {
-            let path = data.rsplit_once('@').map_or(data.as_str(), |(p, _)| p);
-            anyhow::ensure!(
-                path.ends_with(".jsonl"),
-                "--data takes a .jsonl file (optionally FILE.jsonl@VERIFIER), got {data:?}"
-            );
-            data.clone()
-        }
-        None => a.task.clone(),
+/// The task to score: the `--data` file (checked to be JSONL), else `--task`.
+fn task_spec(a: &Args) -> anyhow::Result<String> {
+    let Some(data) = &a.data else {
+        return Ok(a.task.clone());
     };
+    let path = data.rsplit_once('@').map_or(data.as_str(), |(p, _)| p);
+    anyhow::ensure!(
+        path.ends_with(".jsonl"),
+        "--data takes a .jsonl file (optionally FILE.jsonl@VERIFIER), got {data:?}"
+    );
+    Ok(data.clone())
+}
+
+/// What `per-prompt:N,STEPS` trains, when one of `samplers` is that: a copy of `m`'s
+/// weights, reset before every prompt.
+fn per_prompt_learner(
+    a: &Args,
+    m: &policy::ModelDir,
+    samplers: &[Sampler],
+) -> anyhow::Result<Option<learner::PerPromptLearner>> {
+    if !samplers.iter().any(Sampler::needs_learner) {
+        return Ok(None);
+    }
+    let model = learner::TrainableModel::new(m.config.clone(), m.tokenizer.clone(), &m.weights)?;
+    let update = learner::per_prompt_update(a.per_prompt_lr);
+    Ok(Some(learner::PerPromptLearner::new(model, update)?))
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let spec = task_spec(&a)?;
     a.validate()?;
     let samplers: Vec<Sampler> = a.samplers.iter().flat_map(|l| l.0.clone()).collect();
     if let (Some(s), None) = (samplers.iter().find(|s| s.needs_scorer()), &a.rm) {
@@ -157,15 +175,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let source = tasks::from_spec_split(&spec, a.seed, &tasks::VerifierRegistry::new(), &split)
         .with_context(|| format!("loading task {spec:?}"))?;
     let policy = m.policy()?;
-    // per-prompt:N,STEPS trains a copy of the weights, reset before every prompt.
-    let mut per_prompt = if samplers.iter().any(Sampler::needs_learner) {
-        let model =
-            learner::TrainableModel::new(m.config.clone(), m.tokenizer.clone(), &m.weights)?;
-        let update = learner::per_prompt_update(a.per_prompt_lr);
-        Some(learner::PerPromptLearner::new(model, update)?)
-    } else {
-        None
-    };
+    let mut per_prompt = per_prompt_learner(&a, &m, &samplers)?;
     let opts = TtcOptions {
         sampling: a.sampling.params(a.max_new_tokens, m.eos_ids(), a.seed),
         ks: a.ks.clone(),

@@ -123,6 +123,11 @@ impl Conversation {
         }
     }
 
+    /// Whether the conversation is rendered with a template (plain text otherwise).
+    pub fn templated(&self) -> bool {
+        self.format.is_some()
+    }
+
     /// The text the first observation is shown as: the rendering of the conversation up to
     /// the assistant's first turn.
     pub fn open(&mut self, observation: &str) -> Result<String, EnvError> {

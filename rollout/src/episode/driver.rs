@@ -293,6 +293,9 @@ impl<'a> Driver<'a> {
     /// Adds episode `e`'s model turn to its conversation: its text as the template will
     /// render it (special tokens written out), and the stop token's, if it ended with one.
     fn record_turn(&mut self, e: usize, turn: &[u32]) -> policy::Result<()> {
+        if !self.episodes[e].conversation.templated() {
+            return Ok(());
+        }
         let stopped = turn
             .last()
             .is_some_and(|t| self.params.stop_tokens.contains(t));
