@@ -222,11 +222,12 @@ fn oxrl_run_prints_the_dashboard_url() {
         .lines()
         .find_map(|l| l.strip_prefix("dashboard: "))
         .unwrap_or_else(|| panic!("no dashboard line in\n{stdout}"));
-    let port = url
+    let (port, token) = url
         .strip_prefix("http://127.0.0.1:")
-        .and_then(|rest| rest.strip_suffix('/'))
-        .unwrap_or_else(|| panic!("{url} is not http://127.0.0.1:PORT/"));
+        .and_then(|rest| rest.split_once("/#token="))
+        .unwrap_or_else(|| panic!("{url} is not http://127.0.0.1:PORT/#token=TOKEN"));
     assert!(port.parse::<u16>().unwrap() > 0, "{url}");
+    assert_eq!(token.len(), 64, "the run's random token: {url}");
 }
 
 /// The browser to drive, if one is installed.

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http_get, metric, oxrl_unchecked, RoleProcess};
+use common::{http_get_as, metric, oxrl_unchecked, RoleProcess};
 use environment::RemoteEnvs;
 use proto::transport::{AuthToken, Security};
 use tasks::{EnvFactory, Split};
@@ -95,7 +95,14 @@ fn env_serve_plays_guess_through_remote_envs() {
     };
     assert_eq!(reward, 1.0);
 
-    let metrics = http_get(&server.metrics_addr(), "/metrics");
+    // The metrics port takes the server's token, as its gRPC port does; health is open.
+    let maddr = server.metrics_addr();
+    let (refused, _) = http_get_as(&maddr, "/metrics", None);
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let (head, _) = http_get_as(&maddr, "/healthz", None);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, metrics) = http_get_as(&maddr, "/metrics", Some(TOKEN));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(
         metric(&metrics, "oxrl_env_steps_total{env=\"guess\"}"),
         Some(turns as f64),

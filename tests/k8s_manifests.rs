@@ -611,7 +611,7 @@ fn check_learner(r: &Rendered, learner: &Role) {
     );
 }
 
-/// Actors: a replica count to scale from; HTTP probes on the metrics port.
+/// Actors: a replica count to scale from; HTTP probes on the metrics port's open `/healthz`.
 fn check_actor(r: &Rendered, actor: &Role) {
     let at = &actor.at;
     let replicas = r.deployments["oxrl-actor"].spec.as_ref().unwrap().replicas;
@@ -624,7 +624,8 @@ fn check_actor(r: &Rendered, actor: &Role) {
             .http_get
             .as_ref()
             .unwrap_or_else(|| panic!("{at}: the {what} probe is not HTTP"));
-        assert_eq!(get.path.as_deref(), Some("/metrics"), "{at}: {what} probe");
+        // /healthz: the one path of the token-guarded metrics port that probes may use.
+        assert_eq!(get.path.as_deref(), Some("/healthz"), "{at}: {what} probe");
         assert_eq!(actor.named_port(&get.port), 9002, "{at}: {what} probe");
     }
 }

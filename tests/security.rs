@@ -310,6 +310,69 @@ fn the_learner_refuses_pushes_and_subscriptions_without_the_token() {
 
 /// A test PKI written to `dir`: a CA, a server certificate it signed for 127.0.0.1 and
 /// localhost (with its key), and an unrelated second CA.
+/// The HTTP port of a role with a token and TLS: HTTPS only, `/metrics` and `/api/status`
+/// need the token, `/healthz` and the dashboard page do not.
+async fn metrics_port_takes_the_token_over_tls(addr: &str, ca: &Path) {
+    let (head, _) = https_get(addr, ca, "/metrics", None).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let (head, body) = https_get(addr, ca, "/metrics", Some(TOKEN)).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("oxrl_learner_version"), "{body}");
+    let (head, _) = https_get(addr, ca, "/api/status", Some("wrong")).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    for open in ["/healthz", "/"] {
+        let (head, _) = https_get(addr, ca, open, None).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{open}: {head}");
+    }
+    // Cleartext HTTP gets no HTTP answer.
+    let addr = addr.to_string();
+    let cleartext = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(!cleartext.contains("HTTP/1.1"), "{cleartext}");
+}
+
+/// `GET path` over HTTPS, trusting `ca`, with `token` as a bearer token: head and body.
+async fn https_get(addr: &str, ca: &Path, path: &str, token: Option<&str>) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // The server may close without close_notify: what was read is the answer.
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    (head.to_string(), body.to_string())
+}
+
 struct Pki {
     ca: PathBuf,
     cert: PathBuf,
@@ -370,7 +433,7 @@ fn over_tls_only_clients_that_trust_the_ca_get_through() {
     let cfg = write_config(d, 4);
     let token = write_token(d);
     let pki = write_pki(d);
-    let coord = start_coordinator(
+    let mut coord = start_coordinator(
         d,
         &cfg,
         &[
@@ -380,10 +443,14 @@ fn over_tls_only_clients_that_trust_the_ca_get_through() {
             pki.cert.to_str().unwrap(),
             "--tls-key",
             pki.key.to_str().unwrap(),
+            "--metrics-listen",
+            "127.0.0.1:0",
         ],
     );
+    let metrics = coord.metrics_addr();
     let addr = coord.addr.clone().unwrap();
     runtime().block_on(async {
+        metrics_port_takes_the_token_over_tls(&metrics, &pki.ca).await;
         for url in [
             format!("https://{addr}"),
             format!("https://localhost:{}", addr.rsplit(':').next().unwrap()),

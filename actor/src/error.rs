@@ -36,4 +36,7 @@ pub enum ActorError {
     Env(#[from] tasks::EnvError),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The metrics port's TLS identity is unusable.
+    #[error("metrics port: {0}")]
+    Security(#[from] proto::transport::TransportError),
 }

@@ -57,14 +57,16 @@ async fn register(
     Ok(proto::transport::register(coord, request, retry).await?)
 }
 
-/// Serves `metrics` on `listener` until the returned server is dropped.
+/// Serves `metrics` on `listener`, behind `security`'s token and TLS, until the returned
+/// server is dropped.
 fn serve_metrics(
     metrics: &Arc<ActorMetrics>,
     listener: tokio::net::TcpListener,
-) -> proto::metrics_http::Running {
+    security: &Security,
+) -> Result<proto::metrics_http::Running, ActorError> {
     let scraped = metrics.clone();
     let router = proto::metrics_http::metrics_router(move || scraped.render());
-    proto::metrics_http::spawn(listener, router)
+    Ok(proto::metrics_http::spawn(listener, router, security)?)
 }
 
 /// Retries of the actor's calls: to the coordinator (named by its URL) and to the learner.
@@ -107,7 +109,9 @@ pub async fn run_actor(
 ) -> Result<ActorSummary, ActorError> {
     let metrics = Arc::new(ActorMetrics::new());
     // Dropped when this function returns, which stops the metrics server.
-    let _metrics_server = metrics_listener.map(|l| serve_metrics(&metrics, l));
+    let _metrics_server = metrics_listener
+        .map(|l| serve_metrics(&metrics, l, &security))
+        .transpose()?;
     let coord =
         proto::transport::connect_coordinator(&security, coordinator_url, CONNECT_DEADLINE).await?;
     let calls = Calls {

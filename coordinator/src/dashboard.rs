@@ -4,7 +4,6 @@
 //! it draws.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::StatusCode;
@@ -14,19 +13,23 @@ use axum::Router;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
+use proto::metrics_http::Guarded;
+use proto::transport::{Security, TransportError};
+
 use crate::handle::Coordinator;
 use crate::history::{RunView, HISTORY_STEPS};
 
 /// The dashboard page.
 const PAGE: &str = include_str!("dashboard.html");
 
-/// Serves `/metrics`, `/` and `/api/status` for `coordinator` on `listener` until `shutdown`.
-pub async fn serve_http(
+/// `/metrics`, `/`, `/api/status` and `/healthz` for `coordinator` on `listener`, behind
+/// `security`'s token and TLS (`proto::http_guard`), ready to serve.
+pub fn guarded_http(
     coordinator: Coordinator,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    proto::metrics_http::serve(listener, router(coordinator), shutdown).await
+    security: &Security,
+) -> Result<Guarded, TransportError> {
+    Guarded::new(listener, router(coordinator), security)
 }
 
 /// The routes, for `serve_http` and tests.
@@ -332,7 +335,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_http(coordinator(), listener, async {
+        let http = guarded_http(coordinator(), listener, &Security::default()).unwrap();
+        let server = tokio::spawn(http.serve(async {
             let _ = stopped.await;
         }));
 

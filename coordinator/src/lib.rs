@@ -29,6 +29,8 @@ mod reaper;
 mod record;
 mod registry;
 mod service;
+#[cfg(test)]
+mod service_props;
 mod state;
 
 use std::future::Future;
@@ -42,7 +44,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{error, info, warn};
 
-pub use dashboard::serve_http;
+pub use dashboard::guarded_http;
 pub use error::CoordinatorError;
 pub use handle::Coordinator;
 pub use rollout::config::RunConfig;
@@ -117,8 +119,8 @@ pub async fn serve_secured(
 /// How long the HTTP server may take to close its connections once the gRPC server stopped.
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 
-/// [`serve_secured`], plus the metrics and the dashboard ([`serve_http`]) over plain HTTP on
-/// `http`, for as long as the gRPC server serves.
+/// [`serve_secured`], plus the metrics and the dashboard ([`guarded_http`]) on `http`, behind
+/// the same token and TLS as the gRPC port, for as long as the gRPC server serves.
 pub async fn serve_with_dashboard(
     coordinator: Coordinator,
     listener: TcpListener,
@@ -128,7 +130,8 @@ pub async fn serve_with_dashboard(
 ) -> Result<(), CoordinatorError> {
     let http_addr = http.local_addr().ok();
     let (stop_http, http_stop) = oneshot::channel::<()>();
-    let mut dashboard = tokio::spawn(serve_http(coordinator.clone(), http, async {
+    let http = guarded_http(coordinator.clone(), http, &security)?;
+    let mut dashboard = tokio::spawn(http.serve(async {
         // A send error means this function is returning: stop either way.
         let _ = http_stop.await;
     }));

@@ -115,11 +115,16 @@ impl EnvServer {
         self.service.metrics.render()
     }
 
-    /// Serves `GET /metrics` on `listener` until the returned handle is dropped.
-    pub fn serve_metrics(&self, listener: TcpListener) -> proto::metrics_http::Running {
+    /// Serves `GET /metrics` on `listener`, behind `security`'s token and TLS, until the
+    /// returned handle is dropped.
+    pub fn serve_metrics(
+        &self,
+        listener: TcpListener,
+        security: &Security,
+    ) -> Result<proto::metrics_http::Running, ServeError> {
         let server = self.clone();
         let router = proto::metrics_http::metrics_router(move || server.render_metrics());
-        proto::metrics_http::spawn(listener, router)
+        Ok(proto::metrics_http::spawn(listener, router, security)?)
     }
 
     /// Serves the Environment service and grpc.health.v1 (SERVING for

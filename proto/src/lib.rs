@@ -10,6 +10,7 @@ mod generated {
 }
 pub use generated::*;
 
+pub mod http_guard;
 pub mod metrics_http;
 pub mod shutdown;
 pub mod transport;

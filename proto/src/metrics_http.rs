@@ -5,7 +5,8 @@
 //!
 //! Each role defines its metric families in its own `metrics` module; this module holds only
 //! what they share: the server, the text rendering, and the `oxrl_rejected_total{reason}`
-//! family that the learner and the coordinator both expose.
+//! family that the learner and the coordinator both expose. Every port is guarded as the
+//! role's gRPC port is (token and TLS, `http_guard.rs`), with `GET /healthz` open for probes.
 
 use std::future::Future;
 
@@ -17,6 +18,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+
+use crate::transport::{Security, TransportError};
 
 /// The content type of `/metrics` (OpenMetrics text, which Prometheus scrapes natively).
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -53,26 +56,75 @@ pub fn render(registry: &Registry) -> String {
 }
 
 /// A router answering `GET /metrics` with what `scrape` returns (usually `render` of the
-/// role's registry, after refreshing the gauges that mirror state).
+/// role's registry, after refreshing the gauges that mirror state), and `GET /healthz` with
+/// `ok` (open even when the port needs a token, for probes).
 pub fn metrics_router(scrape: impl Fn() -> String + Clone + Send + Sync + 'static) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let scrape = scrape.clone();
-            async move { ([(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], scrape()) }
-        }),
-    )
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let scrape = scrape.clone();
+                async move { ([(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], scrape()) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
 }
 
-/// Serves `router` over HTTP/1 on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
+/// A role's HTTP port, ready to serve: its router behind the token, its listener behind TLS
+/// when `security` has a server identity. Built before serving, so a bad identity is an error
+/// at start-up rather than a server that never answers.
+pub struct Guarded {
     router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    listener: Listener,
+}
+
+enum Listener {
+    Plain(TcpListener),
+    Tls(crate::http_guard::TlsListener),
+}
+
+impl Guarded {
+    /// `router` on `listener` with `security`'s token and TLS identity.
+    pub fn new(
+        listener: TcpListener,
+        router: Router,
+        security: &Security,
+    ) -> Result<Guarded, TransportError> {
+        let router = crate::http_guard::require_token(
+            crate::http_guard::catch_panics(router),
+            security.token(),
+        );
+        let listener = match crate::http_guard::tls_config(security)? {
+            None => Listener::Plain(listener),
+            Some(config) => Listener::Tls(
+                crate::http_guard::TlsListener::new(listener, config, security.timeouts().connect)
+                    .map_err(|e| TransportError::Tls {
+                        what: "HTTP listener".into(),
+                        detail: e.to_string(),
+                    })?,
+            ),
+        };
+        Ok(Guarded { router, listener })
+    }
+
+    /// Serves (HTTP/1) until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        match self.listener {
+            Listener::Plain(l) => {
+                axum::serve(l, self.router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Listener::Tls(l) => {
+                axum::serve(l, self.router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
+    }
 }
 
 /// A server started by [`spawn`]; dropping it stops the server.
@@ -81,19 +133,25 @@ pub struct Running {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-/// Serves `router` on `listener` from a background task until the returned [`Running`] is
-/// dropped (a role holds it for as long as it runs); a server error is logged, not returned.
-pub fn spawn(listener: TcpListener, router: Router) -> Running {
+/// Serves `router` on `listener`, guarded by `security` ([`Guarded`]), from a background task
+/// until the returned [`Running`] is dropped (a role holds it for as long as it runs); a
+/// server error is logged, not returned.
+pub fn spawn(
+    listener: TcpListener,
+    router: Router,
+    security: &Security,
+) -> Result<Running, TransportError> {
+    let guarded = Guarded::new(listener, router, security)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let stopped = async {
             let _ = stopped.await;
         };
-        if let Err(e) = serve(listener, router, stopped).await {
+        if let Err(e) = guarded.serve(stopped).await {
             tracing::warn!(error = %e, "the metrics server stopped");
         }
     });
-    Running { _stop: stop }
+    Ok(Running { _stop: stop })
 }
 
 #[cfg(test)]
@@ -122,7 +180,8 @@ mod tests {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let router =
             metrics_router(move || render(&registry)).route("/hello", get(|| async { "hi" }));
-        let server = tokio::spawn(serve(listener, router, async {
+        let guarded = Guarded::new(listener, router, &Security::default()).unwrap();
+        let server = tokio::spawn(guarded.serve(async {
             let _ = stopped.await;
         }));
 

@@ -74,7 +74,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let security = a.process.security.load()?;
     block_on(async {
         let metrics = bind_metrics(a.metrics_listen.as_deref()).await?;
-        let _metrics = metrics.map(|listener| server.serve_metrics(listener));
+        let _metrics = metrics
+            .map(|listener| server.serve_metrics(listener, &security))
+            .transpose()?;
         let (listener, _) = bind(&a.listen).await?;
         server
             .serve(

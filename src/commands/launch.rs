@@ -61,8 +61,10 @@ impl Launcher {
         let bound = role.listening().await?;
         if let Some(addr) = bound.metrics {
             // On stdout, before the progress bar: the one line a person needs to watch the run.
+            // The port takes the run's token; the page reads it from the fragment, which the
+            // browser never sends, and the log gets the URL without it.
             let url = format!("http://{addr}/");
-            println!("dashboard: {url}");
+            println!("dashboard: {url}#token={}", self.token.expose());
             tracing::info!(%url, "coordinator dashboard");
         }
         Ok((role, format!("http://{}", bound.addr)))

@@ -205,14 +205,20 @@ impl Drop for RoleProcess {
 
 /// `GET path` over HTTP/1.1 from `addr`, whatever its status: the head and the body.
 pub fn http_get_response(addr: &str, path: &str) -> (String, String) {
+    http_get_as(addr, path, None)
+}
+
+/// [`http_get_response`] with `token` sent as `Authorization: Bearer <token>`.
+pub fn http_get_as(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("the HTTP server answers");
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();

@@ -99,13 +99,17 @@ pub async fn run_learner(
     } = launch;
     let metrics = Arc::new(LearnerMetrics::new());
     // Dropped when this function returns, which stops the metrics server.
-    let _metrics_server = metrics_listener.map(|l| {
-        let scraped = metrics.clone();
-        proto::metrics_http::spawn(
-            l,
-            proto::metrics_http::metrics_router(move || scraped.render()),
-        )
-    });
+    let _metrics_server = metrics_listener
+        .map(|l| {
+            let scraped = metrics.clone();
+            proto::metrics_http::spawn(
+                l,
+                proto::metrics_http::metrics_router(move || scraped.render()),
+                &security,
+            )
+        })
+        .transpose()
+        .map_err(|e| LearnerError::Server(format!("metrics port: {e}")))?;
     let coordinator =
         proto::transport::connect_coordinator(&security, &coordinator_url, CONNECT_DEADLINE)
             .await?;

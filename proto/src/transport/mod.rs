@@ -22,6 +22,7 @@
 //! plaintext, as on loopback in tests.
 
 pub mod auth;
+pub mod catch_panic;
 mod client;
 pub mod retry;
 mod server;
@@ -289,6 +290,14 @@ impl Security {
     /// The timeouts in force.
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
+    }
+
+    /// The server identity's certificate chain and private key (PEM), when there is one: the
+    /// HTTP port's TLS (`http_guard`).
+    pub(crate) fn identity_pem(&self) -> Option<(&[u8], &[u8])> {
+        self.identity
+            .as_ref()
+            .map(|i| (i.cert_pem.as_slice(), i.key_pem.as_slice()))
     }
 
     /// True when servers built from this speak TLS.
