@@ -68,4 +68,12 @@ pub enum CoordinatorError {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// Handling a request panicked: a bug. The request is refused; the state stands as the
+    /// operation left it and the coordinator keeps serving.
+    #[error("the coordinator hit a bug ({message}); it keeps serving: please report it")]
+    Bug {
+        /// What the panic said.
+        message: String,
+    },
 }

@@ -9,6 +9,7 @@
 //! journal, one buffered-by-the-kernel write), and the lock is never held across an `.await`.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -133,19 +134,25 @@ impl Coordinator {
         &self,
         operation: impl FnOnce(&mut State) -> R,
     ) -> Result<R, CoordinatorError> {
-        // A panic inside an operation is a bug; the state is still the best there is, so
-        // keep serving rather than failing every later request.
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(failure) = &inner.failure {
             return Err(failed_again(failure));
         }
-        let answer = operation(&mut inner.state);
+        // A panic inside an operation is a bug: that request is refused, and the state, the
+        // best there is, keeps serving (what the operation changed before it panicked is
+        // journaled with it, so a replay rebuilds the same state).
+        let answer = std::panic::catch_unwind(AssertUnwindSafe(|| operation(&mut inner.state)));
         let records = inner.state.take_records();
+        let answer = answer.map_err(|payload| {
+            let message = panic_message(payload.as_ref());
+            error!(panic = %message, "a coordinator operation panicked: the request is refused");
+            CoordinatorError::Bug { message }
+        });
         let Some(journal) = inner.journal.as_mut() else {
-            return Ok(answer);
+            return answer;
         };
         match journal.append(&records) {
-            Ok(()) => Ok(answer),
+            Ok(()) => answer,
             Err(e) => {
                 error!(error = %e, "the journal failed: the coordinator stops");
                 let refused = failed_again(&e);
@@ -200,6 +207,15 @@ impl Coordinator {
     }
 }
 
+/// What a panic carried, as text.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 /// The error later operations get after the journal failed with `failure`.
 fn failed_again(failure: &CoordinatorError) -> CoordinatorError {
     match failure {
@@ -227,6 +243,25 @@ impl fmt::Debug for Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operation_that_panics_is_refused_and_the_next_one_is_served() {
+        let coordinator = Coordinator::from_source(
+            crate::test_run(|_| {}),
+            Box::new(crate::pool::tests::FixedSource { len: None }),
+        );
+        let err = coordinator
+            .with_state(|_| -> u64 { panic!("injected fault") })
+            .unwrap_err();
+        assert!(matches!(err, CoordinatorError::Bug { .. }), "{err:?}");
+        assert!(err.to_string().contains("injected fault"), "{err}");
+        let status = crate::service::to_status(err);
+        assert_eq!(status.code(), tonic::Code::Internal);
+        // The lock is not poisoned and the state still answers.
+        let snapshot = coordinator.with_state(|state| state.snapshot(Instant::now()));
+        assert!(snapshot.is_ok());
+        assert!(coordinator.failure().is_none());
+    }
 
     #[test]
     fn a_bad_task_spec_is_a_task_error() {

@@ -155,7 +155,8 @@ pub(crate) fn to_status(error: CoordinatorError) -> Status {
         | CoordinatorError::Config(_)
         | CoordinatorError::Journal { .. }
         | CoordinatorError::Transport(_)
-        | CoordinatorError::Security(_) => Status::internal(message),
+        | CoordinatorError::Security(_)
+        | CoordinatorError::Bug { .. } => Status::internal(message),
     }
 }
 

@@ -6,6 +6,7 @@ use super::Shared;
 use proto::push_ack::Outcome;
 use proto::PushAck;
 use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
 use tracing::Instrument;
 
 /// Lease checks the learner remembers before it starts over.
@@ -55,7 +56,7 @@ async fn admit_group(
     let fresh = shared
         .seen_groups
         .lock()
-        .expect("seen set")
+        .unwrap_or_else(PoisonError::into_inner)
         .insert(group_id.clone());
     if !fresh {
         shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -67,7 +68,7 @@ async fn admit_group(
         shared
             .seen_groups
             .lock()
-            .expect("seen set")
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(&group_id);
         shared.metrics.reject("shutting_down");
         return Ok(ack(
@@ -92,7 +93,7 @@ async fn check_lease(
     if shared
         .known_leases
         .lock()
-        .expect("lease cache")
+        .unwrap_or_else(PoisonError::into_inner)
         .contains(&key)
     {
         return Ok(Ok(()));
@@ -122,7 +123,10 @@ async fn check_lease(
             ),
         )));
     }
-    let mut known = shared.known_leases.lock().expect("lease cache");
+    let mut known = shared
+        .known_leases
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     // A cache: emptied when full (a miss only asks the coordinator again), so its memory
     // stays bounded on a run of any length.
     if known.len() >= KNOWN_LEASES_CACHED {

@@ -29,8 +29,13 @@ pub enum Failure {
     Fatal,
 }
 
-/// Classifies a failed call by its status code.
+/// Classifies a failed call by its status code. A handler's panic (`INTERNAL` marked with
+/// [`PANIC_METADATA`](super::catch_panic::PANIC_METADATA)) is fatal: the same request would
+/// hit the same bug.
 pub fn classify(status: &Status) -> Failure {
+    if super::catch_panic::is_handler_panic(status) {
+        return Failure::Fatal;
+    }
     match status.code() {
         // tonic reports connect errors and dropped connections as Unavailable, a broken
         // stream as Unknown or Internal; servers that are stopping answer Unavailable.

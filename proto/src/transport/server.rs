@@ -2,12 +2,15 @@
 //! configured), HTTP/2 keepalive and the bearer-token layer.
 
 use super::auth::AuthLayer;
+use super::catch_panic::CatchPanicLayer;
 use super::{Security, Timeouts, TlsIdentity, TransportError};
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 /// The builder [`Security::server`] returns: add services and serve as with
 /// `Server::builder()`.
-pub type SecureServer = Server<tower_layer::Stack<AuthLayer, tower_layer::Identity>>;
+pub type SecureServer = Server<
+    tower_layer::Stack<AuthLayer, tower_layer::Stack<CatchPanicLayer, tower_layer::Identity>>,
+>;
 
 fn tls_config(identity: &TlsIdentity, timeouts: &Timeouts) -> ServerTlsConfig {
     ServerTlsConfig::new()
@@ -49,6 +52,10 @@ impl Security {
                         detail: super::error_chain(&e),
                     })?;
         }
-        Ok(builder.layer(AuthLayer::new(self.token.clone())))
+        // Outermost first: a panic is caught around everything, the token checked before any
+        // handler runs.
+        Ok(builder
+            .layer(CatchPanicLayer)
+            .layer(AuthLayer::new(self.token.clone())))
     }
 }
