@@ -1,7 +1,8 @@
 //! `oxrl run` supervises its children: a learner, a coordinator and an actor SIGKILLed in the
 //! middle of a run are restarted (the learner from its checkpoint, the coordinator from its
-//! journal on its old address, the actor under its name) and the run finishes; a role that
-//! keeps crashing ends the run with its budget's error and the end of its log.
+//! journal on its old address, the actor under its name) and the run finishes, while a
+//! SIGSTOPped actor is left alone; a role that keeps crashing ends the run with its budget's
+//! error and the end of its log.
 
 mod common;
 
@@ -133,6 +134,19 @@ fn oxrl_run_restarts_a_killed_learner_coordinator_and_actor_and_finishes() {
     });
 
     kill_and_see_it_restarted(&run, "actor-0");
+    // A stopped child is not a crash: the run goes on with the other actor, and the stopped one
+    // carries on, the same process, once continued.
+    let frozen = pid(&run, "actor-1").unwrap();
+    let step = last_step(&run);
+    signal(frozen, "-STOP");
+    wait_until(
+        Duration::from_secs(60),
+        "two steps with actor-1 stopped",
+        || last_step(&run) >= step + 2,
+    );
+    signal(frozen, "-CONT");
+    assert_eq!(restarts_of(&run, "actor-1"), 0);
+    assert_eq!(pid(&run, "actor-1"), Some(frozen));
     kill_and_see_it_restarted(&run, "learner");
     kill_and_see_it_restarted(&run, "coordinator");
     let (status, out) = finish(parent, d, Duration::from_secs(180));
