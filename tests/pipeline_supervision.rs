@@ -23,11 +23,12 @@ fn write_config(dir: &Path, steps: u64, max_restarts: u32) -> PathBuf {
     write_run_config(dir, &text)
 }
 
-/// `oxrl run --config <config> --out <run>`, stdout and stderr to files in `dir`.
-fn start_run(dir: &Path, config: &Path, run: &Path) -> Child {
+/// `oxrl run --config <config> --out <run> <flags>`, stdout and stderr to files in `dir`.
+fn start_run(dir: &Path, config: &Path, run: &Path, flags: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_oxrl"))
         .args(["run", "--config", config.to_str().unwrap(), "--out"])
         .arg(run)
+        .args(flags)
         // Warnings, and the coordinator saying it replayed its journal.
         .env("RUST_LOG", "warn,coordinator::handle=info")
         // As a user runs it: an error is its message, with no backtrace.
@@ -128,7 +129,7 @@ fn oxrl_run_restarts_a_killed_learner_coordinator_and_actor_and_finishes() {
     let d = dir.path();
     let (run, steps) = (d.join("run"), 60);
     let config = write_config(d, steps, 5);
-    let parent = start_run(d, &config, &run);
+    let parent = start_run(d, &config, &run, &[]);
     wait_until(Duration::from_secs(120), "the run's first steps", || {
         last_step(&run) >= 3
     });
@@ -228,8 +229,9 @@ fn a_role_that_keeps_crashing_ends_the_run_with_the_end_of_its_log() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let run = d.join("run");
-    let config = write_config(d, 400, 2);
-    let parent = start_run(d, &config, &run);
+    // The flag overrides the config's budget of 5.
+    let config = write_config(d, 400, 5);
+    let parent = start_run(d, &config, &run, &["--max-restarts", "2"]);
     wait_until(
         Duration::from_secs(120),
         "the run's first checkpoint",

@@ -119,11 +119,15 @@ impl Supervisor {
         let pb = progress::bar(self.steps, "rl");
         let mut shown = Instant::now() - PROGRESS;
         let outcome = loop {
-            tokio::select! {
+            // Ctrl-C also cuts short a restart waiting for its role to listen.
+            let polled = tokio::select! {
                 _ = interrupt.recv() => break Err(anyhow::anyhow!("interrupted")),
-                _ = tokio::time::sleep(POLL) => {}
-            }
-            match self.poll(launcher, &pb).await {
+                polled = async {
+                    tokio::time::sleep(POLL).await;
+                    self.poll(launcher, &pb).await
+                } => polled,
+            };
+            match polled {
                 Ok(true) => break Ok(()),
                 Ok(false) => {}
                 Err(e) => break Err(e),
