@@ -45,16 +45,43 @@ pub struct Listening {
 }
 
 impl ChildRole {
-    /// Starts `oxrl <args> --exit-with-parent` with `env` applied, stderr to `log`.
+    /// Starts `oxrl <args> --exit-with-parent` with `env` applied, stderr to `log` (a new
+    /// file).
     pub fn spawn(
         name: &str,
         args: &[String],
         log: &Path,
         env: &[EnvVar],
     ) -> anyhow::Result<ChildRole> {
-        let exe = std::env::current_exe().context("locating the oxrl binary")?;
         let log_file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        ChildRole::spawn_logging(name, args, log, log_file, env)
+    }
+
+    /// [`ChildRole::spawn`] appending to `log`: a restarted role's log keeps its previous
+    /// life's lines, which say why it died.
+    pub fn spawn_appending(
+        name: &str,
+        args: &[String],
+        log: &Path,
+        env: &[EnvVar],
+    ) -> anyhow::Result<ChildRole> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        ChildRole::spawn_logging(name, args, log, log_file, env)
+    }
+
+    fn spawn_logging(
+        name: &str,
+        args: &[String],
+        log: &Path,
+        log_file: std::fs::File,
+        env: &[EnvVar],
+    ) -> anyhow::Result<ChildRole> {
+        let exe = std::env::current_exe().context("locating the oxrl binary")?;
         let mut command = Command::new(exe);
         command.args(args).arg("--exit-with-parent");
         for var in env {
@@ -112,9 +139,14 @@ impl ChildRole {
         Ok(Listening { addr, metrics })
     }
 
-    /// Waits for it to exit.
-    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        self.child.wait().await
+    /// Its exit status if it has exited (a stopped process has not: SIGSTOP is no exit).
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Its process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Closes its stdin: a clean stop.

@@ -7,6 +7,7 @@ mod config;
 mod fit;
 mod model_arg;
 mod progress;
+mod supervise;
 
 use clap::{Parser, Subcommand};
 

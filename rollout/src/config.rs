@@ -235,6 +235,16 @@ pub struct PipelineConfig {
     /// Groups the learner queues before backpressure reaches the actors. Keep it near
     /// `prompts_per_step`: a queued group ages one version per step it waits.
     pub learner_queue: usize,
+    /// Restarts `oxrl run` gives one crashed role (the coordinator, the learner, each actor)
+    /// within `restart_window_s`; one crash more ends the run (0: the first crash ends it).
+    pub max_restarts: u32,
+    /// The window, in seconds, over which `max_restarts` counts a role's restarts.
+    pub restart_window_s: f64,
+    /// Delay before restarting a crashed role; it doubles with each earlier restart of the
+    /// same role within the window.
+    pub restart_backoff_ms: u64,
+    /// The longest delay before a restart.
+    pub restart_backoff_max_ms: u64,
 }
 
 /// The timeouts as durations; call them on a validated config (a negative or NaN number of
@@ -254,6 +264,11 @@ impl PipelineConfig {
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)
     }
+
+    /// The window over which a role's restarts count against `max_restarts`.
+    pub fn restart_window(&self) -> Duration {
+        Duration::from_secs_f64(self.restart_window_s)
+    }
 }
 
 impl Default for PipelineConfig {
@@ -268,6 +283,10 @@ impl Default for PipelineConfig {
             retire_min_samples: 16,
             pass_rate_window: 32,
             learner_queue: 32,
+            max_restarts: 5,
+            restart_window_s: 600.0,
+            restart_backoff_ms: 1000,
+            restart_backoff_max_ms: 30_000,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! One module per subcommand: argument struct and `run`.
+//! One module per subcommand: argument struct and `run` (and `watch`, `oxrl run`'s supervisor
+//! of its children).
 
 pub mod bench;
 pub mod env;
@@ -12,3 +13,4 @@ pub mod run;
 pub mod sampling_flags;
 pub mod score;
 pub mod sft;
+pub mod watch;

@@ -60,6 +60,19 @@ pub struct Args {
     /// Pipeline lag bound k: no token trains more than k versions after it was sampled.
     #[arg(long)]
     max_lag: Option<u64>,
+    /// Restarts of one crashed role (coordinator, learner, an actor) within the restart
+    /// window before the run ends (pipeline mode; 0: the first crash ends it).
+    #[arg(long)]
+    max_restarts: Option<u32>,
+    /// The window, in seconds, over which a role's restarts are counted.
+    #[arg(long)]
+    restart_window_s: Option<f64>,
+    /// Delay before restarting a crashed role, doubling with each recent restart of it.
+    #[arg(long)]
+    restart_backoff_ms: Option<u64>,
+    /// The longest delay before a restart.
+    #[arg(long)]
+    restart_backoff_max_ms: Option<u64>,
 }
 
 impl Args {
@@ -112,6 +125,22 @@ impl Args {
         if let Some(v) = self.max_lag {
             cfg.update.max_lag = v;
         }
+        self.apply_restarts(&mut cfg.pipeline);
+    }
+
+    fn apply_restarts(&self, pipeline: &mut learner::PipelineConfig) {
+        if let Some(v) = self.max_restarts {
+            pipeline.max_restarts = v;
+        }
+        if let Some(v) = self.restart_window_s {
+            pipeline.restart_window_s = v;
+        }
+        if let Some(v) = self.restart_backoff_ms {
+            pipeline.restart_backoff_ms = v;
+        }
+        if let Some(v) = self.restart_backoff_max_ms {
+            pipeline.restart_backoff_max_ms = v;
+        }
     }
 }
 
@@ -148,7 +177,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     if !a.sync {
-        return crate::commands::launch::run_pipeline(&cfg, &dir);
+        return crate::commands::launch::run_pipeline(&cfg, &dir, a.resume.is_some());
     }
     // A remote environment ([episode] url) is dialled with the user's token, if any.
     if let Ok(raw) = std::env::var(proto::transport::TOKEN_ENV) {

@@ -243,6 +243,8 @@ impl PipelineConfig {
         let timeout = Interval::above(0.0, MAX_TIMEOUT_S);
         real("pipeline.lease_timeout_s", self.lease_timeout_s, timeout)?;
         real("pipeline.actor_timeout_s", self.actor_timeout_s, timeout)?;
+        real("pipeline.restart_window_s", self.restart_window_s, timeout)?;
+        self.validate_backoff()?;
         at_least(
             "pipeline.heartbeat_interval_ms",
             self.heartbeat_interval_ms,
@@ -283,6 +285,31 @@ impl PipelineConfig {
             },
             allowed: reason,
         })
+    }
+}
+
+impl PipelineConfig {
+    /// The restart delays: a first one of at least a millisecond, a cap no shorter than it,
+    /// both within the longest timeout.
+    fn validate_backoff(&self) -> Result<(), ConfigError> {
+        let max_ms = (MAX_TIMEOUT_S * 1000.0) as u64;
+        let ms = |field: &str, value: u64, min: u64| {
+            at_least(field, value, min)?;
+            if value > max_ms {
+                return Err(ConfigError::OutOfRange {
+                    field: field.to_string(),
+                    value: value.to_string(),
+                    allowed: format!("an integer <= {max_ms} (a week)"),
+                });
+            }
+            Ok(())
+        };
+        ms("pipeline.restart_backoff_ms", self.restart_backoff_ms, 1)?;
+        ms(
+            "pipeline.restart_backoff_max_ms",
+            self.restart_backoff_max_ms,
+            self.restart_backoff_ms,
+        )
     }
 }
 
@@ -400,6 +427,14 @@ mod tests {
                 "pipeline.retire_pass_rate",
                 Box::new(|c| c.pipeline.retire_pass_rate = -0.5),
             ),
+            (
+                "pipeline.restart_window_s",
+                Box::new(|c| c.pipeline.restart_window_s = 0.0),
+            ),
+            (
+                "pipeline.restart_window_s",
+                Box::new(move |c| c.pipeline.restart_window_s = nan),
+            ),
         ];
         for (name, change) in cases {
             assert_eq!(field(&refused(change)), name);
@@ -474,6 +509,11 @@ mod tests {
                 ">= 1",
                 Box::new(|c| c.pipeline.heartbeat_interval_ms = 0),
             ),
+            (
+                "pipeline.restart_backoff_ms",
+                ">= 1",
+                Box::new(|c| c.pipeline.restart_backoff_ms = 0),
+            ),
         ];
         for (name, min, change) in cases {
             let err = refused(change);
@@ -495,6 +535,12 @@ mod tests {
         });
         assert_eq!(field(&window), "pipeline.pass_rate_window");
         assert!(window.to_string().contains("at least 16"), "{window}");
+        let cap = refused(|c| {
+            c.pipeline.restart_backoff_ms = 2_000;
+            c.pipeline.restart_backoff_max_ms = 1_000;
+        });
+        assert_eq!(field(&cap), "pipeline.restart_backoff_max_ms");
+        assert!(cap.to_string().contains(">= 2000"), "{cap}");
         let empty = refused(|c| c.task = " ".into());
         assert_eq!(field(&empty), "task");
     }
@@ -505,6 +551,8 @@ mod tests {
         cfg.pipeline.retire_pass_rate = 2.0;
         cfg.update.max_lag = 0;
         cfg.sampling.temperature = 0.0;
+        // No restarts: the first crash of a role ends an `oxrl run`, as a supervisor-less run.
+        cfg.pipeline.max_restarts = 0;
         cfg.validate().unwrap();
     }
 }
