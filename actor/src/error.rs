@@ -34,6 +34,9 @@ pub enum ActorError {
     /// dialled).
     #[error("episode environment: {0}")]
     Env(#[from] tasks::EnvError),
+    /// The run's reward server cannot be dialled (a bad URL or TLS settings).
+    #[error("reward server: {0}")]
+    Reward(#[from] reward_service::RewardError),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
     /// The metrics port's TLS identity is unusable.

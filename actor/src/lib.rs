@@ -17,6 +17,7 @@ mod generate;
 mod heartbeat;
 mod learner_version;
 pub mod metrics;
+mod rewards;
 mod run;
 mod subscriber;
 

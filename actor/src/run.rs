@@ -30,7 +30,8 @@ pub struct ActorSummary {
     pub leases: u64,
     pub groups_accepted: u64,
     pub groups_rejected: u64,
-    /// Groups not delivered because an environment failed (after its retries).
+    /// Groups not delivered because an environment or the reward server failed (after its
+    /// retries).
     pub groups_dropped: u64,
     /// Weight swaps made between decode steps of a lease (in-flight updates).
     pub in_flight_swaps: u64,
@@ -185,6 +186,7 @@ pub async fn run_actor(
             limits: (&cfg.episode).into(),
             chat: rollout::ChatFormat::for_episodes(&cfg.episode, &model.tokenizer)?,
         },
+        rewards: crate::rewards::RmRewards::for_run(&cfg.reward, &security)?,
         cfg,
         metrics,
         stop: stop.clone(),
@@ -246,6 +248,8 @@ struct LeaseLoop {
     tok: Tokenizer,
     eos: Vec<u32>,
     episodes: rollout::Episodes,
+    /// The run's reward server (`reward.rm`), when rewards come from one.
+    rewards: Option<crate::rewards::RmRewards>,
     cfg: RunConfig,
     metrics: Arc<ActorMetrics>,
     stop: Shutdown,
@@ -352,10 +356,26 @@ impl LeaseLoop {
         let Some(groups) = self.generate(&lease).await? else {
             return Ok(false);
         };
+        let groups = self.rewarded(groups).await;
         if !self.push(&lease.lease_id, &groups).await? {
             return Ok(false);
         }
         self.complete(&lease, &groups).await
+    }
+
+    /// The groups with their rewards from the run's reward server, if it has one; a group
+    /// the server gave no usable scores is dropped, counted and logged.
+    async fn rewarded(&mut self, groups: Vec<RolloutGroup>) -> Vec<RolloutGroup> {
+        let Some(rewards) = &self.rewards else {
+            return groups;
+        };
+        let (kept, dropped) = rewards.score(groups).await;
+        for d in &dropped {
+            self.summary.groups_dropped += 1;
+            self.metrics.reject("reward_model");
+            tracing::warn!(group = %d.group_id, problem = %d.problem_id, reason = "reward_model", error = %d.error, "dropped a group: the reward model failed");
+        }
+        kept
     }
 
     /// Samples the lease's groups on a blocking thread; `None` if stopped midway.

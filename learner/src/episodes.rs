@@ -28,7 +28,7 @@ pub fn for_run(cfg: &RunConfig, source: &dyn ProblemSource, tok: &Tokenizer) -> 
     let Some(url) = episode.url.as_deref() else {
         return Ok(Episodes::builtin(episode, source.verifier())?.with_chat(episode, tok)?);
     };
-    let security = SECURITY.get().cloned().unwrap_or_default();
+    let security = security();
     let remote = environment::Remote {
         url,
         security: &security,
@@ -43,8 +43,14 @@ pub fn for_run(cfg: &RunConfig, source: &dyn ProblemSource, tok: &Tokenizer) -> 
     })
 }
 
-/// The runtime remote environment calls run on, started the first time one is needed.
-fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+/// The token and TLS settings of [`use_security`] (none when never set).
+pub(crate) fn security() -> Security {
+    SECURITY.get().cloned().unwrap_or_default()
+}
+
+/// The runtime remote environment (and reward server) calls run on, started the first time
+/// one is needed.
+pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     if let Some(rt) = RUNTIME.get() {
         return Ok(rt);
     }

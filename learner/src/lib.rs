@@ -18,6 +18,7 @@ pub mod params;
 pub mod per_prompt;
 pub mod replicas;
 pub mod reward;
+pub mod rm_rewards;
 pub mod server;
 pub mod sft;
 pub mod sync_curriculum;

@@ -84,6 +84,8 @@ pub fn run_sync(
         Some(ckpt) if state.step > 0 => SyncCurriculum::load_or_new(cfg, source.as_ref(), &ckpt)?,
         _ => SyncCurriculum::new(cfg, source.as_ref())?,
     };
+    let rm = crate::rm_rewards::RmRewards::for_run(&cfg.reward)?;
+    let mut rm_dropped = 0;
     let mut log = MetricsLog::open(dir)?;
     let eos = learner.model.tokenizer.eos_ids();
     let started = Instant::now();
@@ -126,7 +128,14 @@ pub fn run_sync(
         for d in &outcome.dropped {
             tracing::warn!(group = %d.group_id, reason = d.error.reason(), error = %d.error, "dropped a group: its environment failed");
         }
-        let groups = outcome.groups;
+        let groups = match &rm {
+            Some(rm) => {
+                let (groups, dropped) = rm.score(outcome.groups);
+                rm_dropped += dropped;
+                groups
+            }
+            None => outcome.groups,
+        };
         curriculum.record(&indices, &groups);
         let report = learner.step(&groups)?;
         state.step += 1;
@@ -158,6 +167,12 @@ pub fn run_sync(
         if last {
             break;
         }
+    }
+    if rm_dropped > 0 {
+        tracing::warn!(
+            groups = rm_dropped,
+            "groups dropped because the reward model gave no usable scores (see the warnings above)"
+        );
     }
     checkpoint::save_final(dir, &learner.model, state.step)?;
     Ok(state)

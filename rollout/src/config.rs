@@ -55,6 +55,9 @@ pub struct RunConfig {
     pub pipeline: PipelineConfig,
     /// Episodes: the environment the model acts in, and their caps (one turn by default).
     pub episode: EpisodeConfig,
+    /// Where rewards come from: the task's verifier, or a served reward model
+    /// (`reward = { rm = "URL" }`), alone or with the verifier.
+    pub reward: RewardConfig,
 }
 
 impl Default for RunConfig {
@@ -81,6 +84,7 @@ impl Default for RunConfig {
             update: UpdateConfig::default(),
             pipeline: PipelineConfig::default(),
             episode: EpisodeConfig::default(),
+            reward: RewardConfig::default(),
         }
     }
 }
@@ -400,4 +404,70 @@ impl EpisodeConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+}
+
+/// Where a run's rewards come from (docs/reward-model.md, "Serving"): the task's verifier
+/// (the default, with no `rm`), or the scores of a reward model served over
+/// `oxrl.v1.RewardModel` (`oxrl rm serve`) at `rm`, written `reward = { rm = "URL" }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RewardConfig {
+    /// An `oxrl.v1.RewardModel` server (`http://host:port`, `https://` with TLS); none = the
+    /// verifier alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rm: Option<String>,
+    /// How a sample's reward is made from the reward model's score (with `rm`).
+    pub combine: RewardCombine,
+    /// How a raw score becomes a reward.
+    pub transform: ScoreTransform,
+    /// Deadline of one call to the reward server.
+    pub timeout_ms: u64,
+    /// Attempts at a call that failed transiently (unreachable, timed out, busy) before the
+    /// group is dropped and counted (`oxrl_rejected_total{reason="reward_model"}`).
+    pub attempts: u32,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        RewardConfig {
+            rm: None,
+            combine: RewardCombine::Rm,
+            transform: ScoreTransform::Sigmoid,
+            timeout_ms: 10_000,
+            attempts: 4,
+        }
+    }
+}
+
+impl RewardConfig {
+    /// The deadline of one reward-server call.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// How the reward model's transformed score `s` and the verifier's reward `v` make a reward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RewardCombine {
+    /// `s` alone: for tasks without a checkable answer.
+    #[default]
+    #[serde(rename = "rm")]
+    Rm,
+    /// `v + s`: with the sigmoid (`0 < s < 1`) no wrong answer outranks a right one (they
+    /// tie at worst, where the f32 sigmoid rounds), and the reward model orders the answers
+    /// within each.
+    #[serde(rename = "verifier+rm")]
+    VerifierPlusRm,
+}
+
+/// How a raw score (the head's logit) becomes `s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreTransform {
+    /// `sigmoid(score)`: the probability of being right of an `oxrl rm train` model (binary
+    /// cross-entropy), on the verifier's 0..1 scale.
+    #[default]
+    Sigmoid,
+    /// The score itself (a reward model whose scores are not log-odds, e.g. Bradley-Terry).
+    Raw,
 }

@@ -18,6 +18,9 @@ pub struct Args {
 enum RmCommand {
     /// Train a verifier on the policy's own samples, labelled by the task's verifier.
     Train(TrainArgs),
+    /// Serve a reward model's scores over gRPC (oxrl.v1.RewardModel), batching concurrent
+    /// requests, to runs whose config says `reward = { rm = "URL" }`.
+    Serve(super::rm_serve::ServeArgs),
 }
 
 /// Arguments of `oxrl rm train`; unset values come from `RmConfig`'s defaults.
@@ -76,6 +79,7 @@ impl TrainArgs {
 pub fn run(a: Args) -> anyhow::Result<()> {
     match a.command {
         RmCommand::Train(t) => train(t),
+        RmCommand::Serve(s) => super::rm_serve::serve(s),
     }
 }
 

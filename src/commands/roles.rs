@@ -2,7 +2,7 @@
 //! starts them on one machine or a cluster runs them on many. Each prints
 //! `OXRL_LISTENING <addr>` on stdout once its server is bound (servers bind port 0 fine).
 //! The process plumbing here (security flags, binding, shutdown) serves `oxrl env serve`
-//! (`env.rs`) too.
+//! (`env.rs`) and `oxrl rm serve` (`rm_serve.rs`) too.
 
 use crate::children::{LISTENING, METRICS};
 use crate::config::load_config;
@@ -254,7 +254,8 @@ pub fn actor(a: ActorArgs) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({
                 "actor": a.name, "leases": summary.leases, "groups_accepted": summary.groups_accepted,
-                "groups_rejected": summary.groups_rejected, "in_flight_swaps": summary.in_flight_swaps,
+                "groups_rejected": summary.groups_rejected, "groups_dropped": summary.groups_dropped,
+                "in_flight_swaps": summary.in_flight_swaps,
                 "idle_s": summary.idle_s, "busy_s": summary.busy_s,
             })
         );

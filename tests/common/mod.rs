@@ -558,3 +558,24 @@ pub fn wait_run_ok(
     };
     assert!(status.success(), "oxrl run failed ({status}):\n{}", logs());
 }
+
+/// A small reward model (the character tokenizer, like [`write_checkpoint`]'s policies) with
+/// random weights and a head whose scores spread over a few units, written to `dir`.
+pub fn write_reward_model(dir: &Path, seed: u64) {
+    let tok = char_tokenizer();
+    let mut cfg = ModelConfig::tiny(tok.vocab_size(), 32, 2, 4, 2);
+    cfg.tie_word_embeddings = true;
+    let mut weights = random_weights(&cfg, seed, &Device::Cpu).unwrap();
+    weights.remove("lm_head.weight");
+    let head: Vec<f32> = (0..32).map(|i| ((i * 5 % 7) as f32 - 3.0) * 0.3).collect();
+    let head = candle_core::Tensor::from_vec(head, (1, 32), &Device::Cpu).unwrap();
+    weights.insert(policy::SCORE_WEIGHT.into(), head);
+    let config = policy::reward_config(&cfg, 0).unwrap();
+    policy::RewardModelDir {
+        config,
+        tokenizer: tok,
+        weights,
+    }
+    .save(dir)
+    .unwrap();
+}

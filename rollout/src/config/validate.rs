@@ -7,7 +7,10 @@ use std::fmt;
 
 use policy::SamplingParams;
 
-use super::{AdamWConfig, EpisodeConfig, Objective, PipelineConfig, RunConfig, UpdateConfig};
+use super::{
+    AdamWConfig, EpisodeConfig, Objective, PipelineConfig, RewardCombine, RewardConfig, RunConfig,
+    ScoreTransform, UpdateConfig,
+};
 
 /// Why a run config was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -163,7 +166,32 @@ impl RunConfig {
         check_sampling(&self.sampling, |name| format!("sampling.{name}"))?;
         self.update.validate()?;
         self.pipeline.validate()?;
-        self.episode.validate()
+        self.episode.validate()?;
+        self.reward.validate()
+    }
+}
+
+impl RewardConfig {
+    /// The `reward` table's ranges (see [`RunConfig::validate`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.rm {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::OutOfRange {
+                    field: "reward.rm".to_string(),
+                    value: format!("{url:?}"),
+                    allowed: "an http:// or https:// URL of `oxrl rm serve`".to_string(),
+                });
+            }
+        } else if self.combine != RewardCombine::Rm || self.transform != ScoreTransform::Sigmoid {
+            return Err(ConfigError::OutOfRange {
+                field: "reward.rm".to_string(),
+                value: "none".to_string(),
+                allowed: "a reward server URL: reward.combine and reward.transform need one"
+                    .to_string(),
+            });
+        }
+        at_least("reward.timeout_ms", self.timeout_ms, 1)?;
+        at_least("reward.attempts", self.attempts as u64, 1)
     }
 }
 
@@ -543,6 +571,27 @@ mod tests {
         assert!(cap.to_string().contains(">= 2000"), "{cap}");
         let empty = refused(|c| c.task = " ".into());
         assert_eq!(field(&empty), "task");
+    }
+
+    #[test]
+    fn a_reward_server_is_a_url_and_its_options_need_one() {
+        let url = refused(|c| c.reward.rm = Some("localhost:7200".into()));
+        assert_eq!(field(&url), "reward.rm");
+        let combine = refused(|c| c.reward.combine = RewardCombine::VerifierPlusRm);
+        assert_eq!(field(&combine), "reward.rm");
+        let attempts = refused(|c| {
+            c.reward.rm = Some("http://127.0.0.1:7200".into());
+            c.reward.attempts = 0;
+        });
+        assert_eq!(field(&attempts), "reward.attempts");
+        let cfg: RunConfig = toml::from_str(
+            "reward = { rm = \"http://h:1\", combine = \"verifier+rm\", transform = \"raw\" }",
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.reward.combine, RewardCombine::VerifierPlusRm);
+        assert_eq!(cfg.reward.transform, ScoreTransform::Raw);
+        assert_eq!(RunConfig::from_wire(&cfg.to_wire()).unwrap(), cfg);
     }
 
     #[test]
