@@ -19,6 +19,10 @@ use crate::metrics::RmMetrics;
 pub trait Scorer: Send + 'static {
     /// Token ids at or above this are refused before they reach the model.
     fn vocab_size(&self) -> usize;
+    /// Longer sequences are refused before they reach the model (its context length).
+    fn max_len(&self) -> usize {
+        usize::MAX
+    }
     /// One raw score per sequence (each non-empty), in order; an error says what failed.
     fn score(&self, sequences: &[Vec<u32>]) -> Result<Vec<f32>, String>;
 }
@@ -26,6 +30,10 @@ pub trait Scorer: Send + 'static {
 impl Scorer for policy::RewardModel {
     fn vocab_size(&self) -> usize {
         self.decoder().config().vocab_size
+    }
+
+    fn max_len(&self) -> usize {
+        self.decoder().config().max_position_embeddings
     }
 
     fn score(&self, sequences: &[Vec<u32>]) -> Result<Vec<f32>, String> {
@@ -83,6 +91,7 @@ pub struct Batcher {
     jobs: Sender<Job>,
     limits: BatchLimits,
     vocab_size: usize,
+    max_len: usize,
 }
 
 impl Batcher {
@@ -94,7 +103,7 @@ impl Batcher {
             ..limits
         };
         let (jobs, queue) = crossbeam_channel::bounded(limits.queue);
-        let vocab_size = scorer.vocab_size();
+        let (vocab_size, max_len) = (scorer.vocab_size(), scorer.max_len());
         let spawned = std::thread::Builder::new()
             .name("oxrl-rm-batcher".into())
             .spawn(move || run(scorer, queue, limits, &metrics));
@@ -106,12 +115,18 @@ impl Batcher {
             jobs,
             limits,
             vocab_size,
+            max_len,
         }
     }
 
     /// The model's vocabulary size.
     pub fn vocab_size(&self) -> usize {
         self.vocab_size
+    }
+
+    /// The longest sequence the model takes.
+    pub fn max_len(&self) -> usize {
+        self.max_len
     }
 
     /// The limits in force.

@@ -1,5 +1,6 @@
 //! The gRPC face of the reward server: checks an `oxrl.v1.RewardModel` Score request (some
-//! sequences, none empty, every token in the vocabulary, not more than a request may carry),
+//! sequences, none empty or longer than the model's context, every token in the vocabulary,
+//! not more than a request may carry),
 //! hands it to the [`Batcher`], checks the scores that come back (finite) and maps every
 //! failure to a status in [`to_status`]. A bad request is a status, never a panic.
 
@@ -56,11 +57,22 @@ pub(crate) fn to_status(error: &ScoreError) -> Status {
     }
 }
 
-/// The sequences of `request`, checked against `vocab_size`.
+/// What a request's sequences must fit: the model's vocabulary and context length.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fits {
+    pub vocab_size: usize,
+    pub max_len: usize,
+}
+
+/// The sequences of `request`, checked against the model (`fits`).
 pub(crate) fn sequences(
     request: proto::ScoreRequest,
-    vocab_size: usize,
+    fits: Fits,
 ) -> Result<Vec<Vec<u32>>, ScoreError> {
+    let Fits {
+        vocab_size,
+        max_len,
+    } = fits;
     let n = request.sequences.len();
     if n == 0 {
         return Err(ScoreError::Invalid("no sequences to score".into()));
@@ -74,6 +86,12 @@ pub(crate) fn sequences(
     for (i, s) in request.sequences.into_iter().enumerate() {
         if s.tokens.is_empty() {
             return Err(ScoreError::Invalid(format!("sequence {i} is empty")));
+        }
+        if s.tokens.len() > max_len {
+            return Err(ScoreError::Invalid(format!(
+                "sequence {i} has {} tokens; the reward model takes at most {max_len}",
+                s.tokens.len()
+            )));
         }
         if let Some(&id) = s.tokens.iter().find(|&&id| id as usize >= vocab_size) {
             return Err(ScoreError::Invalid(format!(
@@ -96,7 +114,11 @@ pub(crate) struct RmService {
 impl RmService {
     /// Scores a checked request; the scores are finite.
     async fn score(&self, request: proto::ScoreRequest) -> Result<Vec<f32>, ScoreError> {
-        let sequences = sequences(request, self.batcher.vocab_size())?;
+        let fits = Fits {
+            vocab_size: self.batcher.vocab_size(),
+            max_len: self.batcher.max_len(),
+        };
+        let sequences = sequences(request, fits)?;
         let n = sequences.len() as u64;
         let scores = self.batcher.score(sequences).await?;
         if let Some((index, &value)) = scores.iter().enumerate().find(|(_, v)| !v.is_finite()) {
@@ -133,6 +155,11 @@ mod tests {
     use super::*;
     use tonic::Code;
 
+    const FITS: Fits = Fits {
+        vocab_size: 10,
+        max_len: 8,
+    };
+
     fn request(seqs: &[&[u32]]) -> proto::ScoreRequest {
         proto::ScoreRequest {
             sequences: seqs
@@ -148,14 +175,15 @@ mod tests {
             (request(&[]), "no sequences"),
             (request(&[&[1, 2], &[]]), "sequence 1 is empty"),
             (request(&[&[1, 10]]), "token 10"),
+            (request(&[&[1; 9]]), "at most 8"),
         ];
         for (r, want) in cases {
-            let error = sequences(r, 10).unwrap_err();
+            let error = sequences(r, FITS).unwrap_err();
             let status = to_status(&error);
             assert_eq!(status.code(), Code::InvalidArgument, "{error}");
             assert!(status.message().contains(want), "{status:?}");
         }
-        let ok = sequences(request(&[&[1, 9], &[3]]), 10).unwrap();
+        let ok = sequences(request(&[&[1, 9], &[3]]), FITS).unwrap();
         assert_eq!(ok, vec![vec![1, 9], vec![3]]);
     }
 
@@ -181,6 +209,47 @@ mod tests {
         ];
         for (error, code) in cases {
             assert_eq!(to_status(&error).code(), code, "{error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod props {
+    //! Any Score request is checked into sequences the model can take, or refused as an
+    //! invalid argument that says why; never a panic.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const FITS: Fits = Fits {
+        vocab_size: 32,
+        max_len: 16,
+    };
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_score_request_is_checked_or_refused(
+            seqs in proptest::collection::vec(proptest::collection::vec(0u32..40, 0..20), 0..6),
+        ) {
+            let request = proto::ScoreRequest {
+                sequences: seqs
+                    .iter()
+                    .map(|s| proto::ScoredSequence { tokens: s.clone() })
+                    .collect(),
+            };
+            match sequences(request, FITS) {
+                Ok(out) => {
+                    prop_assert_eq!(&out, &seqs);
+                    prop_assert!(!out.is_empty());
+                    for s in &out {
+                        prop_assert!(!s.is_empty() && s.len() <= FITS.max_len);
+                        prop_assert!(s.iter().all(|&t| (t as usize) < FITS.vocab_size));
+                    }
+                }
+                Err(e) => prop_assert_eq!(to_status(&e).code(), tonic::Code::InvalidArgument),
+            }
         }
     }
 }
