@@ -22,6 +22,8 @@ mod metrics;
 mod server;
 mod service;
 mod sessions;
+#[cfg(test)]
+mod sessions_props;
 
 pub use client::{RemoteEnv, RemoteEnvs};
 pub use server::{EnvServer, ServeError};
