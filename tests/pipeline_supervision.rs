@@ -6,10 +6,10 @@
 
 mod common;
 
+use common::supervised::{finish, last_step, pid, restarts_of, signal, start_run};
 use common::{read_jsonl, wait_until, write_run_config};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A small, fast run whose roles are restarted after 100 ms (doubling to 1 s).
 fn write_config(dir: &Path, steps: u64, max_restarts: u32) -> PathBuf {
@@ -21,63 +21,6 @@ fn write_config(dir: &Path, steps: u64, max_restarts: u32) -> PathBuf {
          restart_window_s = 60.0\nrestart_backoff_ms = 100\nrestart_backoff_max_ms = 1000\n"
     );
     write_run_config(dir, &text)
-}
-
-/// `oxrl run --config <config> --out <run> <flags>`, stdout and stderr to files in `dir`.
-fn start_run(dir: &Path, config: &Path, run: &Path, flags: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_oxrl"))
-        .args(["run", "--config", config.to_str().unwrap(), "--out"])
-        .arg(run)
-        .args(flags)
-        // Warnings, and the coordinator saying it replayed its journal.
-        .env("RUST_LOG", "warn,coordinator::handle=info")
-        // As a user runs it: an error is its message, with no backtrace.
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
-        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// The pid `oxrl run` wrote for `role`, once the file exists.
-fn pid(run: &Path, role: &str) -> Option<u32> {
-    let text = std::fs::read_to_string(run.join(format!("logs/{role}.pid"))).ok()?;
-    text.trim().parse().ok()
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
-
-/// The restarts recorded so far for `role`.
-fn restarts_of(run: &Path, role: &str) -> usize {
-    let path = run.join("logs/restarts.jsonl");
-    if !path.exists() {
-        return 0;
-    }
-    read_jsonl(&path)
-        .iter()
-        .filter(|l| l["role"] == role)
-        .count()
-}
-
-/// The step of the last line of metrics.jsonl (0 before any).
-fn last_step(run: &Path) -> u64 {
-    let path = run.join("metrics.jsonl");
-    if !path.exists() {
-        return 0;
-    }
-    read_jsonl(&path)
-        .last()
-        .and_then(|l| l["step"].as_u64())
-        .unwrap_or(0)
 }
 
 /// SIGKILLs `role` and waits until `oxrl run` has it running again under a new pid and the
@@ -96,31 +39,6 @@ fn kill_and_see_it_restarted(run: &Path, role: &str) {
         &format!("two steps past step {step} after the {role}'s restart"),
         || last_step(run) >= step + 2,
     );
-}
-
-/// Waits for `child` to exit within `deadline`; its status and its stdout and stderr.
-fn finish(mut child: Child, dir: &Path, deadline: Duration) -> (std::process::ExitStatus, String) {
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the run did not end within {deadline:?}:\n{}",
-                std::fs::read_to_string(dir.join("stderr")).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = format!(
-        "{}\n{}",
-        std::fs::read_to_string(dir.join("stdout")).unwrap_or_default(),
-        std::fs::read_to_string(dir.join("stderr")).unwrap_or_default()
-    );
-    (status, out)
 }
 
 #[test]

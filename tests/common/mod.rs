@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod supervised;
+
 use candle_core::Device;
 use policy::{random_weights, save_model_dir, tokenizer::char_tokenizer, ModelConfig, ModelDir};
 use proto::coordinator_client::CoordinatorClient;
