@@ -626,8 +626,8 @@ fn versions_only_go_up_and_done_stops_the_run() {
             version: 6,
             zero_variance_problem_ids: vec!["fixed/0".to_string(), "fixed/0".to_string()],
             done: false,
-
             stats: None,
+            ..Default::default()
         },
         now,
     );
@@ -640,8 +640,8 @@ fn versions_only_go_up_and_done_stops_the_run() {
             version: 7,
             zero_variance_problem_ids: vec!["fixed/1".to_string()],
             done: true,
-
             stats: None,
+            ..Default::default()
         },
         now,
     );
@@ -706,4 +706,50 @@ fn reported_steps_reach_the_history_with_the_pool_size() {
     );
     assert_eq!(view.totals.lag_tokens, [6, 2]);
     assert_eq!(view.status.learner_version, 2);
+}
+
+#[test]
+fn a_learner_restart_leases_again_what_no_checkpoint_holds_under_the_same_group_ids() {
+    let mut state = state_with(Some(6), run_with(|run| run.epochs = 1));
+    let now = Instant::now();
+    join(&mut state, MemberRole::Learner, now);
+    let actor = join(&mut state, MemberRole::Actor, now);
+    let first = lease(&mut state, &actor, 0, 2, now).unwrap();
+    let second = lease(&mut state, &actor, 0, 2, now).unwrap();
+    complete(&mut state, &actor, &first, 1.0, now);
+    complete(&mut state, &actor, &second, 0.0, now);
+    // A checkpoint holds the first lease's groups; the second's were lost with the learner.
+    state.publish_version(
+        Publication {
+            version: 1,
+            durable_group_ids: first.group_ids.clone(),
+            ..Publication::default()
+        },
+        now,
+    );
+    assert_eq!(state.undurable_prompts(), 2);
+    // Outstanding at the restart: the dead learner may have queued some of its groups.
+    let third = lease(&mut state, &actor, 1, 1, now).unwrap();
+    join(&mut state, MemberRole::Learner, now);
+    publish(&mut state, 0, now);
+    assert_eq!(state.undurable_prompts(), 0);
+    let again = lease(&mut state, &actor, 0, 2, now).unwrap();
+    assert_eq!(
+        again.group_ids, second.group_ids,
+        "first, and under their ids"
+    );
+    assert_eq!(ids(&again), ids(&second));
+    complete(&mut state, &actor, &third, 1.0, now);
+    let straddled = lease(&mut state, &actor, 0, 1, now).unwrap();
+    assert_eq!(straddled.group_ids, third.group_ids);
+    complete(&mut state, &actor, &again, 1.0, now);
+    complete(&mut state, &actor, &straddled, 1.0, now);
+    // The epoch goes on with the prompts never leased, and ends when they are in.
+    let rest = lease(&mut state, &actor, 0, 6, now).unwrap();
+    assert_eq!(ids(&rest), ["fixed/5"]);
+    assert!(!state.status(now).exhausted);
+    complete(&mut state, &actor, &rest, 1.0, now);
+    assert!(state.status(now).exhausted);
+    // The rewards of both deliveries count: 4 samples each time.
+    assert_eq!(state.status(now).prompts_completed, 9);
 }
