@@ -197,8 +197,9 @@ impl State {
         self.reap(now);
         let known =
             self.registry.touch(member_id, now) && self.registry.set_version(member_id, version);
-        // With the pool spent there is nothing left to generate: actors may go.
-        let exhausted = self.note_exhaustion();
+        // With the pool spent there is nothing left to generate: actors may go, unless a
+        // learner restart could still bring prompts back (`durable.rs`).
+        let exhausted = self.note_exhaustion() && self.undurable.is_empty();
         HeartbeatAnswer {
             learner_version: self.learner_version,
             learner_addr: self.registry.learner_addr().map(str::to_string),
@@ -415,7 +416,7 @@ impl State {
         if taken.is_empty() {
             // Empty for now (everything leased) or for good (nothing left to walk, nothing out
             // that could come back).
-            return Err(if self.note_exhaustion() {
+            return Err(if self.note_exhaustion() && self.undurable.is_empty() {
                 Refusal::Exhausted
             } else {
                 Refusal::PoolEmpty

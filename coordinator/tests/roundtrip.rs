@@ -375,6 +375,18 @@ async fn a_spent_pool_refuses_with_exhausted_and_stops_the_actors() {
         })
         .await
         .unwrap();
+    // Not for good until a learner checkpoint holds the groups (a learner restart would
+    // bring them back).
+    let out = client.lease(ask()).await.unwrap().into_inner();
+    assert_eq!(out.refused(), LeaseRefusal::PoolEmpty);
+    let group_ids = lease.prompts.iter().map(|p| p.group_id.clone()).collect();
+    client
+        .publish_version(PublishVersionRequest {
+            durable_group_ids: group_ids,
+            ..PublishVersionRequest::default()
+        })
+        .await
+        .unwrap();
     let refused = client.lease(ask()).await.unwrap().into_inner();
     assert_eq!(refused.refused(), LeaseRefusal::Exhausted);
     let beat = client

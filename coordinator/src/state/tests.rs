@@ -96,6 +96,16 @@ fn publish(state: &mut State, version: u64, now: Instant) {
     state.publish_version(publication, now);
 }
 
+/// The learner names the groups of `grants` durable: a checkpoint holds them.
+fn checkpointed(state: &mut State, grants: &[&Grant], now: Instant) {
+    let publication = Publication {
+        version: state.status(now).learner_version,
+        durable_group_ids: grants.iter().flat_map(|g| g.group_ids.clone()).collect(),
+        ..Publication::default()
+    };
+    state.publish_version(publication, now);
+}
+
 #[test]
 fn register_answers_with_the_run_config_and_the_learner() {
     let mut state = state(None);
@@ -458,6 +468,17 @@ fn a_fully_retired_dataset_is_exhausted_and_says_so() {
     let grant = lease(&mut state, &actor, 0, 1, now).unwrap();
     assert!(!state.status(now).exhausted, "a lease is out");
     complete(&mut state, &actor, &grant, 1.0, now);
+    // Until a checkpoint holds its group, a learner restart could bring the prompt back.
+    assert_eq!(
+        lease(&mut state, &actor, 0, 1, now).unwrap_err(),
+        Refusal::PoolEmpty
+    );
+    assert!(!state.heartbeat(&actor, 0, now).stop);
+    assert!(
+        state.status(now).exhausted,
+        "the learner trains what it holds"
+    );
+    checkpointed(&mut state, &[&grant], now);
     assert_eq!(
         lease(&mut state, &actor, 0, 1, now).unwrap_err(),
         Refusal::Exhausted
@@ -516,6 +537,7 @@ fn the_pool_is_exhausted_once_its_epochs_are_done_and_every_lease_is_in() {
         status.pool_retired, 0,
         "nothing retired: the epochs ended it"
     );
+    checkpointed(&mut state, &[&first, &second, &third, &last], now);
     assert_eq!(
         lease(&mut state, &a, 0, 1, now).unwrap_err(),
         Refusal::Exhausted

@@ -44,6 +44,11 @@ async fn admit_group(
         shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
         shared.metrics.reject(invalid_reason(&e));
         tracing::warn!(group = %group_id, reason = %e, "rejected group");
+        shared
+            .refused_groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(group_id.clone());
         return Ok(ack(Outcome::Rejected, e.to_string()));
     }
     if let Err((label, reason)) = check_lease(shared, &lease_id, &group.problem_id).await? {

@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     pub version: AtomicU64,
     pub weights: watch::Sender<Arc<EncodedVersion>>,
     pub seen_groups: Mutex<HashSet<String>>,
+    /// Groups refused for good at intake, to be named durable with the next checkpoint's
+    /// report (their prompts are done: see `trainer::Trainer::report_durable`).
+    pub refused_groups: Mutex<Vec<String>>,
     pub known_leases: Mutex<HashSet<String>>,
     pub queue: mpsc::Sender<rollout::RolloutGroup>,
     pub vocab_size: usize,
@@ -222,6 +225,7 @@ fn share_state(
         // A resumed learner refuses what its checkpoint was trained on, as it did before.
         seen_groups: Mutex::new(ledger::trained_up_to(out, start.step())?),
         known_leases: Mutex::new(HashSet::new()),
+        refused_groups: Mutex::new(Vec::new()),
         queue: queue_tx,
         vocab_size: model.config.vocab_size,
         coordinator,
