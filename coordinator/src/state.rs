@@ -403,7 +403,12 @@ impl State {
 
     fn grant(&mut self, request: &LeaseRequest, now: Instant) -> Result<Grant, Refusal> {
         if self.done {
-            return Err(Refusal::Stopping);
+            // The learner finishes after the pool is spent: that is the reason to give.
+            return Err(if self.pool.exhausted() {
+                Refusal::Exhausted
+            } else {
+                Refusal::Stopping
+            });
         }
         // PipelineRL-k: generating with version v is allowed while v >= learner_version - k.
         if rollout::LagBound(self.run.update.max_lag)
