@@ -352,6 +352,7 @@ pub fn two_sample_group(
                 text: String::new(),
             })
             .collect(),
+        lineage: 0,
     }
 }
 
@@ -510,6 +511,7 @@ pub async fn first_weights_chunk<T: GrpcChannel>(l: &mut LearnerClient<T>) -> pr
         .subscribe_weights(proto::SubscribeWeightsRequest {
             after_version: 0,
             member_id: String::new(),
+            lineage: 0,
         })
         .await
         .unwrap()

@@ -420,7 +420,11 @@ impl Trainer {
         }
         self.state.version = version;
         let encoding = Instant::now();
-        let encoded = EncodedVersion::encode(version, &self.learner.primary().model)?;
+        let encoded = EncodedVersion::encode(
+            version,
+            self.shared.lineage.current(),
+            &self.learner.primary().model,
+        )?;
         self.shared
             .metrics
             .weight_encode_seconds
@@ -470,6 +474,11 @@ impl Trainer {
     /// were refused for good), so that their prompts are done; with `done`, that the run is
     /// over too. Groups whose report fails are named again with the next checkpoint's.
     fn report_durable(&mut self, done: bool) {
+        // The checkpoint's history, for a life resumed from it (a failure only makes that
+        // life refuse this one's groups: samples lost, never a token of a lost future).
+        if let Err(e) = super::lineage::save(&self.out, self.state.step, &self.shared.lineage) {
+            tracing::warn!(error = %e, "could not save the checkpoint's lineage");
+        }
         let mut ids = std::mem::take(&mut self.undurable);
         ids.append(
             &mut self
