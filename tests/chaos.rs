@@ -3,9 +3,9 @@
 //! learner or an actor) is SIGKILLed, or SIGSTOPped for a moment and continued; `oxrl run`
 //! restarts what was killed. Then the run's own files must show that nothing went wrong:
 //! the run completed by exhausting its pool, every step of the surviving lineage is there
-//! with version = step, no token trained past the lag bound, no group trained twice, no
-//! prompt trained more often than there are epochs, and every kill cost exactly one restart
-//! where the role could not have exited on its own.
+//! with version = step, no token trained past the lag bound, no group trained twice, every
+//! prompt of the pool trained exactly once per epoch (until the curriculum retired it), and
+//! every kill cost exactly one restart where the role could not have exited on its own.
 //!
 //! The default test injects a few faults (CI); `chaos_long` injects `OXRL_CHAOS_FAULTS`
 //! (default 30) on a larger pool and prints the figures BENCHMARKS.md quotes:
@@ -15,7 +15,7 @@
 mod common;
 
 use common::supervised::{finish, last_step, pid, start_run, try_signal};
-use common::{read_jsonl, wait_until, write_run_config};
+use common::{read_jsonl, surviving_steps, wait_until, write_run_config};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
@@ -105,18 +105,9 @@ fn inject(run: &Path, parent: &mut std::process::Child, faults: u64, seed: u64) 
     injected
 }
 
-/// The last line of each step in `path` (a step trained again after a learner restart
-/// replaces the lost one).
-fn surviving(path: &Path) -> BTreeMap<u64, serde_json::Value> {
-    read_jsonl(path)
-        .into_iter()
-        .map(|l| (l["step"].as_u64().unwrap(), l))
-        .collect()
-}
-
 /// Checks the invariants on the run's files; returns (steps, groups trained).
-fn check_invariants(run: &Path, epochs: u64) -> (u64, usize) {
-    let metrics = surviving(&run.join("metrics.jsonl"));
+fn check_invariants(run: &Path, train_size: u64, epochs: u64) -> (u64, usize) {
+    let metrics = surviving_steps(&run.join("metrics.jsonl"));
     let steps = *metrics.keys().last().expect("some steps");
     assert_eq!(
         metrics.keys().copied().collect::<Vec<_>>(),
@@ -136,7 +127,7 @@ fn check_invariants(run: &Path, epochs: u64) -> (u64, usize) {
         "the run ended with its pool, not its step budget"
     );
 
-    let trained = surviving(&run.join("trained_groups.jsonl"));
+    let trained = surviving_steps(&run.join("trained_groups.jsonl"));
     let mut seen = HashSet::new();
     let mut per_problem: HashMap<String, u64> = HashMap::new();
     for line in trained.values() {
@@ -150,13 +141,34 @@ fn check_invariants(run: &Path, epochs: u64) -> (u64, usize) {
             *per_problem.entry(problem.to_string()).or_default() += 1;
         }
     }
+    // Exactly once per epoch: every prompt of the pool, in every epoch until the curriculum
+    // retired it.
+    let retired = retired_problems(run);
+    assert_eq!(
+        per_problem.len() as u64,
+        train_size,
+        "every prompt of the pool trained"
+    );
     for (problem, n) in &per_problem {
-        assert!(
-            *n <= epochs,
-            "{problem} trained {n} times in {epochs} epochs"
-        );
+        if retired.contains(problem) {
+            assert!(
+                *n <= epochs,
+                "{problem} trained {n} times in {epochs} epochs"
+            );
+        } else {
+            assert_eq!(*n, epochs, "{problem}: once per epoch");
+        }
     }
     (steps, seen.len())
+}
+
+/// The problems the curriculum retired, from the coordinator's journal.
+fn retired_problems(run: &Path) -> HashSet<String> {
+    read_jsonl(&run.join("coordinator.journal"))
+        .into_iter()
+        .filter(|l| l["kind"] == "retire")
+        .filter_map(|l| l["problem"].as_str().map(str::to_string))
+        .collect()
 }
 
 fn chaos(train_size: u64, epochs: u64, faults: u64, seed: u64) {
@@ -185,7 +197,7 @@ fn chaos(train_size: u64, epochs: u64, faults: u64, seed: u64) {
             "{role}: {summary} vs {injected:?}"
         );
     }
-    let (steps, groups) = check_invariants(&run, epochs);
+    let (steps, groups) = check_invariants(&run, train_size, epochs);
     println!(
         "{}",
         serde_json::json!({
@@ -193,7 +205,8 @@ fn chaos(train_size: u64, epochs: u64, faults: u64, seed: u64) {
             "faults": injected.total(), "kills": injected.kills, "stops": injected.stops,
             "restarts": summary["total"], "steps": steps, "groups_trained": groups,
             "groups_offered": train_size * epochs,
-            "groups_trained_twice": 0, "max_lag_bound_violations": 0,
+            "groups_trained_twice": 0, "prompts_lost": 0,
+            "retired": retired_problems(&run).len(), "max_lag_bound_violations": 0,
         })
     );
     assert!(

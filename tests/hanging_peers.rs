@@ -76,6 +76,7 @@ fn unary_and_streaming_calls_to_a_hanging_peer_give_up_within_the_request_timeou
             l.subscribe_weights(proto::SubscribeWeightsRequest {
                 after_version: 0,
                 member_id: String::new(),
+                lineage: 0,
             })
             .await
             .map(|_| ())

@@ -275,6 +275,7 @@ fn the_learner_refuses_pushes_and_subscriptions_without_the_token() {
             .subscribe_weights(proto::SubscribeWeightsRequest {
                 after_version: 0,
                 member_id: String::new(),
+                lineage: 0,
             })
             .await;
         assert_unauthenticated(

@@ -28,6 +28,8 @@ pub struct Follow {
 pub struct LeaseStats {
     pub swaps: u64,
     pub waited: Duration,
+    /// The lineage of the weights the lease's generation started with (its groups carry it).
+    pub lineage: u64,
 }
 
 /// What a lease is sampled with: the episodes (environments, caps, chat template), G and
@@ -54,10 +56,14 @@ pub fn generate_lease(
         .borrow()
         .clone()
         .expect("weights before generating");
+    let stats = LeaseStats {
+        lineage: current.2,
+        ..LeaseStats::default()
+    };
     let mut hook = LeaseHook {
         follow,
         current,
-        stats: LeaseStats::default(),
+        stats,
     };
     let batch = GroupBatch {
         problems,
@@ -78,11 +84,12 @@ struct LeaseHook<'a> {
 }
 
 impl LeaseHook<'_> {
-    /// In-flight update: takes the newest complete version the slot holds.
+    /// In-flight update: takes the newest complete version the slot holds, or any version
+    /// of another lineage (the learner restarted: the weights held may be of a lost future).
     fn take_newer(&mut self) {
         let newer = self.follow.slot.borrow().clone();
         if let Some(newer) = newer {
-            if newer.0 > self.current.0 {
+            if newer.0 > self.current.0 || newer.2 != self.current.2 {
                 self.current = newer;
                 self.stats.swaps += 1;
             }
@@ -134,7 +141,7 @@ mod tests {
     fn weights(version: u64) -> Versioned {
         let cfg = ModelConfig::tiny(char_tokenizer().vocab_size(), 16, 1, 2, 1);
         let w = policy::random_weights(&cfg, version, &candle_core::Device::Cpu).unwrap();
-        Arc::new((version, Policy::new(&cfg, &w).unwrap()))
+        Arc::new((version, Policy::new(&cfg, &w).unwrap(), 1))
     }
 
     fn follow(

@@ -353,14 +353,16 @@ impl LeaseLoop {
 
     /// Generates, delivers and completes one lease; false when the actor stopped midway.
     async fn work(&mut self, lease: proto::LeaseReply) -> Result<bool, ActorError> {
-        let Some(groups) = self.generate(&lease).await? else {
+        let Some((groups, lineage)) = self.generate(&lease).await? else {
             return Ok(false);
         };
         let groups = self.rewarded(groups).await;
-        if !self.push(&lease.lease_id, &groups).await? {
-            return Ok(false);
+        match self.push(&lease.lease_id, &groups, lineage).await? {
+            Pushed::Stopped => Ok(false),
+            // Not completed: the lease expires and its prompts are leased again.
+            Pushed::StaleLineage => Ok(true),
+            Pushed::Acknowledged => self.complete(&lease, &groups).await,
         }
-        self.complete(&lease, &groups).await
     }
 
     /// The groups with their rewards from the run's reward server, if it has one; a group
@@ -382,7 +384,7 @@ impl LeaseLoop {
     async fn generate(
         &mut self,
         lease: &proto::LeaseReply,
-    ) -> Result<Option<Vec<RolloutGroup>>, ActorError> {
+    ) -> Result<Option<(Vec<RolloutGroup>, u64)>, ActorError> {
         let problems: Vec<Problem> = lease
             .prompts
             .iter()
@@ -455,14 +457,23 @@ impl LeaseLoop {
         self.metrics.idle(stats.waited);
         self.metrics
             .generated(elapsed.saturating_sub(stats.waited), tokens, stats.swaps);
-        Ok(Some(groups))
+        Ok(Some((groups, stats.lineage)))
     }
 
-    /// Pushes the groups until the learner acknowledges each; false when stopped first.
-    async fn push(&mut self, lease_id: &str, groups: &[RolloutGroup]) -> Result<bool, ActorError> {
+    /// Pushes the groups, sampled from weights of `lineage`, until the learner acknowledges
+    /// each.
+    async fn push(
+        &mut self,
+        lease_id: &str,
+        groups: &[RolloutGroup],
+        lineage: u64,
+    ) -> Result<Pushed, ActorError> {
         let wire: Vec<proto::RolloutGroup> = groups
             .iter()
-            .map(|g| rollout::wire::to_wire(g, lease_id))
+            .map(|g| proto::RolloutGroup {
+                lineage,
+                ..rollout::wire::to_wire(g, lease_id)
+            })
             .collect();
         self.metrics.groups_pushed.inc_by(wire.len() as u64);
         let mut stop_wait = self.stop.receiver();
@@ -470,10 +481,16 @@ impl LeaseLoop {
             deliver(&mut self.learner, &wire, &mut self.pushing, &mut stop_wait).await?
         else {
             tracing::info!(learner = %self.learner.addr(), "stopping with groups undelivered");
-            return Ok(false);
+            return Ok(Pushed::Stopped);
         };
+        let mut pushed = Pushed::Acknowledged;
         for ack in acks {
-            if ack.outcome == proto::push_ack::Outcome::Rejected as i32 {
+            if ack.outcome == proto::push_ack::Outcome::StaleLineage as i32 {
+                self.summary.groups_rejected += 1;
+                self.metrics.groups_rejected.inc();
+                tracing::warn!(group = %ack.group_id, lineage, "the learner refused a group sampled with weights of a lost lineage; leaving the lease to expire so its prompts are leased again");
+                pushed = Pushed::StaleLineage;
+            } else if ack.outcome == proto::push_ack::Outcome::Rejected as i32 {
                 self.summary.groups_rejected += 1;
                 self.metrics.groups_rejected.inc();
                 tracing::warn!(group = %ack.group_id, reason = %ack.reason, "learner rejected a group");
@@ -487,7 +504,7 @@ impl LeaseLoop {
                 tracing::debug!(group_id = %ack.group_id, learner_version = ack.learner_version, "group delivered");
             }
         }
-        Ok(true)
+        Ok(pushed)
     }
 
     /// Reports the lease's rewards to the coordinator; false when stopped first.
@@ -521,6 +538,16 @@ impl LeaseLoop {
         }
         Ok(true)
     }
+}
+
+/// How pushing a lease's groups ended.
+enum Pushed {
+    /// Every group acknowledged: the lease may be completed.
+    Acknowledged,
+    /// Some group was sampled with weights of a lost lineage: the lease is left to expire.
+    StaleLineage,
+    /// The actor stopped first.
+    Stopped,
 }
 
 fn lease_seed(lease_id: &str) -> u64 {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// A complete version: its number and the policy over its weights.
-pub type Versioned = Arc<(u64, Policy)>;
+pub type Versioned = Arc<(u64, Policy, u64)>;
 
 /// Builds the policy of a received version.
 fn build(
@@ -131,7 +131,7 @@ async fn receive(
     slot: &watch::Sender<Option<Versioned>>,
     received: &mut bool,
 ) -> Result<(), String> {
-    let after = slot.borrow().as_ref().map_or(0, |v| v.0);
+    let (after, held_lineage) = slot.borrow().as_ref().map_or((0, 0), |v| (v.0, v.2));
     let channel = security.channel(addr).await.map_err(|e| e.to_string())?;
     let mut client =
         LearnerClient::new(channel).max_decoding_message_size(proto::MAX_MESSAGE_BYTES);
@@ -139,6 +139,7 @@ async fn receive(
         .subscribe_weights(proto::SubscribeWeightsRequest {
             after_version: after,
             member_id: String::new(),
+            lineage: held_lineage,
         })
         .await
         .map_err(|s| s.message().to_string())?
@@ -157,6 +158,8 @@ async fn receive(
             }
             _ => {}
         }
+        // The footer ends the version and clears the assembler: its lineage is read first.
+        let lineage = asm.lineage();
         let done = asm.push(chunk).map_err(|e| {
             metrics.reject(match e {
                 WeightsError::Checksum { .. } => "bad_checksum",
@@ -180,7 +183,16 @@ async fn receive(
             metrics
                 .weight_receive_seconds
                 .observe(header_at.elapsed().as_secs_f64());
-            slot.send_replace(Some(Arc::new((version, policy))));
+            let held = slot.borrow().as_ref().map_or(0, |v| v.2);
+            if held != 0 && held != lineage {
+                tracing::info!(
+                    version,
+                    lineage,
+                    dropped_lineage = held,
+                    "weights of a new learner lineage: dropping those of the lost one"
+                );
+            }
+            slot.send_replace(Some(Arc::new((version, policy, lineage))));
             *received = true;
         }
     }

@@ -63,7 +63,7 @@ async fn corrupt_or_misshapen_weights_are_refused_and_the_next_good_version_take
     let vocab = policy::tokenizer::char_tokenizer().vocab_size();
     let cfg = ModelConfig::tiny(vocab, 16, 1, 2, 1);
     let other = ModelConfig::tiny(vocab, 32, 1, 2, 1);
-    let mut corrupt = encode(1, &tensors(&cfg, 1), 256);
+    let mut corrupt = encode(1, 0, &tensors(&cfg, 1), 256);
     let flipped = corrupt
         .iter_mut()
         .find_map(|c| match &mut c.part {
@@ -72,8 +72,8 @@ async fn corrupt_or_misshapen_weights_are_refused_and_the_next_good_version_take
         })
         .expect("a tensor chunk");
     flipped.data[0] ^= 0xFF;
-    let misshapen = encode(2, &tensors(&other, 2), 1 << 20);
-    let good = encode(3, &tensors(&cfg, 3), 1 << 20);
+    let misshapen = encode(2, 0, &tensors(&other, 2), 1 << 20);
+    let good = encode(3, 0, &tensors(&cfg, 3), 1 << 20);
     let learner = ScriptedLearner {
         streams: vec![corrupt, misshapen, good],
         calls: AtomicUsize::new(0),

@@ -177,6 +177,8 @@ pub(crate) struct Publication {
     pub done: bool,
     /// What the step that made this version did; None on the first and the last publication.
     pub stats: Option<StepStats>,
+    /// Groups a checkpoint now holds (or the learner refused for good): their prompts are done.
+    pub durable_group_ids: Vec<String>,
 }
 
 /// One optimizer step as the learner reports it (the numbers of its `metrics.jsonl` line).

@@ -43,6 +43,7 @@ impl Lease {
     }
 
     /// The pool indices of the lease's prompts.
+    #[cfg(test)]
     pub(crate) fn indices(&self) -> impl Iterator<Item = u64> + '_ {
         self.prompts.iter().map(|p| p.index)
     }

@@ -116,6 +116,17 @@ impl PromptPool {
         }
     }
 
+    /// Queues `indices`, whose leases completed, to be leased again first (a learner lost
+    /// their training); retired ones are dropped. An index leased again meanwhile (a later
+    /// epoch's lease) is skipped when its turn comes.
+    pub(crate) fn requeue(&mut self, indices: impl IntoIterator<Item = u64>) {
+        for index in indices {
+            if !self.walk.is_retired(index) && !self.returned.contains(&index) {
+                self.returned.push_back(index);
+            }
+        }
+    }
+
     /// Retires `index` for good; true if it was not retired before.
     pub(crate) fn retire(&mut self, index: u64) -> bool {
         self.walk.retire(index)

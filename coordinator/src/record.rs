@@ -77,12 +77,15 @@ pub(crate) enum Record {
     /// A problem was retired by the curriculum.
     Retire { index: u64, problem: String },
     /// The learner published: the coordinator's learner version and done flag afterwards,
-    /// and the problems whose groups had zero variance.
+    /// the problems whose groups had zero variance, and the groups a checkpoint now holds
+    /// (their prompts are done for good).
     Publish {
         version: u64,
         done: bool,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         zero_variance: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        durable: Vec<String>,
     },
 }
 
@@ -108,7 +111,8 @@ mod tests {
             Record::Publish {
                 version: 4,
                 done: false,
-                zero_variance: vec![]
+                zero_variance: vec![],
+                durable: vec![]
             }
         );
     }

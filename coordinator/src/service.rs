@@ -314,6 +314,7 @@ impl From<proto::PublishVersionRequest> for Publication {
             zero_variance_problem_ids: request.zero_variance_problem_ids,
             done: request.done,
             stats,
+            durable_group_ids: request.durable_group_ids,
         }
     }
 }

@@ -127,6 +127,7 @@ fn any_call() -> impl Strategy<Value = Call> {
                     zero_variance_problem_ids,
                     done,
                     stats,
+                    durable_group_ids: vec![],
                 })
             }),
         Just(Call::Status),

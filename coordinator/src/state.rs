@@ -6,7 +6,7 @@
 //! (`record.rs`), queued in the state until the handle appends it to the journal file;
 //! `replay.rs` applies such records to a fresh state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rollout::config::RunConfig;
@@ -93,6 +93,15 @@ pub(crate) struct State {
     /// Group ids of prompts returned by expired leases, by pool index: leased again, a prompt
     /// keeps its group id, so the learner takes at most one group per leased prompt.
     reissue: HashMap<u64, String>,
+    /// Prompts of accepted completions that no learner checkpoint holds yet, by group id: a
+    /// learner that restarts (from an older checkpoint) gets them leased again first, under
+    /// their group ids (`durable.rs`).
+    undurable: BTreeMap<String, LeasedPrompt>,
+    /// Leases outstanding when a learner last restarted: the learner that died may have
+    /// queued some of their groups, so their prompts are leased again once they complete.
+    straddling: BTreeSet<String>,
+    /// A learner registered before: the next registration is a restart.
+    learner_seen: bool,
     clock: WallClock,
     /// Journal records of the changes not yet taken by the handle.
     pending: Vec<Entry>,
@@ -121,6 +130,9 @@ impl State {
             exhaustion_logged: false,
             prompts_completed: 0,
             reissue: HashMap::new(),
+            undurable: BTreeMap::new(),
+            straddling: BTreeSet::new(),
+            learner_seen: false,
             clock: WallClock::start(),
             pending: Vec::new(),
             history: StepHistory::default(),
@@ -185,8 +197,9 @@ impl State {
         self.reap(now);
         let known =
             self.registry.touch(member_id, now) && self.registry.set_version(member_id, version);
-        // With the pool spent there is nothing left to generate: actors may go.
-        let exhausted = self.note_exhaustion();
+        // With the pool spent there is nothing left to generate: actors may go, unless a
+        // learner restart could still bring prompts back (`durable.rs`).
+        let exhausted = self.note_exhaustion() && self.undurable.is_empty();
         HeartbeatAnswer {
             learner_version: self.learner_version,
             learner_addr: self.registry.learner_addr().map(str::to_string),
@@ -315,6 +328,7 @@ impl State {
             version,
             done,
             zero_variance: publication.zero_variance_problem_ids,
+            durable: publication.durable_group_ids,
         };
         self.apply_publication(&record);
         self.journal(now, record);
@@ -389,7 +403,12 @@ impl State {
 
     fn grant(&mut self, request: &LeaseRequest, now: Instant) -> Result<Grant, Refusal> {
         if self.done {
-            return Err(Refusal::Stopping);
+            // The learner finishes after the pool is spent: that is the reason to give.
+            return Err(if self.pool.exhausted() {
+                Refusal::Exhausted
+            } else {
+                Refusal::Stopping
+            });
         }
         // PipelineRL-k: generating with version v is allowed while v >= learner_version - k.
         if rollout::LagBound(self.run.update.max_lag)
@@ -402,7 +421,7 @@ impl State {
         if taken.is_empty() {
             // Empty for now (everything leased) or for good (nothing left to walk, nothing out
             // that could come back).
-            return Err(if self.note_exhaustion() {
+            return Err(if self.note_exhaustion() && self.undurable.is_empty() {
                 Refusal::Exhausted
             } else {
                 Refusal::PoolEmpty
@@ -471,13 +490,20 @@ impl State {
             return false;
         };
         let prompts = lease.prompts.clone();
+        self.straddling.remove(lease_id);
+        self.return_prompts(prompts);
+        true
+    }
+
+    /// Puts `prompts` back in the pool, to be leased again first under their group ids
+    /// (retired ones are dropped).
+    fn return_prompts(&mut self, prompts: Vec<LeasedPrompt>) {
         self.pool.give_back(prompts.iter().map(|p| p.index));
         for prompt in prompts {
             if !self.pool.is_retired(prompt.index) {
                 self.reissue.insert(prompt.index, prompt.group_id);
             }
         }
-        true
     }
 
     /// Ends an accepted lease (prompts released) and adds the results to the pass rates;
@@ -491,8 +517,8 @@ impl State {
     ) -> Vec<(String, PassRate)> {
         if accepted {
             if let Some(lease) = self.leases.complete(lease_id) {
-                let indices: Vec<u64> = lease.indices().collect();
-                self.pool.release(indices);
+                let prompts = lease.prompts.clone();
+                self.settle_completed(lease_id, prompts);
             }
             self.prompts_completed += results.len() as u64;
         }
@@ -510,6 +536,7 @@ impl State {
             version,
             done,
             zero_variance,
+            durable,
         } = record
         {
             self.learner_version = *version;
@@ -517,6 +544,7 @@ impl State {
             self.done = *done;
             self.curriculum
                 .count_zero_variance(zero_variance.iter().map(String::as_str));
+            self.forget_durable(durable);
         }
     }
 
@@ -525,6 +553,9 @@ impl State {
     fn learner_joined(&mut self) {
         self.accept_any_version = true;
         self.done = false;
+        if std::mem::replace(&mut self.learner_seen, true) {
+            self.learner_restarted();
+        }
     }
 
     fn apply_retirement(&mut self, index: u64) -> bool {
@@ -603,6 +634,7 @@ fn recorded_results(prompts: &[LeasedPrompt], results: &[ProblemResult]) -> Vec<
         .collect()
 }
 
+mod durable;
 mod replay;
 
 #[cfg(test)]

@@ -189,6 +189,7 @@ async fn register_lease_complete_status_then_shut_down() {
             zero_variance_problem_ids: vec!["addition-2/train/1".to_string()],
             done: false,
             stats: None,
+            durable_group_ids: Vec::new(),
         })
         .await
         .unwrap();
@@ -228,6 +229,7 @@ async fn register_lease_complete_status_then_shut_down() {
             zero_variance_problem_ids: Vec::new(),
             done: true,
             stats: None,
+            durable_group_ids: Vec::new(),
         })
         .await
         .unwrap();
@@ -370,6 +372,18 @@ async fn a_spent_pool_refuses_with_exhausted_and_stops_the_actors() {
             member_id: actor.clone(),
             lease_id: lease.lease_id.clone(),
             results,
+        })
+        .await
+        .unwrap();
+    // Not for good until a learner checkpoint holds the groups (a learner restart would
+    // bring them back).
+    let out = client.lease(ask()).await.unwrap().into_inner();
+    assert_eq!(out.refused(), LeaseRefusal::PoolEmpty);
+    let group_ids = lease.prompts.iter().map(|p| p.group_id.clone()).collect();
+    client
+        .publish_version(PublishVersionRequest {
+            durable_group_ids: group_ids,
+            ..PublishVersionRequest::default()
         })
         .await
         .unwrap();

@@ -173,7 +173,7 @@ mod tests {
         assert!(save_final(dir.path(), &model, 2).is_err());
         assert!(!dir.path().join("final").exists());
         // ...nor a published version.
-        let err = EncodedVersion::encode(2, &model).err().expect("refused");
+        let err = EncodedVersion::encode(2, 1, &model).err().expect("refused");
         assert!(err.to_string().contains("version 2"), "{err}");
     }
 }

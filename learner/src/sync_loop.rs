@@ -221,12 +221,15 @@ pub(crate) fn record_step_with(
         report,
     };
     log.append(&line)?;
-    let ckpt_due =
-        (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)) || last;
-    if ckpt_due {
+    if checkpoint_due(cfg, state.step, last) {
         checkpoint::save(dir, &learner.model, &learner.optimizer, state)?;
     }
     Ok(line)
+}
+
+/// Whether the step `step` is checkpointed: every `checkpoint_every` steps, and the last.
+pub(crate) fn checkpoint_due(cfg: &RunConfig, step: u64, last: bool) -> bool {
+    (cfg.checkpoint_every > 0 && step.is_multiple_of(cfg.checkpoint_every)) || last
 }
 
 /// Evaluates the starting weights (step 0) of a fresh run into `eval.jsonl`, so that a

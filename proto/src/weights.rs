@@ -38,14 +38,21 @@ pub enum WeightsError {
     Order(String),
 }
 
-/// Encodes `tensors` as version `version`, `chunk_bytes` of data per chunk at most.
-pub fn encode(version: u64, tensors: &[NamedTensor], chunk_bytes: usize) -> Vec<WeightsChunk> {
+/// Encodes `tensors` as version `version` of lineage `lineage`, `chunk_bytes` of data per
+/// chunk at most.
+pub fn encode(
+    version: u64,
+    lineage: u64,
+    tensors: &[NamedTensor],
+    chunk_bytes: usize,
+) -> Vec<WeightsChunk> {
     let total: usize = tensors.iter().map(|t| t.data.len() * 4).sum();
     let mut out = vec![WeightsChunk {
         part: Some(Part::Header(WeightsHeader {
             version,
             num_tensors: tensors.len() as u32,
             total_bytes: total as u64,
+            lineage,
         })),
     }];
     for t in tensors {
@@ -82,6 +89,8 @@ pub fn encode(version: u64, tensors: &[NamedTensor], chunk_bytes: usize) -> Vec<
 #[derive(Debug, Default)]
 pub struct Assembler {
     version: Option<u64>,
+    /// The lineage named by the header of the version being received.
+    lineage: u64,
     expected_tensors: usize,
     done: Vec<NamedTensor>,
     current: Option<(String, Vec<u64>, Vec<u8>)>,
@@ -98,6 +107,12 @@ impl Assembler {
         self.version
     }
 
+    /// The lineage of the version being received (0 before a header, or when not stated);
+    /// read it before the footer completes the version.
+    pub fn lineage(&self) -> u64 {
+        self.lineage
+    }
+
     /// Feeds one chunk; returns a complete version when its footer arrives.
     pub fn push(
         &mut self,
@@ -107,6 +122,7 @@ impl Assembler {
             Some(Part::Header(h)) => {
                 *self = Assembler {
                     version: Some(h.version),
+                    lineage: h.lineage,
                     expected_tensors: h.num_tensors as usize,
                     ..Default::default()
                 };
@@ -224,7 +240,7 @@ mod tests {
 
     #[test]
     fn round_trip_through_small_chunks() {
-        let chunks = encode(7, &tensors(), 8);
+        let chunks = encode(7, 0, &tensors(), 8);
         assert!(
             chunks.len() > 4,
             "a 60-byte tensor in 8-byte chunks spans several chunks"
@@ -241,7 +257,7 @@ mod tests {
 
     #[test]
     fn a_corrupted_chunk_is_rejected_by_its_checksum() {
-        let mut chunks = encode(1, &tensors(), 8);
+        let mut chunks = encode(1, 0, &tensors(), 8);
         if let Some(Part::Tensor(t)) = &mut chunks[2].part {
             t.data[0] ^= 0xff;
         }
@@ -259,7 +275,7 @@ mod tests {
 
     #[test]
     fn missing_chunks_and_wrong_sizes_are_rejected() {
-        let mut chunks = encode(1, &tensors(), 8);
+        let mut chunks = encode(1, 0, &tensors(), 8);
         chunks.remove(2);
         let mut asm = Assembler::new();
         assert!(chunks
@@ -269,7 +285,7 @@ mod tests {
         let mut short = tensors();
         short[1].shape = vec![3];
         let mut asm = Assembler::new();
-        let errs: Vec<_> = encode(2, &short, 64)
+        let errs: Vec<_> = encode(2, 0, &short, 64)
             .into_iter()
             .filter_map(|c| asm.push(c).err())
             .collect();
@@ -358,7 +374,7 @@ mod props {
             faults in proptest::collection::vec((any::<usize>(), any_fault()), 0..4),
             chunk_bytes in 1usize..40,
         ) {
-            let mut chunks = encode(9, &sent(), chunk_bytes);
+            let mut chunks = encode(9, 0, &sent(), chunk_bytes);
             for (at, fault) in &faults {
                 if !chunks.is_empty() {
                     apply(&mut chunks, *at, fault);

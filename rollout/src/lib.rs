@@ -12,6 +12,7 @@ pub mod curriculum;
 pub mod episode;
 pub mod eval;
 pub mod group;
+pub mod lineage;
 pub mod reward;
 pub mod staleness;
 pub mod ttc;
@@ -23,4 +24,5 @@ pub use episode::{
 };
 pub use eval::{greedy_eval, held_out_eval, sampled_eval, EvalReport};
 pub use group::{GroupBatch, GroupError, RolloutGroup, Sample};
+pub use lineage::Lineage;
 pub use staleness::LagBound;

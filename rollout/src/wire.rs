@@ -3,7 +3,8 @@
 
 use crate::group::{RolloutGroup, Sample};
 
-/// The wire form of `group`, delivered under `lease_id`.
+/// The wire form of `group`, delivered under `lease_id` (its lineage not stated: the actor
+/// sets it).
 pub fn to_wire(group: &RolloutGroup, lease_id: &str) -> proto::RolloutGroup {
     proto::RolloutGroup {
         group_id: group.group_id.clone(),
@@ -24,6 +25,7 @@ pub fn to_wire(group: &RolloutGroup, lease_id: &str) -> proto::RolloutGroup {
                 turns: s.turns,
             })
             .collect(),
+        lineage: 0,
     }
 }
 
@@ -116,6 +118,7 @@ mod props {
                     problem_id,
                     prompt_tokens,
                     samples,
+                    lineage: 0,
                 }
             })
     }

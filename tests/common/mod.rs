@@ -236,6 +236,22 @@ pub fn http_get(addr: &str, path: &str) -> String {
     body
 }
 
+/// The lines of a per-step JSONL file (`metrics.jsonl`, `trained_groups.jsonl`) in the
+/// surviving lineage of steps, by step: a line for step s drops every earlier line for steps
+/// >= s (a restarted learner trains again from its checkpoint, and the steps it lost are gone).
+pub fn surviving_steps(path: &Path) -> std::collections::BTreeMap<u64, serde_json::Value> {
+    let mut steps = std::collections::BTreeMap::new();
+    if !path.exists() {
+        return steps;
+    }
+    for line in read_jsonl(path) {
+        let step = line["step"].as_u64().expect("a step number");
+        steps.split_off(&step);
+        steps.insert(step, line);
+    }
+    steps
+}
+
 /// The value of the sample `series` (name and labels as rendered) in a `/metrics` text.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -354,6 +370,7 @@ pub fn two_sample_group(
                 text: String::new(),
             })
             .collect(),
+        lineage: 0,
     }
 }
 
@@ -512,6 +529,7 @@ pub async fn first_weights_chunk<T: GrpcChannel>(l: &mut LearnerClient<T>) -> pr
         .subscribe_weights(proto::SubscribeWeightsRequest {
             after_version: 0,
             member_id: String::new(),
+            lineage: 0,
         })
         .await
         .unwrap()

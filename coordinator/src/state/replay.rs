@@ -141,7 +141,7 @@ impl State {
         let mut reissue: Vec<_> = self.reissue.iter().collect();
         reissue.sort();
         format!(
-            "pool {}\ncurriculum {}\nleases {}\nregistry {}\nversion {} any {} done {} completed {}\nreissue {reissue:?}",
+            "pool {}\ncurriculum {}\nleases {}\nregistry {}\nversion {} any {} done {} completed {}\nreissue {reissue:?}\nundurable {:?}\nstraddling {:?} learner seen {}",
             self.pool.describe(),
             self.curriculum.describe(),
             self.leases.describe(),
@@ -150,6 +150,9 @@ impl State {
             self.accept_any_version,
             self.done,
             self.prompts_completed,
+            self.undurable.keys().collect::<Vec<_>>(),
+            self.straddling,
+            self.learner_seen,
         )
     }
 }

@@ -96,6 +96,16 @@ fn publish(state: &mut State, version: u64, now: Instant) {
     state.publish_version(publication, now);
 }
 
+/// The learner names the groups of `grants` durable: a checkpoint holds them.
+fn checkpointed(state: &mut State, grants: &[&Grant], now: Instant) {
+    let publication = Publication {
+        version: state.status(now).learner_version,
+        durable_group_ids: grants.iter().flat_map(|g| g.group_ids.clone()).collect(),
+        ..Publication::default()
+    };
+    state.publish_version(publication, now);
+}
+
 #[test]
 fn register_answers_with_the_run_config_and_the_learner() {
     let mut state = state(None);
@@ -458,6 +468,17 @@ fn a_fully_retired_dataset_is_exhausted_and_says_so() {
     let grant = lease(&mut state, &actor, 0, 1, now).unwrap();
     assert!(!state.status(now).exhausted, "a lease is out");
     complete(&mut state, &actor, &grant, 1.0, now);
+    // Until a checkpoint holds its group, a learner restart could bring the prompt back.
+    assert_eq!(
+        lease(&mut state, &actor, 0, 1, now).unwrap_err(),
+        Refusal::PoolEmpty
+    );
+    assert!(!state.heartbeat(&actor, 0, now).stop);
+    assert!(
+        state.status(now).exhausted,
+        "the learner trains what it holds"
+    );
+    checkpointed(&mut state, &[&grant], now);
     assert_eq!(
         lease(&mut state, &actor, 0, 1, now).unwrap_err(),
         Refusal::Exhausted
@@ -516,6 +537,7 @@ fn the_pool_is_exhausted_once_its_epochs_are_done_and_every_lease_is_in() {
         status.pool_retired, 0,
         "nothing retired: the epochs ended it"
     );
+    checkpointed(&mut state, &[&first, &second, &third, &last], now);
     assert_eq!(
         lease(&mut state, &a, 0, 1, now).unwrap_err(),
         Refusal::Exhausted
@@ -626,8 +648,8 @@ fn versions_only_go_up_and_done_stops_the_run() {
             version: 6,
             zero_variance_problem_ids: vec!["fixed/0".to_string(), "fixed/0".to_string()],
             done: false,
-
             stats: None,
+            ..Default::default()
         },
         now,
     );
@@ -640,8 +662,8 @@ fn versions_only_go_up_and_done_stops_the_run() {
             version: 7,
             zero_variance_problem_ids: vec!["fixed/1".to_string()],
             done: true,
-
             stats: None,
+            ..Default::default()
         },
         now,
     );
@@ -706,4 +728,50 @@ fn reported_steps_reach_the_history_with_the_pool_size() {
     );
     assert_eq!(view.totals.lag_tokens, [6, 2]);
     assert_eq!(view.status.learner_version, 2);
+}
+
+#[test]
+fn a_learner_restart_leases_again_what_no_checkpoint_holds_under_the_same_group_ids() {
+    let mut state = state_with(Some(6), run_with(|run| run.epochs = 1));
+    let now = Instant::now();
+    join(&mut state, MemberRole::Learner, now);
+    let actor = join(&mut state, MemberRole::Actor, now);
+    let first = lease(&mut state, &actor, 0, 2, now).unwrap();
+    let second = lease(&mut state, &actor, 0, 2, now).unwrap();
+    complete(&mut state, &actor, &first, 1.0, now);
+    complete(&mut state, &actor, &second, 0.0, now);
+    // A checkpoint holds the first lease's groups; the second's were lost with the learner.
+    state.publish_version(
+        Publication {
+            version: 1,
+            durable_group_ids: first.group_ids.clone(),
+            ..Publication::default()
+        },
+        now,
+    );
+    assert_eq!(state.undurable_prompts(), 2);
+    // Outstanding at the restart: the dead learner may have queued some of its groups.
+    let third = lease(&mut state, &actor, 1, 1, now).unwrap();
+    join(&mut state, MemberRole::Learner, now);
+    publish(&mut state, 0, now);
+    assert_eq!(state.undurable_prompts(), 0);
+    let again = lease(&mut state, &actor, 0, 2, now).unwrap();
+    assert_eq!(
+        again.group_ids, second.group_ids,
+        "first, and under their ids"
+    );
+    assert_eq!(ids(&again), ids(&second));
+    complete(&mut state, &actor, &third, 1.0, now);
+    let straddled = lease(&mut state, &actor, 0, 1, now).unwrap();
+    assert_eq!(straddled.group_ids, third.group_ids);
+    complete(&mut state, &actor, &again, 1.0, now);
+    complete(&mut state, &actor, &straddled, 1.0, now);
+    // The epoch goes on with the prompts never leased, and ends when they are in.
+    let rest = lease(&mut state, &actor, 0, 6, now).unwrap();
+    assert_eq!(ids(&rest), ["fixed/5"]);
+    assert!(!state.status(now).exhausted);
+    complete(&mut state, &actor, &rest, 1.0, now);
+    assert!(state.status(now).exhausted);
+    // The rewards of both deliveries count: 4 samples each time.
+    assert_eq!(state.status(now).prompts_completed, 9);
 }

@@ -20,17 +20,21 @@ pub(crate) async fn admit(
     shared: &Shared,
     msg: proto::RolloutGroup,
 ) -> Result<PushAck, tonic::Status> {
+    let lineage = msg.lineage;
     let (lease_id, group) = rollout::wire::from_wire(msg);
     // The same fields as the actor's lease span and the trainer's step: one group can be
     // followed through the logs of every role.
     let span = tracing::info_span!("intake", lease_id = %lease_id, group_id = %group.group_id);
-    admit_group(shared, lease_id, group).instrument(span).await
+    admit_group(shared, lease_id, lineage, group)
+        .instrument(span)
+        .await
 }
 
 /// [`admit`] on a group already converted from the wire.
 async fn admit_group(
     shared: &Shared,
     lease_id: String,
+    lineage: u64,
     group: rollout::RolloutGroup,
 ) -> Result<PushAck, tonic::Status> {
     let group_id = group.group_id.clone();
@@ -44,7 +48,30 @@ async fn admit_group(
         shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
         shared.metrics.reject(invalid_reason(&e));
         tracing::warn!(group = %group_id, reason = %e, "rejected group");
+        shared
+            .refused_groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(group_id.clone());
         return Ok(ack(Outcome::Rejected, e.to_string()));
+    }
+    let versions = group
+        .samples
+        .iter()
+        .flat_map(|s| s.versions.iter().copied());
+    if !shared
+        .lineage
+        .accepts(lineage, versions, shared.version.load(Ordering::Relaxed))
+    {
+        // Not trained and not done: the actor leaves the lease to expire and the prompt is
+        // leased again under its group id.
+        shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.reject("stale_lineage");
+        tracing::warn!(group = %group_id, lineage, "refused a group sampled with weights of a lost lineage");
+        return Ok(ack(
+            Outcome::StaleLineage,
+            format!("sampled with weights of lineage {lineage}, which this learner's history did not produce"),
+        ));
     }
     if let Err((label, reason)) = check_lease(shared, &lease_id, &group.problem_id).await? {
         shared.counters.rejected.fetch_add(1, Ordering::Relaxed);

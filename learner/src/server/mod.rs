@@ -10,6 +10,7 @@
 mod exhaustion;
 mod intake;
 mod ledger;
+mod lineage;
 pub mod metrics;
 mod service;
 mod trainer;
@@ -45,6 +46,11 @@ pub(crate) struct Shared {
     pub version: AtomicU64,
     pub weights: watch::Sender<Arc<EncodedVersion>>,
     pub seen_groups: Mutex<HashSet<String>>,
+    /// The versions this learner life stands on: groups sampled with others are refused.
+    pub lineage: rollout::Lineage,
+    /// Groups refused for good at intake, to be named durable with the next checkpoint's
+    /// report (their prompts are done: see `trainer::Trainer::report_durable`).
+    pub refused_groups: Mutex<Vec<String>>,
     pub known_leases: Mutex<HashSet<String>>,
     pub queue: mpsc::Sender<rollout::RolloutGroup>,
     pub vocab_size: usize,
@@ -130,7 +136,15 @@ pub async fn run_learner(
     .await?;
     let cfg = save_run_config(&reply.run_config, &out)?;
     let start = trainer::Start::load(&cfg, &out, gpus)?;
-    let (shared, queue) = share_state(&start, &cfg, &out, coordinator, metrics, request_timeout)?;
+    let history = lineage::start(&out, start.step(), start.version())?;
+    let (shared, queue) = share_state(
+        &start,
+        &cfg,
+        &out,
+        history,
+        (coordinator, metrics),
+        request_timeout,
+    )?;
     publish_first_version(
         &shared,
         start.version(),
@@ -201,13 +215,17 @@ fn share_state(
     start: &trainer::Start,
     cfg: &RunConfig,
     out: &std::path::Path,
-    coordinator: CoordinatorClient<ClientChannel>,
-    metrics: Arc<LearnerMetrics>,
+    history: rollout::Lineage,
+    (coordinator, metrics): (CoordinatorClient<ClientChannel>, Arc<LearnerMetrics>),
     request_timeout: Duration,
 ) -> Result<(Arc<Shared>, mpsc::Receiver<rollout::RolloutGroup>)> {
     let model: &TrainableModel = start.model();
     let encoding = std::time::Instant::now();
-    let first = Arc::new(EncodedVersion::encode(start.version(), model)?);
+    let first = Arc::new(EncodedVersion::encode(
+        start.version(),
+        history.current(),
+        model,
+    )?);
     metrics
         .weight_encode_seconds
         .observe(encoding.elapsed().as_secs_f64());
@@ -221,7 +239,9 @@ fn share_state(
         weights: weights_tx,
         // A resumed learner refuses what its checkpoint was trained on, as it did before.
         seen_groups: Mutex::new(ledger::trained_up_to(out, start.step())?),
+        lineage: history,
         known_leases: Mutex::new(HashSet::new()),
+        refused_groups: Mutex::new(Vec::new()),
         queue: queue_tx,
         vocab_size: model.config.vocab_size,
         coordinator,

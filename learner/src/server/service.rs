@@ -57,6 +57,7 @@ impl Learner for LearnerService {
         request: Request<proto::SubscribeWeightsRequest>,
     ) -> std::result::Result<Response<Self::SubscribeWeightsStream>, Status> {
         let after = request.get_ref().after_version;
+        let held_lineage = request.get_ref().lineage;
         let mut versions = self.shared.weights.subscribe();
         let (tx, rx) = mpsc::channel(64);
         let shared = self.shared.clone();
@@ -69,7 +70,12 @@ impl Learner for LearnerService {
                 let newer = match sent {
                     // A subscriber ahead of us holds weights of a learner that was lost (we
                     // restarted from a checkpoint): it gets ours at once.
-                    None => after == 0 || current.version != after,
+                    // So does one holding weights of another lineage.
+                    None => {
+                        after == 0
+                            || current.version != after
+                            || (held_lineage != 0 && held_lineage != current.lineage)
+                    }
                     Some(v) => current.version > v,
                 };
                 if newer {

@@ -15,7 +15,8 @@ use crate::metrics::{EvalLine, MetricsLog};
 use crate::params::TrainableModel;
 use crate::replicas::Replicas;
 use crate::sync_loop::{
-    evaluate_logged, evaluate_start, open_run_on, record_step_with, Start as RunStart, StepExtras,
+    checkpoint_due, evaluate_logged, evaluate_start, open_run_on, record_step_with,
+    Start as RunStart, StepExtras,
 };
 use crate::update::{Learner, StepReport};
 use policy::device::{DeviceSpec, Placement};
@@ -137,7 +138,11 @@ impl Start {
 /// next step's publication brings the coordinator up to date), except for the last one: the
 /// actors stop only when the coordinator knows the run is done, so that one is retried while
 /// the coordinator is down or restarting.
-fn publish(shared: &Shared, handle: &tokio::runtime::Handle, req: proto::PublishVersionRequest) {
+fn publish(
+    shared: &Shared,
+    handle: &tokio::runtime::Handle,
+    req: proto::PublishVersionRequest,
+) -> bool {
     let version = req.version;
     let result = if req.done {
         let mut retry = Retry::new(
@@ -159,9 +164,10 @@ fn publish(shared: &Shared, handle: &tokio::runtime::Handle, req: proto::Publish
             .map(|_| ())
             .map_err(|s| s.message().to_string())
     };
-    if let Err(error) = result {
+    if let Err(error) = &result {
         tracing::warn!(version, %error, "could not publish the version to the coordinator");
     }
+    result.is_ok()
 }
 
 /// What may end training before the run's last step.
@@ -205,6 +211,9 @@ struct Trainer {
     last_eval: Option<f64>,
     /// Groups dropped at the queue's exit as past the lag bound, counted in the next step.
     stale_skipped: usize,
+    /// Groups trained (or dropped as stale) since the last checkpoint the coordinator heard
+    /// of: named durable with the next one.
+    undurable: Vec<String>,
     /// The rollouts ended (the pool is exhausted).
     rollouts_over: bool,
     /// Whether the step taken last was recorded as the run's last one (evaluated and
@@ -240,6 +249,7 @@ pub(crate) fn train(
         source,
         last_eval: None,
         stale_skipped: 0,
+        undurable: Vec::new(),
         rollouts_over: false,
         recorded_as_last: false,
     };
@@ -292,7 +302,8 @@ impl Trainer {
                         .group_is_stale(&g, self.learner.primary().version()) =>
                 {
                     tracing::debug!(group_id = %g.group_id, "dropped a group past the lag bound");
-                    self.stale_skipped += 1
+                    self.stale_skipped += 1;
+                    self.undurable.push(g.group_id);
                 }
                 Next::Group(g) => groups.push(g),
                 Next::Exhausted => {
@@ -314,12 +325,13 @@ impl Trainer {
     }
 
     /// An outside shutdown: checkpoints where the run stands and returns.
-    fn stop_early(self) -> Result<LearnerSummary> {
+    fn stop_early(mut self) -> Result<LearnerSummary> {
         tracing::info!(
             step = self.state.step,
             "stopping before the run's end; checkpointing"
         );
         self.checkpoint()?;
+        self.report_durable(false);
         Ok(self.summary())
     }
 
@@ -342,6 +354,8 @@ impl Trainer {
         self.state.wall_s = self.wall0 + self.started.elapsed().as_secs_f64();
         self.ledger
             .append(self.state.step, self.learner.primary().version(), groups)?;
+        self.undurable
+            .extend(groups.iter().map(|g| g.group_id.clone()));
         span.record("version", self.learner.primary().version());
         let zero_variance = report.zero_variance_ids.clone();
         self.send_weights()?;
@@ -359,6 +373,7 @@ impl Trainer {
                 zero_variance_problem_ids: zero_variance,
                 done: false,
                 stats: Some(stats),
+                durable_group_ids: Vec::new(),
             },
         );
         // The step after which the rollouts ended is the run's last: evaluated and
@@ -382,6 +397,9 @@ impl Trainer {
         if line.eval_pass_rate.is_some() {
             self.last_eval = line.eval_pass_rate;
         }
+        if checkpoint_due(&self.cfg, self.state.step, self.recorded_as_last) {
+            self.report_durable(false);
+        }
         tracing::info!(
             step = line.step,
             version = line.report.version,
@@ -402,7 +420,11 @@ impl Trainer {
         }
         self.state.version = version;
         let encoding = Instant::now();
-        let encoded = EncodedVersion::encode(version, &self.learner.primary().model)?;
+        let encoded = EncodedVersion::encode(
+            version,
+            self.shared.lineage.current(),
+            &self.learner.primary().model,
+        )?;
         self.shared
             .metrics
             .weight_encode_seconds
@@ -430,15 +452,8 @@ impl Trainer {
             }
         }
         checkpoint::save_final(&self.out, &self.learner.primary().model, self.state.step)?;
-        publish(
-            &self.shared,
-            &self.handle,
-            proto::PublishVersionRequest {
-                version: self.state.version,
-                done: true,
-                ..Default::default()
-            },
-        );
+        // Every step is checkpointed by now: the last report rides with `done`.
+        self.report_durable(true);
         if self.rollouts_over {
             tracing::info!(
                 steps = self.state.step,
@@ -453,6 +468,37 @@ impl Trainer {
             });
         }
         Ok(self.summary())
+    }
+
+    /// Tells the coordinator, right after a checkpoint, which groups it now holds (and which
+    /// were refused for good), so that their prompts are done; with `done`, that the run is
+    /// over too. Groups whose report fails are named again with the next checkpoint's.
+    fn report_durable(&mut self, done: bool) {
+        // The checkpoint's history, for a life resumed from it (a failure only makes that
+        // life refuse this one's groups: samples lost, never a token of a lost future).
+        if let Err(e) = super::lineage::save(&self.out, self.state.step, &self.shared.lineage) {
+            tracing::warn!(error = %e, "could not save the checkpoint's lineage");
+        }
+        let mut ids = std::mem::take(&mut self.undurable);
+        ids.append(
+            &mut self
+                .shared
+                .refused_groups
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if ids.is_empty() && !done {
+            return;
+        }
+        let request = proto::PublishVersionRequest {
+            version: self.state.version,
+            done,
+            durable_group_ids: ids,
+            ..Default::default()
+        };
+        if !publish(&self.shared, &self.handle, request.clone()) {
+            self.undurable = request.durable_group_ids;
+        }
     }
 
     fn checkpoint(&self) -> Result<()> {

@@ -8,14 +8,16 @@ use proto::WeightsChunk;
 /// The chunks of one version.
 pub struct EncodedVersion {
     pub version: u64,
+    /// The learner life that made it (`rollout::lineage`).
+    pub lineage: u64,
     pub chunks: Vec<WeightsChunk>,
     pub bytes: usize,
 }
 
 impl EncodedVersion {
-    /// Encodes the model's current weights as `version`; weights that are not finite are
-    /// refused, never published.
-    pub fn encode(version: u64, model: &TrainableModel) -> Result<Self> {
+    /// Encodes the model's current weights as `version` of `lineage`; weights that are not
+    /// finite are refused, never published.
+    pub fn encode(version: u64, lineage: u64, model: &TrainableModel) -> Result<Self> {
         let mut tensors = Vec::new();
         for (name, t) in model.snapshot()? {
             let data = t.flatten_all()?.to_vec1::<f32>()?;
@@ -35,7 +37,8 @@ impl EncodedVersion {
         let bytes = tensors.iter().map(|t| t.data.len() * 4).sum();
         Ok(EncodedVersion {
             version,
-            chunks: encode(version, &tensors, proto::WEIGHTS_CHUNK_BYTES),
+            lineage,
+            chunks: encode(version, lineage, &tensors, proto::WEIGHTS_CHUNK_BYTES),
             bytes,
         })
     }

@@ -146,7 +146,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         tensors.sort_by(|x, y| x.name.cmp(&y.name));
         let bytes: usize = tensors.iter().map(|t| t.data.len() * 4).sum();
-        let chunks = Arc::new(encode(1, &tensors, proto::WEIGHTS_CHUNK_BYTES));
+        let chunks = Arc::new(encode(1, 0, &tensors, proto::WEIGHTS_CHUNK_BYTES));
         let (grpc_s, raw_s) = rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let url = format!("http://{}", listener.local_addr()?);

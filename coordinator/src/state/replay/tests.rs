@@ -121,6 +121,8 @@ fn random_run(live: &mut Live, seed: u64, start: Instant) -> Instant {
     let mut now = start;
     let mut actors: Vec<String> = Vec::new();
     let mut grants: Vec<(String, Grant)> = Vec::new();
+    // Groups delivered and not yet named durable by a checkpoint.
+    let mut delivered: Vec<String> = Vec::new();
     let mut version = 0;
     live.run(|s| s.register(registration(MemberRole::Learner, "l1"), now));
     live.run(|s| {
@@ -154,6 +156,7 @@ fn random_run(live: &mut Live, seed: u64, start: Instant) -> Instant {
                 let (actor, grant) = grants.remove(rng.below(grants.len() as u64) as usize);
                 let rewards: Vec<f32> = (0..4).map(|_| (rng.below(5) > 0) as u8 as f32).collect();
                 live.run(|s| s.complete(completion(&actor, &grant, &rewards), now));
+                delivered.extend(grant.group_ids.iter().cloned());
             }
             6 => now += Duration::from_millis(200 + rng.below(2_000)),
             7 if !actors.is_empty() => {
@@ -172,6 +175,9 @@ fn random_run(live: &mut Live, seed: u64, start: Instant) -> Instant {
                             zero_variance_problem_ids: zero_variance,
                             done: false,
                             stats: None,
+                            // A checkpoint now holds the older half of the deliveries
+                            // (no draw from `rng`, which would change the seeds' runs).
+                            durable_group_ids: delivered.drain(..delivered.len() / 2).collect(),
                         },
                         now,
                     )

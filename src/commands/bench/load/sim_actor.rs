@@ -212,6 +212,7 @@ impl SimActor {
             problem_id: problem_id.to_string(),
             prompt_tokens,
             samples,
+            lineage: 0,
         }
     }
 

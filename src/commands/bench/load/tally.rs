@@ -90,7 +90,7 @@ impl Tally {
             // A first push answered `Duplicate` was never queued: the set difference at the
             // end counts it as lost if its lease completed.
             Ok(Outcome::Duplicate) => {}
-            Ok(Outcome::Rejected) | Ok(Outcome::Unspecified) | Err(_) => {
+            Ok(Outcome::Rejected | Outcome::StaleLineage | Outcome::Unspecified) | Err(_) => {
                 t.rejected += 1;
                 keep(
                     &mut t.first_errors,
