@@ -8,6 +8,7 @@ pub mod fit;
 pub mod generate;
 pub mod launch;
 pub mod rm;
+pub mod rm_score;
 pub mod rm_serve;
 pub mod roles;
 pub mod run;

@@ -21,6 +21,9 @@ enum RmCommand {
     /// Serve a reward model's scores over gRPC (oxrl.v1.RewardModel), batching concurrent
     /// requests, to runs whose config says `reward = { rm = "URL" }`.
     Serve(super::rm_serve::ServeArgs),
+    /// Score token-id sequences given as JSON (`{"sequences": [[ids...], ...]}`) and print
+    /// `{"scores": [...]}`: what the check against transformers compares.
+    Score(super::rm_score::ScoreArgs),
 }
 
 /// Arguments of `oxrl rm train`; unset values come from `RmConfig`'s defaults.
@@ -80,6 +83,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     match a.command {
         RmCommand::Train(t) => train(t),
         RmCommand::Serve(s) => super::rm_serve::serve(s),
+        RmCommand::Score(s) => super::rm_score::score(s),
     }
 }
 
