@@ -7,6 +7,7 @@ pub mod eval;
 pub mod fit;
 pub mod generate;
 pub mod launch;
+pub mod plot;
 pub mod rm;
 pub mod rm_score;
 pub mod rm_serve;
