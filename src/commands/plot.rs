@@ -46,6 +46,9 @@ pub struct Panel {
     /// The N of each column.
     pub n: Vec<u32>,
     pub series: Vec<Series>,
+    /// Where the legend's upper-left corner goes, as `[N, accuracy]` (default: middle right).
+    #[serde(default)]
+    pub legend: Option<(u32, f64)>,
 }
 
 /// One way of choosing: its accuracy at each N (`None`: not measured).
@@ -117,24 +120,29 @@ fn draw_panel(
     area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
     p: &Panel,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let lo = f64::from(*p.n.iter().min().expect("checked non-empty"));
-    let hi = f64::from(*p.n.iter().max().expect("checked non-empty"));
+    // x is log2(N) on a linear axis, so that the ticks fall on whole powers of two and only
+    // the measured N are labelled.
+    let x = |n: u32| f64::from(n).log2();
+    let lo = x(*p.n.iter().min().expect("checked non-empty"));
+    let hi = x(*p.n.iter().max().expect("checked non-empty"));
+    let span = (hi - lo).max(1.0);
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, (FAMILY, 16))
         .margin(14)
         .x_label_area_size(40)
         .y_label_area_size(52)
-        .build_cartesian_2d(((lo * 0.8)..(hi * 1.25)).log_scale(), 0.0..1.02)?;
+        .build_cartesian_2d((lo - 0.05 * span)..(hi + 0.05 * span), 0.0..1.02)?;
     let ticks: Vec<u32> = p.n.clone();
     chart
         .configure_mesh()
         .x_desc("N (samples per problem, log scale)")
         .y_desc("accuracy")
         .label_style((FAMILY, 13))
+        .x_labels(((hi.ceil() - lo.floor()) as usize + 1).max(2))
         .x_label_formatter(&move |v| {
             ticks
                 .iter()
-                .find(|&&n| (f64::from(n) / v - 1.0).abs() < 0.02)
+                .find(|&&n| (x(n) - v).abs() < 1e-6)
                 .map_or(String::new(), |n| n.to_string())
         })
         .y_label_formatter(&|v| format!("{v:.1}"))
@@ -144,7 +152,7 @@ fn draw_panel(
         let points: Vec<(f64, f64)> =
             p.n.iter()
                 .zip(&s.accuracy)
-                .filter_map(|(&n, a)| a.map(|a| (f64::from(n), a)))
+                .filter_map(|(&n, a)| a.map(|a| (x(n), a)))
                 .collect();
         chart
             .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
@@ -152,9 +160,18 @@ fn draw_panel(
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
         chart.draw_series(points.iter().map(|&pt| Circle::new(pt, 4, colour.filled())))?;
     }
+    let position = match p.legend {
+        Some((n, a)) => {
+            // Coordinate is relative to the plotting area, backend_coord to the whole image.
+            let (px, py) = chart.backend_coord(&(x(n), a));
+            let (bx, by) = chart.plotting_area().get_base_pixel();
+            SeriesLabelPosition::Coordinate(px - bx, py - by)
+        }
+        None => SeriesLabelPosition::MiddleRight,
+    };
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(position)
         .label_font((FAMILY, 13))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
@@ -184,6 +201,7 @@ mod tests {
                     },
                 },
             ],
+            legend: (t == 1).then_some((4, 0.6)),
         };
         Sweep {
             panels: (0..panels).map(panel).collect(),
