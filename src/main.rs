@@ -54,6 +54,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Fit ScaleRL's reward-against-compute curve to a run's metrics and predict its end.
     Fit(commands::fit::Args),
+    /// Draw figures as PNG: `oxrl plot sweep` (accuracy against N for best-of-N samplers).
+    Plot(commands::plot::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(a) => commands::generate::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Fit(a) => commands::fit::run(a),
+        Command::Plot(a) => commands::plot::run(a),
     }
 }
 

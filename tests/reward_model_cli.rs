@@ -94,3 +94,55 @@ fn best_of_rm_without_a_reward_model_is_a_clear_error() {
         "{help}"
     );
 }
+
+#[test]
+fn rm_score_prints_the_models_scores_batched_or_alone_and_refuses_a_wrong_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("rm");
+    common::write_reward_model(&model, 5);
+    let tok = policy::tokenizer::char_tokenizer();
+    let seqs: Vec<Vec<u32>> = ["12+34=46", "7+5=", "1", "99+99=198\n"]
+        .iter()
+        .map(|t| tok.encode(t).unwrap())
+        .collect();
+    let ids = dir.path().join("ids.json");
+    std::fs::write(&ids, serde_json::json!({ "sequences": seqs }).to_string()).unwrap();
+    let rm =
+        policy::RewardModelDir::load(&model, &candle_core::Device::Cpu, candle_core::DType::F32)
+            .unwrap()
+            .model()
+            .unwrap();
+    for batch in ["64", "1"] {
+        let out = oxrl(&[
+            "rm",
+            "score",
+            "--model",
+            model.to_str().unwrap(),
+            "--ids-json",
+            ids.to_str().unwrap(),
+            "--batch",
+            batch,
+        ]);
+        let scores = last_json(&out)["scores"].as_array().unwrap().clone();
+        assert_eq!(scores.len(), seqs.len());
+        for (seq, got) in seqs.iter().zip(&scores) {
+            let alone = rm.scores(std::slice::from_ref(seq), 0).unwrap()[0];
+            let got = got.as_f64().unwrap() as f32;
+            assert!(
+                (alone - got).abs() < 1e-5,
+                "batch {batch}: {got} vs {alone}"
+            );
+        }
+    }
+    std::fs::write(&ids, r#"{"sequences": [[1, 100000]]}"#).unwrap();
+    let out = oxrl_unchecked(&[
+        "rm",
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--ids-json",
+        ids.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("vocabulary"));
+}

@@ -29,7 +29,7 @@ pub use error::{LearnerError, Result};
 pub use optim::{AdamW, AdamWConfig};
 pub use params::TrainableModel;
 pub use per_prompt::{per_prompt_update, PerPromptLearner, PER_PROMPT_LR};
-pub use reward::{train_reward_model, RmConfig, RmOutcome, RmProgress, RmStep};
+pub use reward::{train_reward_model, RmConfig, RmObjective, RmOutcome, RmProgress, RmStep};
 pub use rollout::config::{PipelineConfig, RunConfig};
 pub use sft::{train_sft, SftConfig};
 pub use update::{Learner, StepReport, UpdateConfig};

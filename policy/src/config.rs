@@ -103,16 +103,59 @@ impl ModelConfig {
 
     /// Parses and validates the text of a `config.json`; `path` names it in errors.
     pub fn from_json(text: &str, path: &Path) -> Result<Self> {
-        let cfg: ModelConfig = serde_json::from_str(text).map_err(|e| PolicyError::Config {
+        let mut cfg: ModelConfig = serde_json::from_str(text).map_err(|e| PolicyError::Config {
             path: path.into(),
             message: e.to_string(),
         })?;
+        let has_rope_theta = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .is_some_and(|v| v.get("rope_theta").is_some());
+        cfg.apply_rope_parameters(has_rope_theta)
+            .map_err(|message| PolicyError::Config {
+                path: path.into(),
+                message,
+            })?;
         cfg.validate().map_err(|message| PolicyError::Config {
             path: path.into(),
             message,
         })?;
         cfg.architecture()?;
         Ok(cfg)
+    }
+
+    /// transformers 5 writes RoPE's settings as `rope_parameters: {"rope_theta", "rope_type"}`
+    /// instead of a top-level `rope_theta` (which it still reads): take the theta from there
+    /// when the top level has none, since the default (1e4) would silently give other scores,
+    /// and refuse a RoPE type other than the default, as `rope_scaling` is refused.
+    fn apply_rope_parameters(&mut self, has_rope_theta: bool) -> std::result::Result<(), String> {
+        let Some(params) = self.extra.get("rope_parameters") else {
+            return Ok(());
+        };
+        let Some(params) = params.as_object() else {
+            return Err(format!("rope_parameters {params} is not an object"));
+        };
+        if let Some(kind) = params.get("rope_type") {
+            if kind.as_str() != Some("default") {
+                return Err(format!(
+                    "rope_parameters.rope_type {kind} is not supported yet (only \"default\")"
+                ));
+            }
+        }
+        let Some(theta) = params.get("rope_theta") else {
+            return Ok(());
+        };
+        let theta = theta
+            .as_f64()
+            .ok_or_else(|| format!("rope_parameters.rope_theta {theta} is not a number"))?;
+        if !has_rope_theta {
+            self.rope_theta = theta;
+        } else if (self.rope_theta - theta).abs() > 1e-9 * theta.abs() {
+            return Err(format!(
+                "rope_theta {} and rope_parameters.rope_theta {theta} disagree",
+                self.rope_theta
+            ));
+        }
+        Ok(())
     }
 
     /// Writes `config.json` (pretty-printed, as transformers does).
@@ -316,6 +359,30 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transformers_5_rope_parameters_give_the_theta() {
+        let base = r#""architectures":["Qwen2ForSequenceClassification"],"model_type":"qwen2",
+            "vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,
+            "num_attention_heads":2,"pad_token_id":0"#;
+        let path = Path::new("config.json");
+        let v5 = format!(
+            r#"{{{base},"rope_parameters":{{"rope_theta":1000000.0,"rope_type":"default"}}}}"#
+        );
+        let cfg = ModelConfig::from_json(&v5, path).unwrap();
+        assert_eq!(cfg.rope_theta, 1e6);
+        // Written back with both spellings, it reads the same.
+        let back = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(ModelConfig::from_json(&back, path).unwrap().rope_theta, 1e6);
+        let both = format!(r#"{{{base},"rope_theta":5.0,"rope_parameters":{{"rope_theta":6.0}}}}"#);
+        let err = ModelConfig::from_json(&both, path).unwrap_err().to_string();
+        assert!(err.contains("disagree"), "{err}");
+        let yarn = format!(
+            r#"{{{base},"rope_parameters":{{"rope_theta":1e6,"rope_type":"yarn","factor":4.0}}}}"#
+        );
+        let err = ModelConfig::from_json(&yarn, path).unwrap_err().to_string();
+        assert!(err.contains("rope_type"), "{err}");
+    }
 
     #[test]
     fn qwen2_config_parses_with_bias_and_gqa() {

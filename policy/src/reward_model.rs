@@ -97,6 +97,29 @@ impl RewardModel {
             .to_dtype(DType::F32)?)
     }
 
+    /// Scores `[B, t]` (fp32, carrying gradient) at every slot of `seqs` left-padded to the
+    /// longest, `t`, with each row's pad count: slot `pads[i] + k` holds the score after token
+    /// `k` of sequence `i`, and the last slot the score [`Self::score_tensor`] gives. What a
+    /// verifier trained at every token (Cobbe et al. 2021) is fitted on.
+    pub fn score_every_token(
+        &self,
+        seqs: &[Vec<u32>],
+        pad_id: u32,
+    ) -> Result<(Tensor, Vec<usize>)> {
+        if let Some(i) = seqs.iter().position(Vec::is_empty) {
+            return Err(PolicyError::Input(format!(
+                "sequence {i} is empty: a reward model scores at least one token"
+            )));
+        }
+        let (ids, pads) = left_pad(seqs, pad_id, self.decoder.device())?;
+        let hidden = self
+            .decoder
+            .forward_hidden(&StepInput::new(ids, &pads, 0)?, None)?
+            .to_dtype(DType::F32)?;
+        let w = self.score.to_dtype(DType::F32)?;
+        Ok((hidden.broadcast_matmul(&w.t()?)?.squeeze(2)?, pads))
+    }
+
     /// Scores `[B]` (fp32, carrying gradient) of `seqs` (prompt and completion tokens).
     pub fn score_tensor(&self, seqs: &[Vec<u32>], pad_id: u32) -> Result<Tensor> {
         let h = self.last_hidden(seqs, pad_id)?;

@@ -4,7 +4,7 @@
 
 use crate::{model_arg, progress};
 use anyhow::Context;
-use learner::{train_reward_model, RmConfig, RmProgress};
+use learner::{train_reward_model, RmConfig, RmObjective, RmProgress};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -21,6 +21,9 @@ enum RmCommand {
     /// Serve a reward model's scores over gRPC (oxrl.v1.RewardModel), batching concurrent
     /// requests, to runs whose config says `reward = { rm = "URL" }`.
     Serve(super::rm_serve::ServeArgs),
+    /// Score token-id sequences given as JSON (`{"sequences": [[ids...], ...]}`) and print
+    /// `{"scores": [...]}`: what the check against transformers compares.
+    Score(super::rm_score::ScoreArgs),
 }
 
 /// Arguments of `oxrl rm train`; unset values come from `RmConfig`'s defaults.
@@ -54,6 +57,11 @@ pub struct TrainArgs {
     max_new_tokens: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
+    /// The training loss: `every-token` (the default; Cobbe et al. 2021: the label at every
+    /// completion token, averaged) or `last-token` (binary cross-entropy of the score at the
+    /// last token); scoring reads the last token either way.
+    #[arg(long, value_parser = ["last-token", "every-token"])]
+    objective: Option<String>,
     /// Output directory: the reward model (config.json, model.safetensors, tokenizer),
     /// curve.jsonl ({"step", "loss"} per step), eval.json and rm.toml.
     #[arg(long, default_value = "runs/rm")]
@@ -72,6 +80,13 @@ impl TrainArgs {
         cfg.steps = self.steps.unwrap_or(cfg.steps);
         cfg.lr = self.lr.unwrap_or(cfg.lr);
         cfg.seed = self.seed.unwrap_or(cfg.seed);
+        if let Some(o) = &self.objective {
+            cfg.objective = if o == "every-token" {
+                RmObjective::EveryToken
+            } else {
+                RmObjective::LastToken
+            };
+        }
         cfg
     }
 }
@@ -80,6 +95,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     match a.command {
         RmCommand::Train(t) => train(t),
         RmCommand::Serve(s) => super::rm_serve::serve(s),
+        RmCommand::Score(s) => super::rm_score::score(s),
     }
 }
 
@@ -142,6 +158,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         "held_out_within_prompt_auc": out.held_out_within_prompt_auc,
         "held_out_best_of_n": out.held_out_best_of_n,
         "samples_per_prompt": cfg.samples_per_prompt,
+        "objective": cfg.objective,
         "wall_s": started.elapsed().as_secs_f64(),
     });
     std::fs::write(

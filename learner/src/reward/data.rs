@@ -15,6 +15,8 @@ pub struct Labelled {
     pub prompt: usize,
     /// Prompt and completion tokens, as the reward model reads them.
     pub sequence: Vec<u32>,
+    /// Tokens of `sequence` that are the prompt (the completion follows).
+    pub prompt_len: usize,
     /// Whether the verifier accepted the completion.
     pub correct: bool,
 }
@@ -81,6 +83,7 @@ pub fn label_samples(
                 out.push(Labelled {
                     prompt,
                     sequence,
+                    prompt_len: group.prompt_tokens.len(),
                     correct: s.reward > 0.5,
                 });
             }

@@ -26,6 +26,21 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tasks::{ProblemSource, Split};
 
+/// What the reward model is fitted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RmObjective {
+    /// Binary cross-entropy of the score at the last token (the one used at test time).
+    LastToken,
+    /// Cobbe et al. 2021: the same label at every completion token, binary cross-entropy
+    /// averaged over a sample's completion tokens, then over the batch. Only the loss
+    /// changes: scoring still reads the last token, so the saved model is the same format.
+    /// The default: on held-out prompts it ranks each prompt's samples better
+    /// (docs/reward-model.md, "Loss").
+    #[default]
+    EveryToken,
+}
+
 /// `oxrl rm train`'s hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -50,6 +65,8 @@ pub struct RmConfig {
     /// Sequences decoded together while sampling.
     pub sample_rows: usize,
     pub optimizer: AdamWConfig,
+    /// The training loss: at the last token, or at every completion token.
+    pub objective: RmObjective,
 }
 
 impl Default for RmConfig {
@@ -70,6 +87,7 @@ impl Default for RmConfig {
                 eps: 1e-8,
                 ..Default::default()
             },
+            objective: RmObjective::EveryToken,
         }
     }
 }
@@ -139,6 +157,34 @@ pub fn bce_with_logits(s: &Tensor, y: &Tensor) -> Result<Tensor> {
     let softplus_neg_abs = (s.abs()?.neg()?.exp()? + 1.0)?.log()?;
     let per = ((s.relu()? - (s * y)?)? + softplus_neg_abs)?;
     Ok(per.mean_all()?)
+}
+
+/// Binary cross-entropy at every completion token (Cobbe et al. 2021): `scores` `[B, t]` from
+/// [`RewardModel::score_every_token`] (row `i` left-padded by `pads[i]`), each sample's label
+/// at every slot from its first completion token (`prompt_lens[i]`; the last token if the
+/// completion is empty) to its end, averaged over those slots, then over the batch. A sample
+/// with a one-token completion contributes exactly its last-token loss.
+pub fn every_token_bce(
+    scores: &Tensor,
+    labels: &[f32],
+    pads: &[usize],
+    prompt_lens: &[usize],
+) -> Result<Tensor> {
+    let (b, t) = scores.dims2()?;
+    let mut y = Vec::with_capacity(b * t);
+    let mut w = Vec::with_capacity(b * t);
+    for i in 0..b {
+        let first = (pads[i] + prompt_lens[i]).min(t - 1);
+        let weight = 1.0 / ((t - first) * b) as f32;
+        y.extend(std::iter::repeat_n(labels[i], t));
+        w.extend((0..t).map(|j| if j >= first { weight } else { 0.0 }));
+    }
+    let device = scores.device();
+    let y = Tensor::from_vec(y, (b, t), device)?;
+    let w = Tensor::from_vec(w, (b, t), device)?;
+    let softplus_neg_abs = (scores.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    let per = ((scores.relu()? - (scores * &y)?)? + softplus_neg_abs)?;
+    Ok((per * w)?.sum_all()?)
 }
 
 /// Trains a reward model for `policy` on `source`; `on_progress` sees sampling and each step.
@@ -267,8 +313,17 @@ fn fit(
             .iter()
             .map(|l| f32::from(u8::from(l.correct)))
             .collect();
-        let y = Tensor::from_vec(labels, batch.len(), &device)?;
-        let loss = bce_with_logits(&rm.score_tensor(&seqs, pad_id)?, &y)?;
+        let loss = match cfg.objective {
+            RmObjective::LastToken => {
+                let y = Tensor::from_vec(labels, batch.len(), &device)?;
+                bce_with_logits(&rm.score_tensor(&seqs, pad_id)?, &y)?
+            }
+            RmObjective::EveryToken => {
+                let (scores, pads) = rm.score_every_token(&seqs, pad_id)?;
+                let prompt_lens: Vec<usize> = batch.iter().map(|l| l.prompt_len).collect();
+                every_token_bce(&scores, &labels, &pads, &prompt_lens)?
+            }
+        };
         let mut grads = Grads::new();
         accumulate(&mut grads, vars, &loss.backward()?)?;
         let lr = learning_rate(cfg.lr, step, cfg.warmup, cfg.steps, 0.1);

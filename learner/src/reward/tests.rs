@@ -44,6 +44,7 @@ fn a_separable_labelling_is_learnt_to_a_perfect_ranking() {
             .map(|i| Labelled {
                 prompt: i,
                 sequence: tok.encode(&format!("{}+{}={}", i % 7, i % 5, i)).unwrap(),
+                prompt_len: 4,
                 correct: i % 2 == 0,
             })
             .collect()
@@ -61,11 +62,13 @@ fn a_separable_labelling_is_learnt_to_a_perfect_ranking() {
         before.iter().all(|&p| (p - 0.5).abs() < 1e-9),
         "a zero head says 0.5"
     );
+    // The label is a function of the last token only: fitted there.
     let cfg = RmConfig {
         steps: 60,
         batch_size: 16,
         lr: 1e-2,
         warmup: 5,
+        objective: RmObjective::LastToken,
         ..Default::default()
     };
     let mut losses = Vec::new();
@@ -139,6 +142,7 @@ fn within_prompt_auc_ignores_the_ranking_of_prompts() {
     let l = |prompt, correct| Labelled {
         prompt,
         sequence: vec![1],
+        prompt_len: 0,
         correct,
     };
     // Prompt 0 (easy) scores high, prompt 1 (hard) low: pooled, right beats wrong mostly,
@@ -157,4 +161,72 @@ fn within_prompt_auc_ignores_the_ranking_of_prompts() {
     assert_eq!(within_prompt_auc(&samples, &probs), Some(0.0));
     assert_eq!(best_of_n(&samples, &probs), 0.5);
     assert_eq!(within_prompt_auc(&samples[4..], &probs[4..]), None);
+}
+
+#[test]
+fn every_token_loss_is_the_last_token_loss_on_one_token_completions_and_averages_otherwise() {
+    let tok = char_tokenizer();
+    let cfg = ModelConfig::tiny(tok.vocab_size(), 16, 1, 2, 2);
+    let mut weights = policy::random_weights(&cfg, 7, &candle_core::Device::Cpu).unwrap();
+    weights.remove("lm_head.weight");
+    let head: Vec<f32> = (0..16).map(|i| (i as f32 - 7.5) * 0.2).collect();
+    let head = Tensor::from_vec(head, (1, 16), &candle_core::Device::Cpu).unwrap();
+    weights.insert(policy::SCORE_WEIGHT.into(), head);
+    let config = reward_config(&cfg, 0).unwrap();
+    let rm = RewardModel::new(&config, &weights).unwrap();
+    let seqs: Vec<Vec<u32>> = ["12+34=4", "7+5=1", "99+1=1"]
+        .iter()
+        .map(|t| tok.encode(t).unwrap())
+        .collect();
+    let labels = [1.0f32, 0.0, 1.0];
+    let (scores, pads) = rm.score_every_token(&seqs, 0).unwrap();
+    let t = scores.dim(1).unwrap();
+    // The last slot is the score used at test time.
+    let last = scores.narrow(1, t - 1, 1).unwrap().squeeze(1).unwrap();
+    let alone = rm.score_tensor(&seqs, 0).unwrap();
+    let diff = (last.clone() - alone)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+    // One-token completions: exactly the last-token loss.
+    let one: Vec<usize> = seqs.iter().map(|s| s.len() - 1).collect();
+    let every = every_token_bce(&scores, &labels, &pads, &one).unwrap();
+    let y = Tensor::new(&labels, &candle_core::Device::Cpu).unwrap();
+    let lastloss = bce_with_logits(&last, &y).unwrap();
+    let (a, b) = (
+        every.to_scalar::<f32>().unwrap(),
+        lastloss.to_scalar::<f32>().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    // Longer completions: the mean over each sample's completion slots, then over samples.
+    let prompt_lens = [4usize, 3, 5];
+    let every = every_token_bce(&scores, &labels, &pads, &prompt_lens)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let s = scores.to_vec2::<f32>().unwrap();
+    let bce = |x: f32, y: f32| -> f64 {
+        let p = 1.0 / (1.0 + (-f64::from(x)).exp());
+        if y > 0.5 {
+            -p.ln()
+        } else {
+            -(1.0 - p).ln()
+        }
+    };
+    let by_hand: f64 = (0..3)
+        .map(|i| {
+            let slots = pads[i] + prompt_lens[i]..t;
+            let n = slots.len() as f64;
+            slots.map(|j| bce(s[i][j], labels[i])).sum::<f64>() / n
+        })
+        .sum::<f64>()
+        / 3.0;
+    assert!(
+        (f64::from(every) - by_hand).abs() < 1e-5,
+        "{every} vs {by_hand}"
+    );
+    assert!((every - a).abs() > 1e-3, "more slots must change the loss");
 }
