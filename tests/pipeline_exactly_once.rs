@@ -5,9 +5,9 @@
 
 mod common;
 
+use common::supervised::signal;
 use common::{
-    learner_args, read_jsonl, start_actor, start_coordinator, surviving_steps, wait_until,
-    RoleProcess,
+    learner_args, start_actor, start_coordinator, surviving_steps, wait_until, RoleProcess,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -58,44 +58,60 @@ fn latest_checkpoint(run: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Steps trained so far (lines of metrics.jsonl, all lives together).
+/// Steps trained so far (lines of trained_groups.jsonl, all lives together: the file the
+/// kills are timed by).
 fn steps_logged(run: &Path) -> u64 {
-    let metrics = run.join("metrics.jsonl");
-    if metrics.exists() {
-        read_jsonl(&metrics).len() as u64
-    } else {
-        0
-    }
+    // Counted, not parsed: the learner may be halfway through a line.
+    std::fs::read_to_string(run.join("trained_groups.jsonl"))
+        .map(|text| text.lines().filter(|l| l.ends_with('}')).count() as u64)
+        .unwrap_or(0)
 }
 
 /// Waits until the learner's newest step is past its newest checkpoint and at least `step`
 /// (so its kill loses a step), then SIGKILLs it.
 fn kill_between_checkpoints(learner: &mut RoleProcess, run: &Path, step: u64) {
+    let past = || {
+        let head = surviving_lineage(run)
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0);
+        head >= step && head > latest_checkpoint(run)
+    };
+    let pid = learner.child.id();
     wait_until(
         Duration::from_secs(90),
         &format!("step {step} or later, past the last checkpoint"),
         || {
-            let lineage = surviving_lineage(run);
-            let head = lineage.keys().next_back().copied().unwrap_or(0);
-            head >= step && head > latest_checkpoint(run)
+            if !past() {
+                return false;
+            }
+            // Frozen, it cannot write a checkpoint between this look and the kill.
+            signal(pid, "-STOP");
+            if past() {
+                return true;
+            }
+            signal(pid, "-CONT");
+            false
         },
     );
     learner.child.kill().unwrap();
     learner.child.wait().unwrap();
 }
 
-#[test]
-fn every_prompt_is_trained_exactly_once_though_the_learner_is_killed_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// The test's coordinator, its learner (writing `dir/run`, logging to `l1.log`) and two
+/// actors, started by hand.
+fn start_by_hand(d: &Path) -> (RoleProcess, RoleProcess, Vec<RoleProcess>) {
     let cfg = write_config(d);
     let coord = start_coordinator(d, &cfg, &[]);
     let url = coord.url();
     let run = d.join("run");
-    let run_s = run.to_str().unwrap().to_string();
-    let args = learner_args(&url, &run_s);
-    let mut learner = RoleProcess::start(&args, &d.join("l1.log"), true);
-    let mut actors: Vec<_> = (0..2)
+    let learner = RoleProcess::start(
+        &learner_args(&url, run.to_str().unwrap()),
+        &d.join("l1.log"),
+        true,
+    );
+    let actors = (0..2)
         .map(|i| {
             start_actor(
                 &url,
@@ -104,6 +120,17 @@ fn every_prompt_is_trained_exactly_once_though_the_learner_is_killed_twice() {
             )
         })
         .collect();
+    (coord, learner, actors)
+}
+
+#[test]
+fn every_prompt_is_trained_exactly_once_though_the_learner_is_killed_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (coord, mut learner, mut actors) = start_by_hand(d);
+    let (url, run) = (coord.url(), d.join("run"));
+    let run_s = run.to_str().unwrap().to_string();
+    let args = learner_args(&url, &run_s);
 
     // Early in the epoch, then late in it (10 steps make the epoch).
     kill_between_checkpoints(&mut learner, &run, 3);
@@ -170,22 +197,10 @@ fn logged_value(log: &str, line: &str, key: &str) -> Option<u64> {
 fn weights_of_a_lost_future_are_dropped_and_groups_sampled_with_them_never_trained() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cfg = write_config(d);
-    let coord = start_coordinator(d, &cfg, &[]);
-    let url = coord.url();
-    let run = d.join("run");
+    let (coord, mut learner, mut actors) = start_by_hand(d);
+    let (url, run) = (coord.url(), d.join("run"));
     let run_s = run.to_str().unwrap().to_string();
     let args = learner_args(&url, &run_s);
-    let mut learner = RoleProcess::start(&args, &d.join("l1.log"), true);
-    let mut actors: Vec<_> = (0..2)
-        .map(|i| {
-            start_actor(
-                &url,
-                &format!("actor-{i}"),
-                &d.join(format!("actor-{i}.log")),
-            )
-        })
-        .collect();
     kill_between_checkpoints(&mut learner, &run, 3);
     let ckpt = latest_checkpoint(&run);
     let saved: rollout::Lineage = serde_json::from_str(

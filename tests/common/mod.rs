@@ -244,7 +244,15 @@ pub fn surviving_steps(path: &Path) -> std::collections::BTreeMap<u64, serde_jso
     if !path.exists() {
         return steps;
     }
-    for line in read_jsonl(path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    for (i, raw) in lines.iter().enumerate() {
+        let line: serde_json::Value = match serde_json::from_str(raw) {
+            Ok(line) => line,
+            // The file is read while a learner appends to it: its last line may be half there.
+            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => break,
+            Err(e) => panic!("{} line {}: {e}: {raw}", path.display(), i + 1),
+        };
         let step = line["step"].as_u64().expect("a step number");
         steps.split_off(&step);
         steps.insert(step, line);

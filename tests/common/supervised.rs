@@ -58,14 +58,17 @@ pub fn restarts_of(run: &Path, role: &str) -> usize {
         .count()
 }
 
-/// The step of the last line of metrics.jsonl (0 before any).
+/// The step of the last whole line of metrics.jsonl (0 before any; the learner may be
+/// halfway through writing the next).
 pub fn last_step(run: &Path) -> u64 {
-    let path = run.join("metrics.jsonl");
-    if !path.exists() {
+    let Ok(text) = std::fs::read_to_string(run.join("metrics.jsonl")) else {
         return 0;
-    }
-    read_jsonl(&path)
-        .last()
+    };
+    let whole = text.rsplit_once('\n').map_or("", |(done, _)| done);
+    whole
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .and_then(|l| l["step"].as_u64())
         .unwrap_or(0)
 }
