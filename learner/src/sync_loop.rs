@@ -104,37 +104,14 @@ pub fn run_sync(
             );
             break;
         }
-        let mut params = cfg.sampling.clone();
-        params.seed = step_seed(cfg.seed, state.step);
-        if params.stop_tokens.is_empty() {
-            params.stop_tokens = eos.clone();
-        }
-        let ids: Vec<String> = problems
-            .iter()
-            .map(|p| format!("{}/step-{}", p.id, state.step))
-            .collect();
-        let batch = rollout::GroupBatch {
-            problems: &problems,
-            ids: &ids,
-            group_size: cfg.group_size,
-        };
-        let hook = &mut policy::FixedWeights {
-            policy: learner.model.policy(),
-            version: learner.version(),
-        };
-        let outcome =
-            rollout::run_episodes(hook, &learner.model.tokenizer, &episodes, batch, &params)?
-                .expect("fixed weights never stop decoding");
-        for d in &outcome.dropped {
-            tracing::warn!(group = %d.group_id, reason = d.error.reason(), error = %d.error, "dropped a group: its environment failed");
-        }
+        let sampled = sample_step(cfg, &learner, &episodes, &problems, state.step, &eos)?;
         let groups = match &rm {
             Some(rm) => {
-                let (groups, dropped) = rm.score(outcome.groups);
+                let (groups, dropped) = rm.score(sampled);
                 rm_dropped += dropped;
                 groups
             }
-            None => outcome.groups,
+            None => sampled,
         };
         curriculum.record(&indices, &groups);
         let report = learner.step(&groups)?;
@@ -176,6 +153,42 @@ pub fn run_sync(
     }
     checkpoint::save_final(dir, &learner.model, state.step)?;
     Ok(state)
+}
+
+/// Step `step`'s groups: G episodes of each of `problems` with the learner's current weights
+/// (groups whose environment failed are logged and left out).
+fn sample_step(
+    cfg: &RunConfig,
+    learner: &Learner,
+    episodes: &rollout::Episodes,
+    problems: &[tasks::Problem],
+    step: u64,
+    eos: &[u32],
+) -> Result<Vec<rollout::RolloutGroup>> {
+    let mut params = cfg.sampling.clone();
+    params.seed = step_seed(cfg.seed, step);
+    if params.stop_tokens.is_empty() {
+        params.stop_tokens = eos.to_vec();
+    }
+    let ids: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}/step-{step}", p.id))
+        .collect();
+    let batch = rollout::GroupBatch {
+        problems,
+        ids: &ids,
+        group_size: cfg.group_size,
+    };
+    let hook = &mut policy::FixedWeights {
+        policy: learner.model.policy(),
+        version: learner.version(),
+    };
+    let outcome = rollout::run_episodes(hook, &learner.model.tokenizer, episodes, batch, &params)?
+        .expect("fixed weights never stop decoding");
+    for d in &outcome.dropped {
+        tracing::warn!(group = %d.group_id, reason = d.error.reason(), error = %d.error, "dropped a group: its environment failed");
+    }
+    Ok(outcome.groups)
 }
 
 /// What a step leaves for [`record_step_with`] besides the learner's state.
