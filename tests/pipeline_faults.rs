@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::supervised::signal;
 use common::{
     assert_acks, first_weights_chunk, lease_now, probe_lease, push_acks, push_acks_with,
     read_jsonl, start_actor, start_coordinator, start_learner, trained_group_ids, two_sample_group,
@@ -82,6 +83,10 @@ fn a_killed_actor_loses_no_prompt_and_nothing_is_trained_twice() {
         "the doomed actor holding a lease",
         || status(&caddr).leases_outstanding > 0,
     );
+    // The learner is frozen while the deaths are noticed, so that the run cannot finish
+    // first however fast its steps are (it once did, on a fast CI machine).
+    let learner_pid = learner.child.id();
+    signal(learner_pid, "-STOP");
     doomed.child.kill().unwrap();
     doomed.child.wait().unwrap();
     // The coordinator notices the silence and returns the dead actors' leases to the pool.
@@ -99,6 +104,7 @@ fn a_killed_actor_loses_no_prompt_and_nothing_is_trained_twice() {
         steps_at_death < steps as usize,
         "the run should still be going when the actor is declared dead"
     );
+    signal(learner_pid, "-CONT");
     let st = status(&caddr);
     let doomed_id = st
         .actors
