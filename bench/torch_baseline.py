@@ -13,13 +13,24 @@ same batch shapes as the Rust suites, in transformers on the CPU in fp32, with
            tokens: forward, fp32 log-softmax, the CISPO loss (truncated, detached importance
            ratio times advantage times log-prob, averaged over tokens), backward, gradient
            clipping at 1 and an AdamW step; against the forward pass alone.
+  step:    whole RL steps as `oxrl bench step` writes them (--step-spec JSON: each step's
+           prompt tokens and answers, G, the token budget, stop ids, the vocabulary): sample
+           G completions of each prompt with `generate` (temperature 1, their log-probs from
+           the returned logits), decode and verify them (the last number of the completion
+           against the answer, as oxrl's numeric verifier reads these completions), group-
+           centred advantages over the batch's std, zero-variance groups dropped, and the
+           CISPO update with prompt-level aggregation, clipping and AdamW. The first step is
+           a warm-up; the median of the others is reported, by phase.
 """
 
 import argparse
 import json
+import re
+import statistics
 import time
 
 import torch
+import transformers
 from transformers import AutoModelForCausalLM
 
 
@@ -106,11 +117,90 @@ def learner(a, model, prompt):
     return {"forward_tok_s": tokens / fwd, "train_step_tok_s": tokens / stp, "tokens_per_step": tokens}
 
 
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def verify(text, answer):
+    found = NUMBER.findall(text)
+    return 1.0 if found and found[-1] == answer.strip() else 0.0
+
+
+def generate_groups(model, prompts, spec):
+    """Left-padded prompts x G through `generate`: the sequences, the completion mask
+    (up to and including the first stop token) and each completion token's log-prob."""
+    stop = spec["stop"]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[stop[0]] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, do_sample=True, temperature=spec["temperature"],
+            top_k=0, top_p=1.0, max_new_tokens=spec["max_new_tokens"], eos_token_id=stop,
+            pad_token_id=stop[0], output_logits=True, return_dict_in_generate=True)
+    completion = out.sequences[:, width:]
+    logits = torch.stack(out.logits, dim=1)[:, : completion.shape[1]]
+    logp = token_logprobs(logits, completion)
+    is_stop = torch.isin(completion, torch.tensor(stop))
+    ended_before = (torch.cumsum(is_stop.int(), dim=1) - is_stop.int()) > 0
+    cmask = (~ended_before).float()
+    return out.sequences, torch.cat([mask, cmask.long()], dim=1), cmask, logp, width
+
+
+def rl_step(model, opt, spec, problems):
+    g = spec["group_size"]
+    t0 = time.perf_counter()
+    prompts = [p["prompt"] for p in problems for _ in range(g)]
+    seqs, attn, cmask, logp_gen, width = generate_groups(model, prompts, spec)
+    vocab, stop = spec["vocab"], set(spec["stop"])
+    rewards = []
+    for i, row in enumerate(seqs[:, width:].tolist()):
+        text = "".join(vocab[t] for t, m in zip(row, cmask[i].tolist()) if m and t not in stop)
+        rewards.append(verify(text, problems[i // g]["answer"]))
+    t1 = time.perf_counter()
+    r = torch.tensor(rewards).view(-1, g)
+    keep = (r.max(dim=1).values > r.min(dim=1).values).nonzero().flatten()
+    if len(keep) > 0:
+        adv = r[keep] - r[keep].mean(dim=1, keepdim=True)
+        adv = (adv / (adv.std() + 1e-8)).view(-1, 1)
+        rows = (keep.view(-1, 1) * g + torch.arange(g)).flatten()
+        s, a, cm, lg = seqs[rows], attn[rows], cmask[rows], logp_gen[rows]
+        opt.zero_grad(set_to_none=True)
+        pos = (a.cumsum(dim=1) - 1).clamp(min=0)
+        logits = model(input_ids=s, attention_mask=a, position_ids=pos).logits[:, width - 1 : -1, :]
+        logp = token_logprobs(logits, s[:, width:])
+        ratio = torch.exp(logp - lg).clamp(max=spec["eps_max"]).detach()
+        per_token = -(ratio * adv * logp) * cm
+        # Prompt-level aggregation: each group's mean over its tokens, then the mean of groups.
+        per_group = per_token.view(len(keep), -1).sum(dim=1) / cm.view(len(keep), -1).sum(dim=1).clamp(min=1)
+        per_group.mean().backward()
+        if spec["max_grad_norm"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), spec["max_grad_norm"])
+        opt.step()
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, sum(rewards) / len(rewards)
+
+
+def steps(a, model):
+    spec = json.load(open(a.step_spec))
+    opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(0.9, 0.999), eps=1e-15,
+                            weight_decay=spec["weight_decay"])
+    model.train()
+    times = [rl_step(model, opt, spec, problems) for problems in spec["steps"]][1:]
+    med = lambda xs: statistics.median_low(xs)
+    return {
+        "sample_s": med([t[0] for t in times]),
+        "update_s": med([t[1] for t in times]),
+        "step_s": med([t[0] + t[1] for t in times]),
+        "pass_rate": sum(t[2] for t in times) / max(len(times), 1),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("suite", choices=["decode", "learner"])
+    ap.add_argument("suite", choices=["decode", "learner", "step"])
     ap.add_argument("--model", required=True, help="Hugging Face model directory")
-    ap.add_argument("--prompt-ids", required=True, help="comma-separated prompt token ids")
+    ap.add_argument("--prompt-ids", default="", help="comma-separated prompt token ids")
+    ap.add_argument("--step-spec", help="the steps' JSON, for the step suite")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
@@ -124,12 +214,16 @@ def main():
     model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=torch.float32)
     model.eval()
     prompt = [int(t) for t in a.prompt_ids.split(",") if t]
-    out = decode(a, model, prompt) if a.suite == "decode" else learner(a, model, prompt)
+    if a.suite == "step":
+        out = steps(a, model)
+    else:
+        out = decode(a, model, prompt) if a.suite == "decode" else learner(a, model, prompt)
     out.update(
         {
             "suite": a.suite,
             "params": sum(p.numel() for p in model.parameters()),
             "torch": torch.__version__,
+            "transformers": transformers.__version__,
             "threads": a.threads,
         }
     )

@@ -61,3 +61,64 @@ fn a_gpu_device_on_a_cpu_build_is_a_clear_error() {
         assert!(err.contains("--features cuda"), "{suite}: {err}");
     }
 }
+
+#[test]
+fn step_suite_times_whole_rl_steps_by_phase_and_a_missing_torch_is_a_skip() {
+    let out = common::oxrl_with_env(
+        &[
+            "bench",
+            "step",
+            "--steps",
+            "1",
+            "--prompts",
+            "2",
+            "--group-size",
+            "4",
+            "--torch",
+        ],
+        &[("OXRL_TORCH_BASELINE", "/nonexistent/torch_baseline.sh")],
+    );
+    let json = last_json(&out);
+    assert_eq!(json["suite"], "step");
+    assert_eq!(json["prompts"], 2);
+    let f = |k: &str| json[k].as_f64().unwrap();
+    assert!(f("sample_s") > 0.0 && f("update_s") > 0.0, "{json}");
+    // One timed step: its whole is the sum of its phases.
+    assert!(
+        (f("step_s") - f("sample_s") - f("update_s")).abs() < 1e-9,
+        "{json}"
+    );
+    assert!((0.0..=1.0).contains(&f("pass_rate")), "{json}");
+    // No PyTorch here: the baseline is skipped with the reason, and the suite still succeeds.
+    let why = json["torch"]["skipped"].as_str().unwrap();
+    assert!(why.contains("not found"), "{why}");
+}
+
+#[test]
+fn pipeline_suite_reports_the_overlap_bound() {
+    let out = common::oxrl(&[
+        "bench",
+        "pipeline",
+        "--steps",
+        "2",
+        "--prompts-per-step",
+        "4",
+        "--group-size",
+        "2",
+    ]);
+    let json = last_json(&out);
+    assert_eq!(json["suite"], "pipeline");
+    let f = |k: &str| json[k].as_f64().unwrap();
+    assert!(
+        f("generation_alone_s") > 0.0 && f("training_alone_s") > 0.0,
+        "{json}"
+    );
+    let bound = f("generation_alone_s").max(f("training_alone_s"));
+    assert!(
+        (f("overlap_ratio") - f("learner_wall_s_k") / bound).abs() < 1e-9,
+        "{json}"
+    );
+    // The pipelined run did both kinds of work: it cannot beat the slower one done alone
+    // by much (a ratio far below 1 would mean the bound measures something else).
+    assert!(f("overlap_ratio") > 0.5, "{json}");
+}

@@ -155,6 +155,41 @@ pub fn run_sync(
     Ok(state)
 }
 
+/// One step of [`run_sync`] on `problems` with `learner`'s current weights, split into its
+/// two phases (`oxrl bench step`): sampling G episodes of each problem with their rewards
+/// (the verifier's), then the update.
+pub struct TimedStep {
+    /// The groups sampled (their prompt tokens, completions and rewards).
+    pub groups: Vec<rollout::RolloutGroup>,
+    pub sample_s: f64,
+    pub update_s: f64,
+    pub report: crate::update::StepReport,
+}
+
+/// Runs one [`TimedStep`] as `run_sync` would at step `step` (the same sampling seed).
+pub fn timed_step(
+    cfg: &RunConfig,
+    learner: &mut Learner,
+    source: &dyn ProblemSource,
+    problems: &[tasks::Problem],
+    step: u64,
+) -> Result<TimedStep> {
+    let episodes = crate::episodes::for_run(cfg, source, &learner.model.tokenizer)?;
+    let eos = learner.model.tokenizer.eos_ids();
+    let t0 = Instant::now();
+    let groups = sample_step(cfg, learner, &episodes, problems, step, &eos)?;
+    let sample_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let report = learner.step(&groups)?;
+    let update_s = t1.elapsed().as_secs_f64();
+    Ok(TimedStep {
+        groups,
+        sample_s,
+        update_s,
+        report,
+    })
+}
+
 /// Step `step`'s groups: G episodes of each of `problems` with the learner's current weights
 /// (groups whose environment failed are logged and left out).
 fn sample_step(

@@ -6,6 +6,7 @@ mod decode;
 mod learner_step;
 mod load;
 mod pipeline;
+mod step;
 mod torch;
 mod weights;
 
@@ -32,6 +33,9 @@ enum Suite {
     Weights(weights::Args),
     /// Pipelined (lag k) against on-policy (k = 0) runs: wall time, actor idle fraction.
     Pipeline(pipeline::Args),
+    /// Whole synchronous RL steps (sample G per prompt, verify, update) by phase; with
+    /// `--torch`, against the same steps in PyTorch + transformers.
+    Step(step::Args),
     /// Simulated actors against a real coordinator and learner: groups/s, lease latency,
     /// errors, lost and duplicated groups, server memory.
     Load(load::Args),
@@ -44,6 +48,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Some(Suite::Weights(a)) => weights::run(a),
         Some(Suite::Pipeline(a)) => pipeline::run(a),
         Some(Suite::Load(a)) => load::run(a),
+        Some(Suite::Step(a)) => step::run(a),
         None => {
             decode::run(defaults("decode")?)?;
             learner_step::run(defaults("learner")?)?;

@@ -34,6 +34,22 @@ pub fn oxrl_unchecked(args: &[&str]) -> Output {
         .expect("the oxrl binary runs")
 }
 
+/// [`oxrl`] with extra environment variables; panics with its stderr if it fails.
+pub fn oxrl_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_oxrl"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .output()
+        .expect("the oxrl binary runs");
+    assert!(
+        out.status.success(),
+        "oxrl {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A small Llama (GQA, untied) or Qwen2 (q/k/v bias, tied) checkpoint written to `dir`.
 pub fn write_checkpoint(dir: &Path, qwen2: bool, seed: u64) -> ModelDir {
     let tok = char_tokenizer();

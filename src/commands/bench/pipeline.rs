@@ -1,6 +1,8 @@
 //! Pipeline suite: the same number of samples through `oxrl run` with lag bound k against
 //! k = 0 (on-policy, the baseline), measured in the same invocation: wall time and the
-//! actors' idle fraction.
+//! actors' idle fraction. Then the overlap bound: the same steps' generation alone and
+//! training alone, timed in this process, against which the pipelined run's wall time is a
+//! ratio (1.0 would be perfect overlap of the two).
 
 use anyhow::Context;
 use std::path::Path;
@@ -28,6 +30,9 @@ struct Outcome {
     samples: u64,
     /// Groups the actors delivered (accepted by the learner).
     delivered: u64,
+    /// The learner's own wall time at its last step (`wall_s` of metrics.jsonl's last line:
+    /// from its start, process start-up and model loading aside).
+    learner_wall_s: f64,
 }
 
 impl Outcome {
@@ -80,11 +85,12 @@ fn one_run(a: &Args, k: u64, dir: &Path) -> anyhow::Result<Outcome> {
         delivered += v["groups_accepted"].as_u64().unwrap_or(0);
     }
     let metrics = std::fs::read_to_string(dir.join("metrics.jsonl"))?;
-    let (mut dropped, mut samples) = (0, 0);
+    let (mut dropped, mut samples, mut learner_wall_s) = (0, 0, 0.0);
     for line in metrics.lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
         dropped += v["dropped_stale"].as_u64().unwrap_or(0);
         samples += v["samples"].as_u64().unwrap_or(0);
+        learner_wall_s = v["wall_s"].as_f64().unwrap_or(learner_wall_s);
     }
     Ok(Outcome {
         wall_s,
@@ -92,18 +98,53 @@ fn one_run(a: &Args, k: u64, dir: &Path) -> anyhow::Result<Outcome> {
         dropped,
         samples,
         delivered,
+        learner_wall_s,
+    })
+}
+
+/// The run's work done without overlap, in this process on the same model and shapes.
+struct Alone {
+    /// Generation of every step's groups, shared among the actors (each samples on its own
+    /// thread, in parallel): the summed sampling seconds over the actors.
+    gen_s: f64,
+    /// Training on them: the summed update seconds (one learner thread).
+    train_s: f64,
+    /// Both, spread over the machine's cores: no schedule on these cores can beat it.
+    cpu_bound_s: f64,
+}
+
+fn alone(a: &Args, pb: &indicatif::ProgressBar) -> anyhow::Result<Alone> {
+    let mut cfg = learner::RunConfig {
+        steps: a.steps,
+        prompts_per_step: a.prompts_per_step,
+        group_size: a.group_size,
+        ..Default::default()
+    };
+    cfg.update.max_lag = 0;
+    cfg.validate()?;
+    let m = crate::model_arg::load(crate::model_arg::DEFAULT_MODEL)?;
+    let steps = super::step::timed_steps(&cfg, &m, a.steps as usize, pb, |_, _| {})?;
+    let sample: f64 = steps.iter().map(|t| t.sample_s).sum();
+    let train: f64 = steps.iter().map(|t| t.update_s).sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    Ok(Alone {
+        gen_s: sample / a.actors.max(1) as f64,
+        train_s: train,
+        cpu_bound_s: (sample + train) / cores,
     })
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let tmp = std::env::temp_dir().join(format!("oxrl-bench-pipeline-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let pb = crate::progress::bar(2, "bench pipeline");
+    let pb = crate::progress::bar(3, "bench pipeline");
     pb.set_message(format!("oxrl run, k = 0, {} steps", a.steps));
     let base = one_run(&a, 0, &tmp.join("k0"))?;
     pb.inc(1);
     pb.set_message(format!("oxrl run, k = {}, {} steps", a.k, a.steps));
     let piped = one_run(&a, a.k, &tmp.join(format!("k{}", a.k)))?;
+    pb.inc(1);
+    let work = alone(&a, &pb)?;
     pb.finish_and_clear();
     let _ = std::fs::remove_dir_all(&tmp);
     let prompts = a.steps * a.prompts_per_step as u64;
@@ -126,6 +167,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.k,
         base.wall_s / piped.wall_s
     );
+    let bound = work.gen_s.max(work.train_s);
+    println!(
+        "overlap: generation alone {:.1} s, training alone {:.1} s; k={} learner wall {:.1} s = {:.2}x max(generation, training) ({:.2}x the {:.1} s both take spread over the cores)",
+        work.gen_s,
+        work.train_s,
+        a.k,
+        piped.learner_wall_s,
+        piped.learner_wall_s / bound,
+        piped.learner_wall_s / work.cpu_bound_s,
+        work.cpu_bound_s
+    );
     println!(
         "{}",
         serde_json::json!({
@@ -134,6 +186,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "speedup": base.wall_s / piped.wall_s, "actor_idle_frac_k0": base.idle_frac, "actor_idle_frac_k": piped.idle_frac,
             "dropped_stale_k0": base.dropped, "dropped_stale_k": piped.dropped,
             "groups_used_frac_k0": base.used_frac(prompts), "groups_used_frac_k": piped.used_frac(prompts),
+            "generation_alone_s": work.gen_s, "training_alone_s": work.train_s, "cpu_bound_s": work.cpu_bound_s,
+            "learner_wall_s_k": piped.learner_wall_s, "overlap_ratio": piped.learner_wall_s / bound,
+            "cpu_bound_ratio": piped.learner_wall_s / work.cpu_bound_s,
         })
     );
     Ok(())
