@@ -195,12 +195,25 @@ def steps(a, model):
     }
 
 
+def matmul(a):
+    """x @ w.T for each m x k x n of --shapes (as nn.Linear computes it) and the weight
+    gradient x.T @ dy, best of --reps."""
+    out, grad_w = [], []
+    for shape in a.shapes.split(","):
+        m, k, n = (int(d) for d in shape.split("x"))
+        x, w, dy = torch.randn(m, k), torch.randn(n, k), torch.randn(m, n)
+        out.append(2.0 * m * k * n / best_of(a.reps, lambda: x @ w.t()) / 1e9)
+        grad_w.append(2.0 * m * k * n / best_of(a.reps, lambda: x.t() @ dy) / 1e9)
+    return {"gflops": out, "grad_w_gflops": grad_w}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("suite", choices=["decode", "learner", "step"])
+    ap.add_argument("suite", choices=["decode", "learner", "step", "matmul"])
     ap.add_argument("--model", required=True, help="Hugging Face model directory")
     ap.add_argument("--prompt-ids", default="", help="comma-separated prompt token ids")
     ap.add_argument("--step-spec", help="the steps' JSON, for the step suite")
+    ap.add_argument("--shapes", help="m x k x n products, comma-separated, for the matmul suite")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
@@ -211,6 +224,11 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    if a.suite == "matmul":
+        out = matmul(a)
+        out.update({"suite": a.suite, "torch": torch.__version__, "threads": a.threads})
+        print(json.dumps(out))
+        return
     model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=torch.float32)
     model.eval()
     prompt = [int(t) for t in a.prompt_ids.split(",") if t]

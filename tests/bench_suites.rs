@@ -122,3 +122,21 @@ fn pipeline_suite_reports_the_overlap_bound() {
     // by much (a ratio far below 1 would mean the bound measures something else).
     assert!(f("overlap_ratio") > 0.5, "{json}");
 }
+
+#[test]
+fn matmul_suite_times_each_product_of_a_layer_and_the_head() {
+    let out = common::oxrl(&["bench", "matmul", "--quick", "--rows", "64", "--reps", "1"]);
+    let json = last_json(&out);
+    assert_eq!(json["suite"], "matmul");
+    let rows = json["results"].as_array().unwrap();
+    let products: Vec<_> = rows
+        .iter()
+        .map(|r| r["product"].as_str().unwrap())
+        .collect();
+    assert_eq!(products, ["q/o", "k/v", "up/gate", "down", "lm head"]);
+    for r in rows {
+        assert_eq!(r["m"], 64);
+        assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["grad_w_gflops"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}

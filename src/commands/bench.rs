@@ -5,6 +5,7 @@
 mod decode;
 mod learner_step;
 mod load;
+mod matmul;
 mod pipeline;
 mod step;
 mod torch;
@@ -28,6 +29,9 @@ enum Suite {
     Decode(decode::Args),
     /// Learner step tokens/s: forward + backward + optimizer (baseline: forward alone).
     Learner(learner_step::Args),
+    /// The learner step's matrix products alone, in candle and (`--torch`) PyTorch: the
+    /// kernel's own ceiling.
+    Matmul(matmul::Args),
     /// Weight streaming over gRPC (chunked, CRC-checked, reassembled) against raw loopback
     /// TCP of the same bytes.
     Weights(weights::Args),
@@ -49,6 +53,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Some(Suite::Pipeline(a)) => pipeline::run(a),
         Some(Suite::Load(a)) => load::run(a),
         Some(Suite::Step(a)) => step::run(a),
+        Some(Suite::Matmul(a)) => matmul::run(a),
         None => {
             decode::run(defaults("decode")?)?;
             learner_step::run(defaults("learner")?)?;
