@@ -356,13 +356,21 @@ impl Policy {
             }
             *slot = Some((k.clone(), v.clone()));
         }
-        let (k, v) = (repeat_kv(&k, nh / kvh)?, repeat_kv(&v, nh / kvh)?);
+        // Grouped-query attention without copying keys and values per query head: the
+        // `group` query heads that share a key/value head (heads kv*group .. kv*group+group)
+        // are stacked along the rows of one product with it.
+        let (group, s) = (nh / kvh, k.dim(2)?);
+        let q = q.reshape((b, kvh, group * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+        let scores = (q.matmul(&k.t()?)? * scale)?
+            .reshape((b, nh, t, s))?
+            .broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
             .to_dtype(q.dtype())?;
         let out = probs
+            .reshape((b, kvh, group * t, s))?
             .matmul(&v)?
+            .reshape((b, nh, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, nh * hd))?;
         block.o.forward(&out)
@@ -376,16 +384,4 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
     Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
-}
-
-/// Repeats each key/value head `n` times for grouped-query attention.
-fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
-    if n == 1 {
-        return Ok(x.clone());
-    }
-    let (b, kvh, s, hd) = x.dims4()?;
-    Ok(x.unsqueeze(2)?
-        .broadcast_as((b, kvh, n, s, hd))?
-        .contiguous()?
-        .reshape((b, kvh * n, s, hd))?)
 }
