@@ -8,6 +8,8 @@ mod load;
 mod pipeline;
 mod torch;
 mod weights;
+mod weights_report;
+mod weights_wire;
 
 #[derive(clap::Args)]
 pub struct Args {
