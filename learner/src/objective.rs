@@ -291,7 +291,11 @@ mod tests {
         let mean = rhos.iter().sum::<f64>() / 3.0;
         let sq_dev = rhos.iter().map(|r| (r - 1.0).powi(2)).sum::<f64>() / 3.0;
         assert!((stats.rho_mean - mean).abs() < 1e-5, "{}", stats.rho_mean);
-        assert!((stats.rho_sq_dev - sq_dev).abs() < 1e-4, "{}", stats.rho_sq_dev);
+        assert!(
+            (stats.rho_sq_dev - sq_dev).abs() < 1e-4,
+            "{}",
+            stats.rho_sq_dev
+        );
     }
 
     #[test]

@@ -153,3 +153,42 @@ fn data_bytes(chunks: &[WeightsChunk]) -> usize {
         })
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version() -> EncodedVersion {
+        let header = |delta| WeightsChunk {
+            part: Some(proto::weights_chunk::Part::Header(proto::WeightsHeader {
+                version: 5,
+                lineage: 2,
+                delta,
+                ..Default::default()
+            })),
+        };
+        EncodedVersion {
+            version: 5,
+            lineage: 2,
+            chunks: vec![header(false)],
+            bytes: 100,
+            delta: Some(DeltaChunks {
+                base_version: 4,
+                chunks: vec![header(true)],
+                bytes: 10,
+            }),
+        }
+    }
+
+    #[test]
+    fn only_a_subscriber_holding_the_base_gets_the_delta() {
+        let v = version();
+        let got = v.for_subscriber(Some((4, 2)));
+        assert!(got.delta && got.bytes == 10);
+        // Another version, another lineage, or nothing held: the whole version.
+        for held in [Some((3, 2)), Some((4, 1)), Some((5, 2)), None] {
+            let got = v.for_subscriber(held);
+            assert!(!got.delta && got.bytes == 100, "{held:?}");
+        }
+    }
+}

@@ -134,7 +134,11 @@ impl Assembler {
         Ok((expected, tensors))
     }
 
-    fn tensor(&mut self, c: TensorChunk, held: Option<&dyn HeldWeights>) -> Result<(), WeightsError> {
+    fn tensor(
+        &mut self,
+        c: TensorChunk,
+        held: Option<&dyn HeldWeights>,
+    ) -> Result<(), WeightsError> {
         if self.version.is_none() {
             return Err(WeightsError::Order("tensor chunk without header".into()));
         }
@@ -248,7 +252,7 @@ impl Assembler {
         } else {
             c.data.len() as u64
         };
-        if words_bytes % width as u64 != 0 || part.filled + words_bytes > part.expected {
+        if !words_bytes.is_multiple_of(width as u64) || part.filled + words_bytes > part.expected {
             return Err(WeightsError::Size {
                 name: part.name.clone(),
                 bytes: (part.filled + words_bytes) as usize,

@@ -36,7 +36,7 @@ pub fn decode(data: &[u8], width: usize, n: usize, words: &mut [u8]) -> Result<(
             .get(at..at + map_len)
             .ok_or_else(|| format!("plane {p}: bitmap cut short"))?;
         at += map_len;
-        if n % 8 != 0 && bitmap[map_len - 1] >> (n % 8) != 0 {
+        if !n.is_multiple_of(8) && bitmap[map_len - 1] >> (n % 8) != 0 {
             return Err(format!("plane {p}: bits set past word {n}"));
         }
         let ones: usize = bitmap.iter().map(|b| b.count_ones() as usize).sum();
@@ -95,6 +95,10 @@ mod tests {
     fn zero_words_cost_only_their_bitmap() {
         let mut data = Vec::new();
         encode(&[0u8; 64], 4, &mut data);
-        assert_eq!(data.len(), 4 * 2, "16 zero words: four planes of a 2-byte bitmap");
+        assert_eq!(
+            data.len(),
+            4 * 2,
+            "16 zero words: four planes of a 2-byte bitmap"
+        );
     }
 }

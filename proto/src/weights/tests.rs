@@ -152,7 +152,11 @@ fn odd_values() -> Vec<NamedTensor> {
 #[test]
 fn full_f32_is_bit_exact() {
     let sent = odd_values();
-    let (v, got) = receive(encode_as(3, 1, &sent, WireDtype::F32, None, 12).unwrap(), None).unwrap();
+    let (v, got) = receive(
+        encode_as(3, 1, &sent, WireDtype::F32, None, 12).unwrap(),
+        None,
+    )
+    .unwrap();
     assert_eq!(v, 3);
     assert_eq!(bits(&got), bits(&sent));
 }
@@ -171,7 +175,10 @@ fn full_bf16_holds_each_value_rounded_to_nearest_even() {
             assert_eq!(y.to_bits() & 0xffff, 0, "a bf16 value has no low bits");
             // Within half a unit in the last place (bf16 keeps 8 significand bits).
             let ulp_floor = f32::from_bits(1 << 16);
-            assert!((y - x).abs() <= x.abs() * 2f32.powi(-8) + ulp_floor, "{x} -> {y}");
+            assert!(
+                (y - x).abs() <= x.abs() * 2f32.powi(-8) + ulp_floor,
+                "{x} -> {y}"
+            );
             assert_eq!(y, WireDtype::Bf16.round(x));
         }
     }
@@ -236,15 +243,33 @@ fn a_delta_against_weights_not_held_is_refused_at_its_header() {
     let chunks = encode_as(5, 2, &next, WireDtype::F32, Some(delta), 16).unwrap();
     for held in [
         None,
-        Some(Held { version: 3, lineage: 2, tensors: base.clone() }),
-        Some(Held { version: 4, lineage: 1, tensors: base.clone() }),
+        Some(Held {
+            version: 3,
+            lineage: 2,
+            tensors: base.clone(),
+        }),
+        Some(Held {
+            version: 4,
+            lineage: 1,
+            tensors: base.clone(),
+        }),
     ] {
         let err = receive(chunks.clone(), held.as_ref()).unwrap_err();
         assert!(matches!(err, WeightsError::Base(_)), "{err}");
     }
     // A base that does not fit the version cannot be encoded against.
-    let err = encode_as(5, 2, &next, WireDtype::F32, Some(Delta { base_version: 4, base: &base[..1] }), 16)
-        .unwrap_err();
+    let err = encode_as(
+        5,
+        2,
+        &next,
+        WireDtype::F32,
+        Some(Delta {
+            base_version: 4,
+            base: &base[..1],
+        }),
+        16,
+    )
+    .unwrap_err();
     assert!(matches!(err, WeightsError::Base(_)), "{err}");
 }
 
@@ -253,7 +278,9 @@ fn deltas_of_small_steps_are_smaller_than_the_whole_version() {
     let base: Vec<NamedTensor> = vec![NamedTensor {
         name: "w".into(),
         shape: vec![4096],
-        data: (0..4096).map(|i| ((i as f32) * 0.37).sin() * 0.05).collect(),
+        data: (0..4096)
+            .map(|i| ((i as f32) * 0.37).sin() * 0.05)
+            .collect(),
     }];
     // An optimizer step: every weight moves by about 1e-5 of itself.
     let next: Vec<NamedTensor> = vec![NamedTensor {
@@ -277,6 +304,14 @@ fn deltas_of_small_steps_are_smaller_than_the_whole_version() {
     let full = size(WireDtype::F32, None);
     assert_eq!(full, 4096 * 4);
     assert_eq!(size(WireDtype::Bf16, None), 4096 * 2);
-    assert!(size(WireDtype::F32, delta) * 10 < full * 7, "{}", size(WireDtype::F32, delta));
-    assert!(size(WireDtype::Bf16, delta) * 10 < full, "{}", size(WireDtype::Bf16, delta));
+    assert!(
+        size(WireDtype::F32, delta) * 10 < full * 7,
+        "{}",
+        size(WireDtype::F32, delta)
+    );
+    assert!(
+        size(WireDtype::Bf16, delta) * 10 < full,
+        "{}",
+        size(WireDtype::Bf16, delta)
+    );
 }

@@ -50,7 +50,10 @@ impl HeldWeights for Held {
 }
 
 /// The smallest of `reps` runs of `f`, in seconds.
-fn best<T>(reps: usize, mut f: impl FnMut() -> anyhow::Result<(f64, T)>) -> anyhow::Result<(f64, T)> {
+fn best<T>(
+    reps: usize,
+    mut f: impl FnMut() -> anyhow::Result<(f64, T)>,
+) -> anyhow::Result<(f64, T)> {
     let mut out = f()?;
     for _ in 1..reps {
         let next = f()?;
@@ -118,7 +121,12 @@ fn check(
     sent: &[NamedTensor],
     got: &[(String, candle_core::Tensor)],
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(got.len() == sent.len(), "{} tensors of {}", got.len(), sent.len());
+    anyhow::ensure!(
+        got.len() == sent.len(),
+        "{} tensors of {}",
+        got.len(),
+        sent.len()
+    );
     for ((name, t), s) in got.iter().zip(sent) {
         let data = t.flatten_all()?.to_vec1::<f32>()?;
         let exact = data
@@ -151,7 +159,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let _ = stop.send(());
             Ok::<_, anyhow::Error>((t, s, m))
         })?;
-        printed.push((name.clone(), transport.clone(), stages.clone(), modes.clone()));
+        printed.push((
+            name.clone(),
+            transport.clone(),
+            stages.clone(),
+            modes.clone(),
+        ));
         rows.push(serde_json::json!({
             "model": name, "params": m.config.num_parameters(),
             "transport": transport, "stages": stages, "modes": modes,
@@ -171,13 +184,23 @@ async fn transport(
     streamer: &Streamer,
     tensors: &[NamedTensor],
 ) -> anyhow::Result<serde_json::Value> {
-    let chunks = encode_as(1, 1, tensors, WireDtype::F32, None, proto::WEIGHTS_CHUNK_BYTES)?;
+    let chunks = encode_as(
+        1,
+        1,
+        tensors,
+        WireDtype::F32,
+        None,
+        proto::WEIGHTS_CHUNK_BYTES,
+    )?;
     *streamer.chunks.lock().expect("not poisoned") = Arc::new(chunks);
     let bytes: usize = tensors.iter().map(|t| t.data.len() * 4).sum();
     let (mut raw, mut h2, mut tuned) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
     for _ in 0..a.reps.max(1) {
         raw = raw.min(raw_once(bytes, proto::WEIGHTS_CHUNK_BYTES).await?);
-        for (windows, best) in [(Windows::H2_DEFAULTS, &mut h2), (Windows::default(), &mut tuned)] {
+        for (windows, best) in [
+            (Windows::H2_DEFAULTS, &mut h2),
+            (Windows::default(), &mut tuned),
+        ] {
             let got = receive(url, windows, Receive::Assemble(None))
                 .await
                 .context("gRPC weights")?;
@@ -202,8 +225,9 @@ async fn stages(
 ) -> anyhow::Result<serde_json::Value> {
     let reps = a.reps.max(1);
     let chunk = proto::WEIGHTS_CHUNK_BYTES;
-    let (encode_s, chunks) =
-        best(reps, || timed(|| Ok(encode_as(1, 1, tensors, WireDtype::F32, None, chunk)?)))?;
+    let (encode_s, chunks) = best(reps, || {
+        timed(|| Ok(encode_as(1, 1, tensors, WireDtype::F32, None, chunk)?))
+    })?;
     let datas: Vec<&[u8]> = chunks
         .iter()
         .filter_map(|c| match &c.part {
@@ -212,7 +236,12 @@ async fn stages(
         })
         .collect();
     let (crc_s, _) = best(reps, || {
-        timed(|| Ok(datas.iter().map(|d| crc32fast::hash(d)).fold(0, |a, b| a ^ b)))
+        timed(|| {
+            Ok(datas
+                .iter()
+                .map(|d| crc32fast::hash(d))
+                .fold(0, |a, b| a ^ b))
+        })
     })?;
     let (decode_s, _) = best(reps, || {
         let owned = chunks.clone();
@@ -260,7 +289,14 @@ async fn modes(
         });
         let (encode_s, chunks) = best(a.reps.max(1), || {
             timed(|| {
-                Ok(encode_as(2, 1, &next, mode.dtype(), delta, proto::WEIGHTS_CHUNK_BYTES)?)
+                Ok(encode_as(
+                    2,
+                    1,
+                    &next,
+                    mode.dtype(),
+                    delta,
+                    proto::WEIGHTS_CHUNK_BYTES,
+                )?)
             })
         })?;
         *streamer.chunks.lock().expect("not poisoned") = Arc::new(chunks);

@@ -33,7 +33,9 @@ pub fn print(reps: usize, rows: &[ModelFigures]) {
             f(t, "grpc_over_raw"),
         );
     }
-    println!("\nstages of one full fp32 version, ms (transfer: gRPC, bytes counted, nothing assembled)");
+    println!(
+        "\nstages of one full fp32 version, ms (transfer: gRPC, bytes counted, nothing assembled)"
+    );
     println!(
         "{:<8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>10}",
         "model", "encode", "(crc)", "transfer", "decode", "tensors", "raw TCP"

@@ -53,8 +53,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let service =
-        LearnerServer::new(streamer).max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
+    let service = LearnerServer::new(streamer).max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = Security::default().server()?.add_service(service);
     tokio::spawn(server.serve_with_incoming_shutdown(incoming, async {
