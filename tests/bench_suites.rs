@@ -16,9 +16,27 @@ fn weights_suite_compares_grpc_with_raw_tcp_of_the_same_bytes() {
     let row = &json["rows"][0];
     assert_eq!(row["model"], "default");
     // Every fp32 parameter crossed both transports.
-    assert_eq!(row["bytes"].as_u64(), row["params"].as_u64().map(|p| p * 4));
-    let ratio = row["grpc_over_raw"].as_f64().unwrap();
+    let t = &row["transport"];
+    assert_eq!(t["bytes"].as_u64(), row["params"].as_u64().map(|p| p * 4));
+    let ratio = t["grpc_over_raw"].as_f64().unwrap();
     assert!(ratio > 0.0 && ratio.is_finite(), "{row}");
+    for stage in ["encode_s", "crc_s", "transfer_s", "decode_s", "tensors_s"] {
+        assert!(
+            row["stages"][stage].as_f64().unwrap() > 0.0,
+            "{stage}: {row}"
+        );
+    }
+    // Every mode arrived as it promises (the suite checks the tensors), in fewer bytes than
+    // the whole fp32 version except that one itself.
+    let modes = row["modes"].as_array().unwrap();
+    let names: Vec<_> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(names, ["full", "bf16", "delta", "bf16-delta"]);
+    let full = t["bytes"].as_u64().unwrap();
+    assert_eq!(modes[0]["wire_bytes"].as_u64(), Some(full));
+    assert_eq!(modes[1]["wire_bytes"].as_u64(), Some(full / 2));
+    for m in &modes[2..] {
+        assert!(m["wire_bytes"].as_u64().unwrap() < full, "{m}");
+    }
 }
 
 #[test]

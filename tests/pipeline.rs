@@ -95,3 +95,34 @@ fn with_k_zero_every_token_is_on_policy() {
     }
     assert!(lines.iter().any(|l| l["tokens"].as_u64().unwrap() > 0));
 }
+
+#[test]
+fn a_run_streaming_bf16_deltas_completes_and_reports_the_ratio_spread() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    oxrl(&[
+        "run",
+        "--out",
+        run.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--prompts-per-step",
+        "8",
+        "--group-size",
+        "4",
+        "--eval-every",
+        "0",
+        "--actors",
+        "1",
+        "--weight-sync",
+        "bf16-delta",
+    ]);
+    let lines = read_jsonl(&run.join("metrics.jsonl"));
+    assert_eq!(lines.len(), 3);
+    for l in &lines {
+        let std = l["rho_std"].as_f64().unwrap();
+        assert!(std.is_finite() && std >= 0.0, "{l}");
+    }
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("weight_sync = \"bf16-delta\""), "{config}");
+}

@@ -1,5 +1,6 @@
-//! The weight stream from the learner: assembles versions and publishes each complete one
-//! as a ready-to-use policy; reconnects with backoff when the stream breaks.
+//! The weight stream from the learner: assembles versions (a delta onto the version held)
+//! and publishes each complete one as a ready-to-use policy; reconnects with backoff when the
+//! stream breaks.
 
 use crate::error::ActorError;
 use crate::learner_version::LearnerVersion;
@@ -9,7 +10,7 @@ use proto::learner_client::LearnerClient;
 use proto::shutdown::Shutdown;
 use proto::transport::retry::{FIRST_BACKOFF, MAX_BACKOFF};
 use proto::transport::Security;
-use proto::weights::{Assembler, WeightsError};
+use proto::weights::{Assembler, HeldWeights, WeightsError};
 use proto::weights_chunk::Part;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,17 +19,38 @@ use tokio::sync::watch;
 /// A complete version: its number and the policy over its weights.
 pub type Versioned = Arc<(u64, Policy, u64)>;
 
-/// Builds the policy of a received version.
+/// Builds the policy of a received version, and keeps its tensors (shared with the policy)
+/// as the base of the next delta. `Tensor::from_vec` takes each assembled buffer as it is.
 fn build(
     cfg: &ModelConfig,
     tensors: Vec<proto::weights::NamedTensor>,
-) -> Result<Policy, ActorError> {
+) -> Result<(Policy, Weights), ActorError> {
     let mut weights = Weights::new();
     for t in tensors {
         let tensor = candle_core::Tensor::from_vec(t.data, t.shape, &candle_core::Device::Cpu)?;
         weights.insert(t.name, tensor);
     }
-    Ok(Policy::new(cfg, &weights)?)
+    Ok((Policy::new(cfg, &weights)?, weights))
+}
+
+/// The version the actor holds, which a delta from the learner is applied to.
+struct HeldVersion {
+    version: u64,
+    lineage: u64,
+    weights: Weights,
+}
+
+impl HeldWeights for HeldVersion {
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn lineage(&self) -> u64 {
+        self.lineage
+    }
+    fn tensor(&self, name: &str) -> Option<Vec<f32>> {
+        let t = self.weights.get(name)?;
+        t.flatten_all().ok()?.to_vec1::<f32>().ok()
+    }
 }
 
 /// What following the learner's weight stream needs.
@@ -61,6 +83,7 @@ enum Broke {
 pub(crate) async fn follow(mut sub: Subscription, slot: watch::Sender<Option<Versioned>>) {
     let mut backoff = FIRST_BACKOFF;
     let mut last_addr = sub.learner_addr.borrow().clone();
+    let mut held = None;
     while !sub.stop.is_set() {
         let addr = sub.learner_addr.borrow_and_update().clone();
         if addr != last_addr {
@@ -68,7 +91,10 @@ pub(crate) async fn follow(mut sub: Subscription, slot: watch::Sender<Option<Ver
             last_addr = addr.clone();
         }
         let mut received = false;
-        match sub.connection(&addr, &slot, &mut received, backoff).await {
+        match sub
+            .connection(&addr, &slot, &mut held, &mut received, backoff)
+            .await
+        {
             Broke::Moved => continue,
             Broke::Stop => return,
             Broke::Stream => {}
@@ -88,6 +114,7 @@ impl Subscription {
         &mut self,
         addr: &str,
         slot: &watch::Sender<Option<Versioned>>,
+        held: &mut Option<HeldVersion>,
         received: &mut bool,
         backoff: Duration,
     ) -> Broke {
@@ -97,7 +124,7 @@ impl Subscription {
             &self.announced,
             &self.metrics,
             addr,
-            slot,
+            (slot, held),
             received,
         );
         tokio::select! {
@@ -120,15 +147,15 @@ impl Subscription {
 }
 
 /// Subscribes to the versions after the one in `slot` at `addr` and assembles them (counted
-/// in `metrics`, each header announced to `announced`), publishing each complete one into
-/// `slot`, until the stream ends or fails.
+/// in `metrics`, each header announced to `announced`, a delta applied to `base`),
+/// publishing each complete one into `slot` and `base`, until the stream ends or fails.
 async fn receive(
     security: &Security,
     cfg: &ModelConfig,
     announced: &LearnerVersion,
     metrics: &ActorMetrics,
     addr: &str,
-    slot: &watch::Sender<Option<Versioned>>,
+    (slot, base): (&watch::Sender<Option<Versioned>>, &mut Option<HeldVersion>),
     received: &mut bool,
 ) -> Result<(), String> {
     let (after, held_lineage) = slot.borrow().as_ref().map_or((0, 0), |v| (v.0, v.2));
@@ -160,9 +187,12 @@ async fn receive(
         }
         // The footer ends the version and clears the assembler: its lineage is read first.
         let lineage = asm.lineage();
-        let done = asm.push(chunk).map_err(|e| {
+        let held_weights = base.as_ref().map(|h| h as &dyn HeldWeights);
+        let done = asm.push_onto(chunk, held_weights).map_err(|e| {
             metrics.reject(match e {
                 WeightsError::Checksum { .. } => "bad_checksum",
+                // Resubscribing names the version held: the learner sends it whole.
+                WeightsError::Base(_) => "weights_base",
                 _ => "bad_weights",
             });
             e.to_string()
@@ -171,7 +201,7 @@ async fn receive(
             announced.announced(v);
         }
         if let Some((version, tensors)) = done {
-            let policy = build(cfg, tensors).map_err(|e| {
+            let (policy, weights) = build(cfg, tensors).map_err(|e| {
                 metrics.reject("weights_shape");
                 e.to_string()
             })?;
@@ -192,6 +222,11 @@ async fn receive(
                     "weights of a new learner lineage: dropping those of the lost one"
                 );
             }
+            *base = Some(HeldVersion {
+                version,
+                lineage,
+                weights,
+            });
             slot.send_replace(Some(Arc::new((version, policy, lineage))));
             *received = true;
         }

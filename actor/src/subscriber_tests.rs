@@ -71,7 +71,9 @@ async fn corrupt_or_misshapen_weights_are_refused_and_the_next_good_version_take
             _ => None,
         })
         .expect("a tensor chunk");
-    flipped.data[0] ^= 0xFF;
+    let mut data = flipped.data.to_vec();
+    data[0] ^= 0xFF;
+    flipped.data = data.into();
     let misshapen = encode(2, 0, &tensors(&other, 2), 1 << 20);
     let good = encode(3, 0, &tensors(&cfg, 3), 1 << 20);
     let learner = ScriptedLearner {

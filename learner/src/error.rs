@@ -59,6 +59,9 @@ pub enum LearnerError {
     Reward(#[from] reward_service::RewardError),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A version could not be encoded for the wire.
+    #[error("encoding weights: {0}")]
+    Weights(#[from] proto::weights::WeightsError),
 }
 
 /// Result alias for the learner crate.

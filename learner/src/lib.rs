@@ -30,6 +30,6 @@ pub use optim::{AdamW, AdamWConfig};
 pub use params::TrainableModel;
 pub use per_prompt::{per_prompt_update, PerPromptLearner, PER_PROMPT_LR};
 pub use reward::{train_reward_model, RmConfig, RmObjective, RmOutcome, RmProgress, RmStep};
-pub use rollout::config::{PipelineConfig, RunConfig};
+pub use rollout::config::{PipelineConfig, RunConfig, WeightSync};
 pub use sft::{train_sft, SftConfig};
 pub use update::{Learner, StepReport, UpdateConfig};

@@ -135,6 +135,9 @@ pub struct ObjectiveInputs<'a> {
 pub struct ObjectiveStats {
     /// Weighted mean of the importance ratio.
     pub rho_mean: f64,
+    /// Mean of `(rho - 1)^2` over the same tokens (with `rho_mean`, the ratio's variance;
+    /// centred at 1 so that f32 sums of ratios near 1 keep their digits).
+    pub rho_sq_dev: f64,
     /// Fraction of weighted tokens whose ratio was truncated or clipped.
     pub clip_frac: f64,
 }
@@ -155,6 +158,10 @@ pub fn loss(obj: Objective, x: &ObjectiveInputs) -> Result<(Tensor, ObjectiveSta
     let n_active = active.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
     let r = rho(x.logp_train, x.logp_gen)?;
     let rho_mean = (r.mul(&active)?.sum_all()?.to_scalar::<f32>()? as f64) / n_active;
+    let rho_sq_dev = ((r.affine(1.0, -1.0)?.sqr()?.mul(&active)?)
+        .sum_all()?
+        .to_scalar::<f32>()? as f64)
+        / n_active;
     let frac = |m: Tensor| -> Result<f64> {
         Ok(m.to_dtype(active.dtype())?
             .mul(&active)?
@@ -206,6 +213,7 @@ pub fn loss(obj: Objective, x: &ObjectiveInputs) -> Result<(Tensor, ObjectiveSta
         j.neg()?,
         ObjectiveStats {
             rho_mean,
+            rho_sq_dev,
             clip_frac,
         },
     ))
@@ -278,6 +286,16 @@ mod tests {
             + 0.5 * (-1.0f64).exp() * -1.0 * -2.0;
         assert!((l.to_scalar::<f32>().unwrap() as f64 + j).abs() < 1e-5);
         assert!((stats.clip_frac - 1.0 / 3.0).abs() < 1e-6);
+        // The ratio's moments over the three tokens, as the step report combines them.
+        let rhos = [0.5f64.exp(), 2.0f64.exp(), (-1.0f64).exp()];
+        let mean = rhos.iter().sum::<f64>() / 3.0;
+        let sq_dev = rhos.iter().map(|r| (r - 1.0).powi(2)).sum::<f64>() / 3.0;
+        assert!((stats.rho_mean - mean).abs() < 1e-5, "{}", stats.rho_mean);
+        assert!(
+            (stats.rho_sq_dev - sq_dev).abs() < 1e-4,
+            "{}",
+            stats.rho_sq_dev
+        );
     }
 
     #[test]

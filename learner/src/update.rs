@@ -42,6 +42,10 @@ pub struct StepReport {
     pub grad_norm: f64,
     pub lr: f64,
     pub rho_mean: f64,
+    /// Standard deviation of the importance ratio over the step's tokens: with `rho_mean`,
+    /// how far the sampling weights were from the trained ones (lag, or bf16 weight sync).
+    #[serde(default)]
+    pub rho_std: f64,
     pub clip_frac: f64,
     pub lag_mean: f64,
     pub lag_max: u64,
@@ -159,6 +163,8 @@ impl Learner {
         report.loss = sums.loss;
         report.grad_norm = stats.grad_norm;
         report.rho_mean = sums.rho / sums.tokens.max(1) as f64;
+        let sq_dev = sums.rho_sq_dev / sums.tokens.max(1) as f64;
+        report.rho_std = (sq_dev - (report.rho_mean - 1.0).powi(2)).max(0.0).sqrt();
         report.clip_frac = sums.clip / sums.tokens.max(1) as f64;
         Ok(report)
     }
@@ -221,6 +227,7 @@ impl Learner {
                 sums.rho as f32,
                 sums.clip as f32,
                 sums.tokens as f32,
+                sums.rho_sq_dev as f32,
             ];
             self.collective.all_reduce_sum(&mut flat)?;
             sums = Sums {
@@ -228,6 +235,7 @@ impl Learner {
                 rho: flat[1] as f64,
                 clip: flat[2] as f64,
                 tokens: flat[3] as usize,
+                rho_sq_dev: flat[4] as f64,
             };
         }
         Ok((grads, sums))
@@ -285,6 +293,7 @@ impl Learner {
         let t = batch.completion_tokens();
         sums.loss += value;
         sums.rho += stats.rho_mean * t as f64;
+        sums.rho_sq_dev += stats.rho_sq_dev * t as f64;
         sums.clip += stats.clip_frac * t as f64;
         sums.tokens += t;
         accumulate(grads, self.model.vars(), &loss.backward()?)?;
@@ -408,12 +417,13 @@ impl Rows {
     }
 }
 
-/// Figures summed over micro-batches (and ranks): loss, token-weighted rho and clip fraction,
-/// completion tokens.
+/// Figures summed over micro-batches (and ranks): loss, token-weighted rho, its squared
+/// deviation from 1 and clip fraction, completion tokens.
 #[derive(Debug, Default, Clone, Copy)]
 struct Sums {
     loss: f64,
     rho: f64,
+    rho_sq_dev: f64,
     clip: f64,
     tokens: usize,
 }

@@ -4,9 +4,11 @@
 //! meant and `wire.rs` is the one way the config travels between roles.
 
 mod validate;
+mod weight_sync;
 mod wire;
 
 pub use validate::{at_least, check_sampling, real, ConfigError, Interval};
+pub use weight_sync::{UnknownWeightSync, WeightSync};
 
 use policy::SamplingParams;
 use serde::{Deserialize, Serialize};
@@ -249,6 +251,9 @@ pub struct PipelineConfig {
     pub restart_backoff_ms: u64,
     /// The longest delay before a restart.
     pub restart_backoff_max_ms: u64,
+    /// How versions travel to actors: "full" (fp32, exact; the default), "bf16", "delta"
+    /// (fp32 XOR the actor's version: exact, fewer bytes) or "bf16-delta".
+    pub weight_sync: WeightSync,
 }
 
 /// The timeouts as durations; call them on a validated config (a negative or NaN number of
@@ -291,6 +296,7 @@ impl Default for PipelineConfig {
             restart_window_s: 600.0,
             restart_backoff_ms: 1000,
             restart_backoff_max_ms: 30_000,
+            weight_sync: WeightSync::Full,
         }
     }
 }

@@ -10,6 +10,8 @@ mod pipeline;
 mod step;
 mod torch;
 mod weights;
+mod weights_report;
+mod weights_wire;
 
 #[derive(clap::Args)]
 pub struct Args {

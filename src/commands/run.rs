@@ -60,6 +60,10 @@ pub struct Args {
     /// Pipeline lag bound k: no token trains more than k versions after it was sampled.
     #[arg(long)]
     max_lag: Option<u64>,
+    /// How versions travel to actors ([pipeline] weight_sync): full (fp32, exact), bf16,
+    /// delta (fp32 XOR the actor's version, exact) or bf16-delta.
+    #[arg(long)]
+    weight_sync: Option<learner::WeightSync>,
     /// Restarts of one crashed role (coordinator, learner, an actor) within the restart
     /// window before the run ends (pipeline mode; 0: the first crash ends it).
     #[arg(long)]
@@ -124,6 +128,9 @@ impl Args {
         }
         if let Some(v) = self.max_lag {
             cfg.update.max_lag = v;
+        }
+        if let Some(v) = self.weight_sync {
+            cfg.pipeline.weight_sync = v;
         }
         self.apply_restarts(&mut cfg.pipeline);
     }

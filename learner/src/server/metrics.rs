@@ -43,6 +43,8 @@ pub struct LearnerMetrics {
     pub weight_encode_seconds: Histogram,
     pub weight_sent_bytes: Counter,
     pub weight_versions_sent: Counter,
+    /// Of those, the versions sent as a delta against the subscriber's.
+    pub weight_deltas_sent: Counter,
     pub weight_send_seconds: Histogram,
     pub subscribers: Gauge,
 }
@@ -83,6 +85,7 @@ impl LearnerMetrics {
             weight_encode_seconds: seconds_buckets(),
             weight_sent_bytes: Counter::default(),
             weight_versions_sent: Counter::default(),
+            weight_deltas_sent: Counter::default(),
             weight_send_seconds: seconds_buckets(),
             subscribers: Gauge::default(),
             registry: Registry::default(),
@@ -165,13 +168,18 @@ impl LearnerMetrics {
         );
         r.register(
             "oxrl_learner_weight_sent_bytes",
-            "Weight bytes (f32 payload) sent to subscribers, all subscribers together",
+            "Weight bytes (chunk data: f32, bf16 or delta) sent to subscribers, all together",
             m.weight_sent_bytes.clone(),
         );
         r.register(
             "oxrl_learner_weight_versions_sent",
             "Versions sent to subscribers, one per subscriber per version",
             m.weight_versions_sent.clone(),
+        );
+        r.register(
+            "oxrl_learner_weight_deltas_sent",
+            "Versions sent as a delta against the subscriber's (weight_sync delta modes)",
+            m.weight_deltas_sent.clone(),
         );
         r.register(
             "oxrl_learner_weight_send_seconds",
@@ -319,6 +327,7 @@ mod tests {
             "oxrl_learner_subscribers 1",
             "oxrl_learner_weight_sent_bytes_total 0",
             "oxrl_learner_weight_versions_sent_total 0",
+            "oxrl_learner_weight_deltas_sent_total 0",
             "oxrl_learner_weight_encode_seconds_count 0",
             "oxrl_learner_weight_send_seconds_count 0",
         ] {

@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 pub use metrics::LearnerMetrics;
-pub use weights::EncodedVersion;
+pub use weights::{EncodedVersion, Publisher};
 
 /// Counters the server keeps besides the metrics log.
 #[derive(Debug, Default)]
@@ -45,6 +45,9 @@ pub struct IntakeCounters {
 pub(crate) struct Shared {
     pub version: AtomicU64,
     pub weights: watch::Sender<Arc<EncodedVersion>>,
+    /// Encodes each new version in the run's `weight_sync` mode (the trainer's alone; in
+    /// `Shared` because the first version is encoded before the trainer starts).
+    pub publisher: Mutex<Publisher>,
     pub seen_groups: Mutex<HashSet<String>>,
     /// The versions this learner life stands on: groups sampled with others are refused.
     pub lineage: rollout::Lineage,
@@ -221,11 +224,8 @@ fn share_state(
 ) -> Result<(Arc<Shared>, mpsc::Receiver<rollout::RolloutGroup>)> {
     let model: &TrainableModel = start.model();
     let encoding = std::time::Instant::now();
-    let first = Arc::new(EncodedVersion::encode(
-        start.version(),
-        history.current(),
-        model,
-    )?);
+    let mut publisher = Publisher::new(cfg.pipeline.weight_sync);
+    let first = Arc::new(publisher.publish(start.version(), history.current(), model)?);
     metrics
         .weight_encode_seconds
         .observe(encoding.elapsed().as_secs_f64());
@@ -237,6 +237,7 @@ fn share_state(
     let shared = Arc::new(Shared {
         version: AtomicU64::new(start.version()),
         weights: weights_tx,
+        publisher: Mutex::new(publisher),
         // A resumed learner refuses what its checkpoint was trained on, as it did before.
         seen_groups: Mutex::new(ledger::trained_up_to(out, start.step())?),
         lineage: history,

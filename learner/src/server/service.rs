@@ -65,6 +65,8 @@ impl Learner for LearnerService {
             let metrics = &shared.metrics;
             let _connected = SubscriberGuard::new(&metrics.subscribers);
             let mut sent: Option<u64> = None;
+            // What the subscriber holds (version, lineage): a delta is sent only against it.
+            let mut held = (held_lineage != 0).then_some((after, held_lineage));
             loop {
                 let current = versions.borrow_and_update().clone();
                 let newer = match sent {
@@ -80,7 +82,8 @@ impl Learner for LearnerService {
                 };
                 if newer {
                     let sending = std::time::Instant::now();
-                    for chunk in &current.chunks {
+                    let part = current.for_subscriber(held);
+                    for chunk in part.chunks {
                         if tx.send(Ok(chunk.clone())).await.is_err() {
                             return;
                         }
@@ -88,9 +91,13 @@ impl Learner for LearnerService {
                     metrics
                         .weight_send_seconds
                         .observe(sending.elapsed().as_secs_f64());
-                    metrics.weight_sent_bytes.inc_by(current.bytes as u64);
+                    metrics.weight_sent_bytes.inc_by(part.bytes as u64);
                     metrics.weight_versions_sent.inc();
+                    if part.delta {
+                        metrics.weight_deltas_sent.inc();
+                    }
                     sent = Some(current.version);
+                    held = Some((current.version, current.lineage));
                 }
                 // A subscriber that goes away between versions stops counting at once.
                 tokio::select! {

@@ -8,7 +8,7 @@
 //! last step: evaluation, checkpoint, `final/`, and `done` published to the coordinator.
 
 use super::ledger::TrainedLedger;
-use super::{EncodedVersion, LearnerSummary, Shared};
+use super::{LearnerSummary, Shared};
 use crate::checkpoint::{self, RunState};
 use crate::error::{LearnerError, Result};
 use crate::metrics::{EvalLine, MetricsLog};
@@ -420,11 +420,16 @@ impl Trainer {
         }
         self.state.version = version;
         let encoding = Instant::now();
-        let encoded = EncodedVersion::encode(
-            version,
-            self.shared.lineage.current(),
-            &self.learner.primary().model,
-        )?;
+        let encoded = self
+            .shared
+            .publisher
+            .lock()
+            .expect("the publisher's lock is never poisoned")
+            .publish(
+                version,
+                self.shared.lineage.current(),
+                &self.learner.primary().model,
+            )?;
         self.shared
             .metrics
             .weight_encode_seconds

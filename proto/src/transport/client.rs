@@ -73,7 +73,10 @@ impl Security {
             .http2_keep_alive_interval(t.keepalive_interval)
             .keep_alive_timeout(t.keepalive_timeout)
             .keep_alive_while_idle(true)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .initial_stream_window_size(self.windows.stream)
+            .initial_connection_window_size(self.windows.connection)
+            .max_frame_size(self.windows.max_frame);
         if let Some(ca) = &self.ca_pem {
             endpoint = endpoint
                 .tls_config(tls_config(ca, t))

@@ -26,6 +26,7 @@ pub mod catch_panic;
 mod client;
 pub mod retry;
 mod server;
+mod windows;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,6 +35,7 @@ pub use auth::{AttachToken, AuthLayer, AuthToken};
 pub use client::ClientChannel;
 pub use retry::{connect, connect_coordinator, register, ConnectError, GaveUp, Retry, RetryLimits};
 pub use server::SecureServer;
+pub use windows::Windows;
 
 /// Environment variable holding the bearer token itself (`--auth-token-file` wins over it).
 pub const TOKEN_ENV: &str = "OXRL_AUTH_TOKEN";
@@ -143,6 +145,7 @@ pub struct Security {
     identity: Option<TlsIdentity>,
     ca_pem: Option<Vec<u8>>,
     timeouts: Timeouts,
+    windows: Windows,
 }
 
 impl std::fmt::Debug for Security {
@@ -152,6 +155,7 @@ impl std::fmt::Debug for Security {
             .field("tls_server", &self.identity.is_some())
             .field("tls_client", &self.ca_pem.is_some())
             .field("timeouts", &self.timeouts)
+            .field("windows", &self.windows)
             .finish()
     }
 }
@@ -279,6 +283,12 @@ impl Security {
     /// The same settings with other timeouts (tests shorten them).
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Security {
         self.timeouts = timeouts;
+        self
+    }
+
+    /// These HTTP/2 receive windows on every client connection instead of the default ones.
+    pub fn with_windows(mut self, windows: Windows) -> Security {
+        self.windows = windows;
         self
     }
 

@@ -1,21 +1,21 @@
 //! Weights suite: one version of a model's weights streamed the way actors receive them
-//! (gRPC server stream of `WeightsChunk`s, CRC-checked and reassembled into tensors by
-//! `proto::weights::Assembler`) against the baseline of the same number of bytes over a raw
-//! loopback TCP socket in the same chunk sizes, measured in the same invocation.
+//! (gRPC server stream of `WeightsChunk`s, CRC-checked and assembled into candle tensors)
+//! against the baseline of the same number of bytes over a raw loopback TCP socket in the
+//! same chunk sizes, measured in the same invocation; then where the time goes (encode, CRC,
+//! transfer, decode, tensors), and each `[pipeline] weight_sync` mode's bytes and seconds per
+//! version, its delta taken against the version before (an AdamW-sized step from it).
 //!
-//! The server here streams pre-encoded chunks, as the learner does (it encodes a version once
-//! and shares it among subscribers), so the figure is the transport and codec cost, not the
-//! learner's encoding.
+//! The server streams pre-encoded chunks, as the learner does (it encodes a version once and
+//! shares it among subscribers), so the transfer figures are the transport and the receiving
+//! codec; encoding is its own stage.
 
+use super::weights_wire::{build_tensors, raw_once, receive, serve, Receive, Streamer};
 use anyhow::Context;
-use proto::learner_server::{Learner, LearnerServer};
-use proto::weights::{encode, Assembler, NamedTensor};
-use proto::WeightsChunk;
-use std::pin::Pin;
+use proto::transport::Windows;
+use proto::weights::{encode_as, Assembler, Delta, HeldWeights, NamedTensor, WireDtype};
+use rollout::config::WeightSync;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_stream::Stream;
-use tonic::{Request, Response, Status, Streaming};
+use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,96 +25,117 @@ pub struct Args {
     /// Repetitions per measurement (the best is kept).
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// The size of each weight's move between the two versions a delta spans (AdamW's
+    /// first steps move every weight by about the learning rate).
+    #[arg(long, default_value_t = 1e-5)]
+    step: f32,
 }
 
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<WeightsChunk, Status>> + Send>>;
-
-/// A Learner service that only streams one pre-encoded version.
-struct Streamer {
-    chunks: Arc<Vec<WeightsChunk>>,
+/// Weights a subscriber holds (the version a delta is taken against).
+struct Held {
+    tensors: Vec<NamedTensor>,
 }
 
-#[tonic::async_trait]
-impl Learner for Streamer {
-    type PushRolloutsStream = Pin<Box<dyn Stream<Item = Result<proto::PushAck, Status>> + Send>>;
-    type SubscribeWeightsStream = ChunkStream;
-
-    async fn push_rollouts(
-        &self,
-        _: Request<Streaming<proto::RolloutGroup>>,
-    ) -> Result<Response<Self::PushRolloutsStream>, Status> {
-        Err(Status::unimplemented(
-            "the weights benchmark only streams weights",
-        ))
+impl HeldWeights for Held {
+    fn version(&self) -> u64 {
+        1
     }
-
-    async fn subscribe_weights(
-        &self,
-        _: Request<proto::SubscribeWeightsRequest>,
-    ) -> Result<Response<ChunkStream>, Status> {
-        let chunks = self.chunks.clone();
-        let stream = tokio_stream::iter((0..chunks.len()).map(move |i| Ok(chunks[i].clone())));
-        Ok(Response::new(Box::pin(stream)))
+    fn lineage(&self) -> u64 {
+        1
+    }
+    fn tensor(&self, name: &str) -> Option<Vec<f32>> {
+        let t = self.tensors.iter().find(|t| t.name == name)?;
+        Some(t.data.clone())
     }
 }
 
-/// Seconds to receive and reassemble one version over gRPC.
-async fn grpc_once(url: &str, bytes: usize) -> anyhow::Result<f64> {
-    let started = std::time::Instant::now();
-    let mut client = proto::learner_client::LearnerClient::connect(url.to_string())
-        .await?
-        .max_decoding_message_size(proto::MAX_MESSAGE_BYTES);
-    let mut stream = client
-        .subscribe_weights(proto::SubscribeWeightsRequest::default())
-        .await?
-        .into_inner();
-    let mut asm = Assembler::new();
-    while let Some(chunk) = stream.message().await? {
-        if let Some((_, tensors)) = asm.push(chunk)? {
-            let got: usize = tensors.iter().map(|t| t.data.len() * 4).sum();
-            anyhow::ensure!(
-                got == bytes,
-                "received {got} bytes of weights, sent {bytes}"
-            );
-            return Ok(started.elapsed().as_secs_f64());
+/// The smallest of `reps` runs of `f`, in seconds.
+fn best<T>(
+    reps: usize,
+    mut f: impl FnMut() -> anyhow::Result<(f64, T)>,
+) -> anyhow::Result<(f64, T)> {
+    let mut out = f()?;
+    for _ in 1..reps {
+        let next = f()?;
+        if next.0 < out.0 {
+            out = next;
         }
     }
-    anyhow::bail!("the stream ended before the version's footer")
+    Ok(out)
 }
 
-/// Seconds to receive `total` bytes written in `chunk`-sized pieces over a raw socket.
-async fn raw_once(total: usize, chunk: usize) -> anyhow::Result<f64> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let sender = tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await?;
-        socket.set_nodelay(true)?;
-        let buf = vec![0xA5u8; chunk];
-        let mut left = total;
-        while left > 0 {
-            let n = left.min(chunk);
-            socket.write_all(&buf[..n]).await?;
-            left -= n;
-        }
-        socket.shutdown().await?;
-        Ok::<_, std::io::Error>(())
-    });
-    let started = std::time::Instant::now();
-    let mut socket = tokio::net::TcpStream::connect(addr).await?;
-    socket.set_nodelay(true)?;
-    let mut buf = vec![0u8; chunk];
-    let mut got = 0;
-    loop {
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        got += n;
+fn timed<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(f64, T)> {
+    let started = Instant::now();
+    let out = f()?;
+    Ok((started.elapsed().as_secs_f64(), out))
+}
+
+/// A model's weights, sorted by name as the learner sends them.
+fn named(m: &policy::ModelDir) -> anyhow::Result<Vec<NamedTensor>> {
+    let mut tensors = Vec::new();
+    for (name, t) in m.weights.iter() {
+        tensors.push(NamedTensor {
+            name: name.clone(),
+            shape: t.dims().to_vec(),
+            data: t.flatten_all()?.to_vec1::<f32>()?,
+        });
     }
-    let took = started.elapsed().as_secs_f64();
-    sender.await??;
-    anyhow::ensure!(got == total, "raw socket received {got} of {total} bytes");
-    Ok(took)
+    tensors.sort_by(|x, y| x.name.cmp(&y.name));
+    Ok(tensors)
+}
+
+/// The version after `base`: every weight moved by `step`, up or down (a fixed pattern).
+fn stepped(base: &[NamedTensor], step: f32) -> Vec<NamedTensor> {
+    base.iter()
+        .map(|t| NamedTensor {
+            data: t
+                .data
+                .iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    let up = (i as u32).wrapping_mul(2654435761) >> 31 == 1;
+                    x + if up { step } else { -step }
+                })
+                .collect(),
+            ..t.clone()
+        })
+        .collect()
+}
+
+/// What a subscriber holds of `tensors` under `dtype`.
+fn as_held(tensors: &[NamedTensor], dtype: WireDtype) -> Held {
+    Held {
+        tensors: tensors
+            .iter()
+            .map(|t| NamedTensor {
+                data: t.data.iter().map(|&x| dtype.round(x)).collect(),
+                ..t.clone()
+            })
+            .collect(),
+    }
+}
+
+/// Checks that `got` is `sent` as `mode` promises it (bit for bit after rounding).
+fn check(
+    mode: WeightSync,
+    sent: &[NamedTensor],
+    got: &[(String, candle_core::Tensor)],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        got.len() == sent.len(),
+        "{} tensors of {}",
+        got.len(),
+        sent.len()
+    );
+    for ((name, t), s) in got.iter().zip(sent) {
+        let data = t.flatten_all()?.to_vec1::<f32>()?;
+        let exact = data
+            .iter()
+            .zip(&s.data)
+            .all(|(&y, &x)| y.to_bits() == mode.dtype().round(x).to_bits());
+        anyhow::ensure!(exact, "{}: tensor {name} is not what was sent", mode.name());
+    }
+    Ok(())
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -122,77 +143,175 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    println!(
-        "weights: one version over gRPC (chunks of {} KiB, CRC-checked, reassembled) vs the same bytes over raw loopback TCP; best of {}",
-        proto::WEIGHTS_CHUNK_BYTES / 1024,
-        a.reps
-    );
-    println!(
-        "{:<10} {:>9} {:>8} {:>12} {:>12} {:>9}",
-        "model", "params", "MB", "gRPC MB/s", "raw MB/s", "gRPC/raw"
-    );
     let models = super::bench_models(a.large)?;
     let pb = crate::progress::bar(models.len() as u64, "weights");
     let mut rows = Vec::new();
+    let mut printed = Vec::new();
     for (name, m) in models {
         pb.set_message(name.clone());
-        let mut tensors = Vec::new();
-        for (tname, t) in m.weights.iter() {
-            tensors.push(NamedTensor {
-                name: tname.clone(),
-                shape: t.dims().to_vec(),
-                data: t.flatten_all()?.to_vec1::<f32>()?,
-            });
-        }
-        tensors.sort_by(|x, y| x.name.cmp(&y.name));
-        let bytes: usize = tensors.iter().map(|t| t.data.len() * 4).sum();
-        let chunks = Arc::new(encode(1, 0, &tensors, proto::WEIGHTS_CHUNK_BYTES));
-        let (grpc_s, raw_s) = rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let url = format!("http://{}", listener.local_addr()?);
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let service = LearnerServer::new(Streamer { chunks })
-                .max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, async {
-                        let _ = stopped.await;
-                    }),
-            );
-            let mut grpc = f64::INFINITY;
-            let mut raw = f64::INFINITY;
-            for _ in 0..a.reps.max(1) {
-                grpc = grpc.min(grpc_once(&url, bytes).await.context("gRPC weights")?);
-                raw = raw.min(raw_once(bytes, proto::WEIGHTS_CHUNK_BYTES).await?);
-            }
+        let tensors = named(&m)?;
+        let streamer = Streamer::default();
+        let (transport, stages, modes) = rt.block_on(async {
+            let (url, stop) = serve(streamer.clone()).await?;
+            let t = transport(&a, &url, &streamer, &tensors).await?;
+            let s = stages(&a, &url, &streamer, &tensors).await?;
+            let m = modes(&a, &url, &streamer, &tensors).await?;
             let _ = stop.send(());
-            server.await??;
-            Ok::<_, anyhow::Error>((grpc, raw))
+            Ok::<_, anyhow::Error>((t, s, m))
         })?;
-        let mb = bytes as f64 / 1e6;
-        let row = serde_json::json!({
-            "model": name, "params": m.config.num_parameters(), "bytes": bytes,
-            "grpc_mb_s": mb / grpc_s, "raw_tcp_mb_s": mb / raw_s, "grpc_over_raw": raw_s / grpc_s,
-            "grpc_s": grpc_s, "raw_tcp_s": raw_s,
-        });
-        pb.suspend(|| {
-            println!(
-                "{:<10} {:>8.1}M {:>8.1} {:>12.0} {:>12.0} {:>8.2}x",
-                name,
-                m.config.num_parameters() as f64 / 1e6,
-                mb,
-                mb / grpc_s,
-                mb / raw_s,
-                raw_s / grpc_s
-            )
-        });
-        rows.push(row);
+        printed.push((
+            name.clone(),
+            transport.clone(),
+            stages.clone(),
+            modes.clone(),
+        ));
+        rows.push(serde_json::json!({
+            "model": name, "params": m.config.num_parameters(),
+            "transport": transport, "stages": stages, "modes": modes,
+        }));
         pb.inc(1);
     }
     pb.finish_and_clear();
+    super::weights_report::print(a.reps, &printed);
     println!("{}", serde_json::json!({"suite": "weights", "rows": rows}));
     Ok(())
+}
+
+/// Full fp32 over raw TCP, over gRPC with h2's default windows, and with oxrl's.
+async fn transport(
+    a: &Args,
+    url: &str,
+    streamer: &Streamer,
+    tensors: &[NamedTensor],
+) -> anyhow::Result<serde_json::Value> {
+    let chunks = encode_as(
+        1,
+        1,
+        tensors,
+        WireDtype::F32,
+        None,
+        proto::WEIGHTS_CHUNK_BYTES,
+    )?;
+    *streamer.chunks.lock().expect("not poisoned") = Arc::new(chunks);
+    let bytes: usize = tensors.iter().map(|t| t.data.len() * 4).sum();
+    let (mut raw, mut h2, mut tuned) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    for _ in 0..a.reps.max(1) {
+        raw = raw.min(raw_once(bytes, proto::WEIGHTS_CHUNK_BYTES).await?);
+        for (windows, best) in [
+            (Windows::H2_DEFAULTS, &mut h2),
+            (Windows::default(), &mut tuned),
+        ] {
+            let got = receive(url, windows, Receive::Assemble(None))
+                .await
+                .context("gRPC weights")?;
+            check(WeightSync::Full, tensors, &got.tensors)?;
+            *best = best.min(got.seconds);
+        }
+    }
+    Ok(serde_json::json!({
+        "bytes": bytes, "raw_tcp_s": raw, "grpc_h2_default_windows_s": h2, "grpc_s": tuned,
+        "grpc_over_raw": raw / tuned, "grpc_h2_default_windows_over_raw": raw / h2,
+    }))
+}
+
+/// Full fp32 stage by stage: encode (CRC included), the CRC alone, the transfer alone (bytes
+/// counted, nothing assembled), decode (assembly from chunks in memory, CRC included), and
+/// building the candle tensors.
+async fn stages(
+    a: &Args,
+    url: &str,
+    streamer: &Streamer,
+    tensors: &[NamedTensor],
+) -> anyhow::Result<serde_json::Value> {
+    let reps = a.reps.max(1);
+    let chunk = proto::WEIGHTS_CHUNK_BYTES;
+    let (encode_s, chunks) = best(reps, || {
+        timed(|| Ok(encode_as(1, 1, tensors, WireDtype::F32, None, chunk)?))
+    })?;
+    let datas: Vec<&[u8]> = chunks
+        .iter()
+        .filter_map(|c| match &c.part {
+            Some(proto::weights_chunk::Part::Tensor(t)) => Some(&t.data[..]),
+            _ => None,
+        })
+        .collect();
+    let (crc_s, _) = best(reps, || {
+        timed(|| {
+            Ok(datas
+                .iter()
+                .map(|d| crc32fast::hash(d))
+                .fold(0, |a, b| a ^ b))
+        })
+    })?;
+    let (decode_s, _) = best(reps, || {
+        let owned = chunks.clone();
+        timed(|| {
+            let mut asm = Assembler::new();
+            let mut out = None;
+            for c in owned {
+                out = asm.push(c)?.or(out);
+            }
+            out.context("no footer")
+        })
+    })?;
+    let mut tensors_s = f64::INFINITY;
+    for _ in 0..reps {
+        let owned = tensors.to_vec();
+        tensors_s = tensors_s.min(timed(|| build_tensors(owned))?.0);
+    }
+    *streamer.chunks.lock().expect("not poisoned") = Arc::new(chunks);
+    let mut transfer_s = f64::INFINITY;
+    for _ in 0..reps {
+        let got = receive(url, Windows::default(), Receive::CountOnly).await?;
+        transfer_s = transfer_s.min(got.seconds);
+    }
+    Ok(serde_json::json!({
+        "encode_s": encode_s, "crc_s": crc_s, "transfer_s": transfer_s,
+        "decode_s": decode_s, "tensors_s": tensors_s,
+    }))
+}
+
+/// Each weight-sync mode: bytes on the wire, encode and receive seconds per version (a delta
+/// against the version before, which the subscriber holds).
+async fn modes(
+    a: &Args,
+    url: &str,
+    streamer: &Streamer,
+    tensors: &[NamedTensor],
+) -> anyhow::Result<serde_json::Value> {
+    let next = stepped(tensors, a.step);
+    let mut out = Vec::new();
+    for mode in WeightSync::ALL {
+        let held = as_held(tensors, mode.dtype());
+        let delta = mode.delta().then_some(Delta {
+            base_version: 1,
+            base: tensors,
+        });
+        let (encode_s, chunks) = best(a.reps.max(1), || {
+            timed(|| {
+                Ok(encode_as(
+                    2,
+                    1,
+                    &next,
+                    mode.dtype(),
+                    delta,
+                    proto::WEIGHTS_CHUNK_BYTES,
+                )?)
+            })
+        })?;
+        *streamer.chunks.lock().expect("not poisoned") = Arc::new(chunks);
+        let mut seconds = f64::INFINITY;
+        let mut wire_bytes = 0;
+        for _ in 0..a.reps.max(1) {
+            let got = receive(url, Windows::default(), Receive::Assemble(Some(&held))).await?;
+            check(mode, &next, &got.tensors)?;
+            seconds = seconds.min(got.seconds);
+            wire_bytes = got.wire_bytes;
+        }
+        out.push(serde_json::json!({
+            "mode": mode.name(), "wire_bytes": wire_bytes, "encode_s": encode_s,
+            "receive_s": seconds,
+        }));
+    }
+    Ok(serde_json::Value::Array(out))
 }
