@@ -78,6 +78,10 @@ fn print_cpu(r: &Report, c: &Costs) {
         c.coordinator_us_per_heartbeat
     );
     println!(
+        "{:<22} {:.0} RPCs/s (heartbeats, leases granted and refused, completions, lease checks) at {:.0} us each",
+        "coordinator RPCs", c.coordinator_rpcs_per_s, c.coordinator_us_per_rpc
+    );
+    println!(
         "{:<22} {:.0} leases/s on one core at this cost per lease",
         "coordinator capacity", c.coordinator_leases_per_core_s
     );
@@ -116,6 +120,7 @@ fn json(a: &Args, r: &Report, c: &Costs) -> serde_json::Value {
         "groups_trained": r.trained.groups, "steps": r.trained.steps,
         "dropped_stale": r.trained.dropped_stale, "filler_groups": r.fillers,
         "leases_per_s": c.leases_per_s, "heartbeats_per_s": c.heartbeats_per_s,
+        "lease_refusals_per_s": c.refusals_per_s,
         "window_s": r.load.seconds, "idle_window_s": r.idle.seconds,
         "lease_latency_ms_p50": r.latency.p50_ms, "lease_latency_ms_p99": r.latency.p99_ms,
         "leases": t.leases, "lease_refusals": t.refusals,
@@ -132,6 +137,7 @@ fn json(a: &Args, r: &Report, c: &Costs) -> serde_json::Value {
     // A second object: one json! of all the fields passes the macro's recursion limit.
     let costs = serde_json::json!({
         "coordinator_cpu_s": r.load.coordinator_s, "coordinator_cores": c.coordinator_cores,
+        "coordinator_rpcs_per_s": c.coordinator_rpcs_per_s, "coordinator_us_per_rpc": c.coordinator_us_per_rpc,
         "coordinator_us_per_lease": c.coordinator_us_per_lease,
         "coordinator_us_per_lease_net": c.coordinator_us_per_lease_net,
         "coordinator_us_per_group": c.coordinator_us_per_group,
@@ -155,19 +161,21 @@ fn json(a: &Args, r: &Report, c: &Costs) -> serde_json::Value {
 /// One Markdown row per size.
 pub(super) fn table(reports: &[Report]) {
     println!();
-    println!("| actors | leases/s | groups/s | heartbeats/s | lease p50 / p99 ms | coordinator cores | us / lease (net of heartbeats) | us / heartbeat | leases/s per coordinator core | learner intake cores (us / group) | learner training cores | machine busy | RSS coordinator / learner MiB | errors | saturated |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| actors | leases/s | groups/s | heartbeats/s | lease p50 / p99 ms | coordinator RPCs/s | coordinator cores | us / RPC | us / lease (net of heartbeats) | us / heartbeat (idle) | leases/s per coordinator core | learner intake cores (us / group) | learner training cores | machine busy | RSS coordinator / learner MiB | errors | saturated |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in reports {
         let c = Costs::of(&r.load, &r.idle, super::cpu::cores());
         println!(
-            "| {} | {:.1} | {:.1} | {:.0} | {:.2} / {:.2} | {:.3} | {:.0} ({:.0}) | {:.1} | {:.0} | {:.3} ({:.0}) | {:.2} | {:.0} % | {:.1} / {:.1} | {} | {} |",
+            "| {} | {:.1} | {:.1} | {:.0} | {:.2} / {:.2} | {:.0} | {:.3} | {:.0} | {:.0} ({:.0}) | {:.1} | {:.0} | {:.3} ({:.0}) | {:.2} | {:.0} % | {:.1} / {:.1} | {} | {} |",
             r.actors,
             c.leases_per_s,
             c.groups_per_s,
             c.heartbeats_per_s,
             r.latency.p50_ms,
             r.latency.p99_ms,
+            c.coordinator_rpcs_per_s,
             c.coordinator_cores,
+            c.coordinator_us_per_rpc,
             c.coordinator_us_per_lease,
             c.coordinator_us_per_lease_net,
             c.coordinator_us_per_heartbeat,

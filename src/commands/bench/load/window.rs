@@ -96,6 +96,13 @@ pub(super) struct Costs {
     pub leases_per_s: f64,
     pub groups_per_s: f64,
     pub heartbeats_per_s: f64,
+    /// Lease RPCs answered with a refusal (stale weights, pool empty), per second.
+    pub refusals_per_s: f64,
+    /// RPCs the coordinator answered per second: heartbeats, Lease (granted or refused),
+    /// Complete (one per granted lease) and the learner's CheckLease (one per group).
+    pub coordinator_rpcs_per_s: f64,
+    /// Its CPU per RPC of any kind.
+    pub coordinator_us_per_rpc: f64,
     /// Cores the coordinator used under load.
     pub coordinator_cores: f64,
     /// Its CPU per granted lease, everything in the window included (the lease's Lease and
@@ -129,11 +136,15 @@ impl Costs {
         let us_per_heartbeat = us_per(idle.coordinator_s, idle.counts.heartbeats);
         let net_s = (load.coordinator_s - us_per_heartbeat * 1e-6 * c.heartbeats as f64).max(0.0);
         let coordinator_cores = load.cores(load.coordinator_s);
+        let rpcs = c.heartbeats + c.refusals + 2 * c.leases + c.accepted;
         let machine_busy_fraction = load.machine_busy_s / load.machine_total_s.max(1e-9);
         let mut costs = Costs {
             leases_per_s: load.per_s(c.leases),
             groups_per_s: load.per_s(c.accepted),
             heartbeats_per_s: load.per_s(c.heartbeats),
+            refusals_per_s: load.per_s(c.refusals),
+            coordinator_rpcs_per_s: load.per_s(rpcs),
+            coordinator_us_per_rpc: us_per(load.coordinator_s, rpcs),
             coordinator_cores,
             coordinator_us_per_lease: us_per(load.coordinator_s, c.leases),
             coordinator_us_per_group: us_per(load.coordinator_s, c.accepted),
@@ -208,6 +219,9 @@ mod tests {
         // 0.5 s - 2000 x 20 us = 0.46 s over 1000 leases.
         assert!((c.coordinator_us_per_lease_net - 460.0).abs() < 1e-6);
         assert!((c.coordinator_leases_per_core_s - 2000.0).abs() < 1e-6);
+        // 2000 heartbeats + 1000 x (lease, complete, lease check) = 5000 RPCs in 0.5 s.
+        assert!((c.coordinator_rpcs_per_s - 500.0).abs() < 1e-9);
+        assert!((c.coordinator_us_per_rpc - 100.0).abs() < 1e-6);
         assert!((c.learner_intake_us_per_group - 500.0).abs() < 1e-6);
         assert!((c.machine_busy_cores - 1.9).abs() < 1e-9);
         assert_eq!(c.saturated, vec!["machine CPU"]);
