@@ -125,6 +125,7 @@ fn without_pushes_only_the_coordinator_is_loaded() {
         "--seconds",
         "2",
         "--no-push",
+        "--no-journal",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     let r = &json_lines(&text)[0];
@@ -136,6 +137,8 @@ fn without_pushes_only_the_coordinator_is_loaded() {
         "nothing reached the learner: {text}"
     );
     assert_eq!(r["groups_completed"], r["leases"], "{text}");
+    assert_eq!(r["journal"], false, "{text}");
+    assert_eq!(r["journal_bytes"], 0, "no journal was written: {text}");
 }
 
 #[test]

@@ -4,8 +4,9 @@
 //! memory from the start of the steady state to the end. `--actors 64,128,...` sweeps sizes,
 //! each against fresh servers, and ends with one table row per size.
 //!
-//! The coordinator (with its journal on, as `oxrl run` and the k8s manifests run it) and the
-//! learner run as child processes of this binary, so each one's RSS and CPU time are its own.
+//! The coordinator (with its journal on, as `oxrl run` and the k8s manifests run it, unless
+//! `--no-journal`) and the learner run as child processes of this binary, so each one's RSS
+//! and CPU time are its own.
 //! The actors run in this process, each with its own connections. Once all have joined they
 //! only heartbeat for an idle window (the coordinator's cost per heartbeat), then lease for S
 //! seconds, measured after the first fifth. At the end every actor finishes the lease in hand
@@ -63,6 +64,10 @@ pub struct Args {
     /// duplicated groups are not counted).
     #[arg(long)]
     no_push: bool,
+    /// Run the coordinator without its journal (deployments keep one): the journal's cost
+    /// is the difference.
+    #[arg(long)]
+    no_journal: bool,
     /// Each actor's heartbeat interval (the run's `[pipeline] heartbeat_interval_ms`).
     #[arg(long, default_value_t = 250)]
     heartbeat_ms: u64,
@@ -218,7 +223,8 @@ async fn load(
         .config
         .vocab_size as u32;
     let journal = dir.join("coordinator.journal");
-    let (coordinator, learner, url) = start_servers(&config, &journal, dir).await?;
+    let journaled = (!a.no_journal).then_some(journal.as_path());
+    let (coordinator, learner, url) = start_servers(&config, journaled, dir).await?;
     let run_dir = dir.join("run");
     let shape = Arc::new(Shape {
         group_size: a.group_size,
@@ -329,28 +335,25 @@ async fn measure(
     })
 }
 
-/// The real coordinator (with `config` and `journal`) and learner (writing `dir/run`) as
+/// The real coordinator (with `config`, and `journal` if any) and learner (writing `dir/run`) as
 /// child processes, and the coordinator's URL.
 async fn start_servers(
     config: &Path,
-    journal: &Path,
+    journal: Option<&Path>,
     dir: &Path,
 ) -> anyhow::Result<(Server, Server, String)> {
     let s = |v: &str| v.to_string();
-    let coordinator = Server::start(
-        "coordinator",
-        &[
-            s("coordinator"),
-            s("--listen"),
-            s("127.0.0.1:0"),
-            s("--config"),
-            config.display().to_string(),
-            s("--journal"),
-            journal.display().to_string(),
-        ],
-        dir.join("coordinator.log"),
-    )
-    .await?;
+    let mut args = vec![
+        s("coordinator"),
+        s("--listen"),
+        s("127.0.0.1:0"),
+        s("--config"),
+        config.display().to_string(),
+    ];
+    if let Some(journal) = journal {
+        args.extend([s("--journal"), journal.display().to_string()]);
+    }
+    let coordinator = Server::start("coordinator", &args, dir.join("coordinator.log")).await?;
     let url = format!("http://{}", coordinator.addr);
     let learner = Server::start(
         "learner",

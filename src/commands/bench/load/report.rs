@@ -10,9 +10,10 @@ pub(super) fn print(a: &Args, r: &Report) {
     let t = &r.tally;
     let c = Costs::of(&r.load, &r.idle, super::cpu::cores());
     println!(
-        "load: {} simulated actors x {:.0} s against a coordinator (journal on) and a learner (child processes, loopback){}",
+        "load: {} simulated actors x {:.0} s against a coordinator (journal {}) and a learner (child processes, loopback){}",
         r.actors,
         a.seconds,
+        if a.no_journal { "off" } else { "on" },
         if r.pushed { "" } else { "; --no-push: no groups reach the learner" }
     );
     println!(
@@ -150,7 +151,7 @@ fn json(a: &Args, r: &Report, c: &Costs) -> serde_json::Value {
         "actors_cores": c.actors_cores,
         "machine_cores": super::cpu::cores(), "machine_busy_cores": c.machine_busy_cores,
         "saturated": c.saturated,
-        "journal_bytes": r.journal_bytes,
+        "journal": !a.no_journal, "journal_bytes": r.journal_bytes,
     });
     if let (Some(all), serde_json::Value::Object(more)) = (out.as_object_mut(), costs) {
         all.extend(more);
