@@ -760,3 +760,36 @@ fn base_run_config_parses() {
         "the image ships the default model only"
     );
 }
+
+/// The `[pipeline]` defaults keep the relations docs/scaling.md sizes the coordinator by:
+/// about one heartbeat a second per actor (most of its RPCs), several missed beats before
+/// an actor is declared dead, leases that outlive a dead actor's notice, and Lease +
+/// Complete a small part of an RPC per group.
+#[test]
+fn base_pipeline_defaults_follow_the_scaling_figures() {
+    let cfg: rollout::config::RunConfig = toml::from_str(&read("k8s/base/run.toml")).unwrap();
+    let p = &cfg.pipeline;
+    assert!(
+        p.heartbeat_interval_ms >= 1000,
+        "heartbeats are most of the coordinator's RPCs: keep them at most one a second per actor"
+    );
+    assert!(
+        p.actor_timeout_s * 1000.0 >= 10.0 * p.heartbeat_interval_ms as f64,
+        "declare an actor dead only after 10 missed heartbeats or more"
+    );
+    assert!(
+        p.lease_timeout_s >= 2.0 * p.actor_timeout_s,
+        "a lease should outlive the notice of its holder's death"
+    );
+    assert!(
+        p.prompts_per_lease >= 8,
+        "Lease and Complete should stay a small part of the RPCs per group"
+    );
+    for file in ["k8s/base/run.toml", "k8s/base/coordinator.yaml"] {
+        assert!(
+            read(file).contains("docs/scaling.md"),
+            "{file} says where its sizes come from"
+        );
+    }
+    assert!(repo().join("docs/scaling.md").exists());
+}

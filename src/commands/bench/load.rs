@@ -1,16 +1,24 @@
 //! Load suite: M simulated actors (no model) against a real coordinator and learner on
-//! loopback for S seconds: accepted groups per second, lease latency, errors, lost and
-//! duplicated groups, and the servers' memory from the start of the steady state to the end.
+//! loopback for S seconds: leases and accepted groups per second, lease latency, errors, lost
+//! and duplicated groups, each server's CPU per lease, per group and per heartbeat, and its
+//! memory from the start of the steady state to the end. `--actors 64,128,...` sweeps sizes,
+//! each against fresh servers, and ends with one table row per size.
 //!
-//! The coordinator and learner run as child processes of this binary (as `oxrl run` starts
-//! them), so each one's RSS is its own. The actors run in this process, each with its own
-//! connections. After S seconds every actor finishes the lease in hand and leaves; then the
-//! learner's last partial batch is topped up with filler groups until it has trained (or
-//! dropped as stale) every group it accepted, so nothing is left uncounted in its queue.
+//! The coordinator (with its journal on, as `oxrl run` and the k8s manifests run it, unless
+//! `--no-journal`) and the learner run as child processes of this binary, so each one's RSS
+//! and CPU time are its own.
+//! The actors run in this process, each with its own connections. Once all have joined they
+//! only heartbeat for an idle window (the coordinator's cost per heartbeat), then lease for S
+//! seconds, measured after the first fifth. At the end every actor finishes the lease in hand
+//! and leaves; then the learner's last partial batch is topped up with filler groups until it
+//! has trained (or dropped as stale) every group it accepted, so nothing is left uncounted.
 
+mod cpu;
+mod report;
 mod servers;
 mod sim_actor;
 mod tally;
+mod window;
 
 use anyhow::Context;
 use proto::transport::Security;
@@ -19,14 +27,16 @@ use sim_actor::{Shape, SimActor};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tally::{Summary, Tally};
+use tally::{Latency, Summary, Tally};
 use tokio::sync::watch;
+use window::{Snapshot, Window};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Simulated actors.
-    #[arg(long, default_value_t = 64)]
-    actors: usize,
+    /// Simulated actors; a comma list (64,128,256) sweeps the sizes in turn, fresh servers
+    /// for each.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    actors: Vec<usize>,
     /// Seconds of load.
     #[arg(long, default_value_t = 60.0)]
     seconds: f64,
@@ -49,6 +59,18 @@ pub struct Args {
     /// back `Duplicate`.
     #[arg(long, default_value_t = 10)]
     resend_every: u64,
+    /// Actors lease and complete but push no groups: the coordinator alone under load, not
+    /// held back by the learner's training (nothing reaches the learner, so lost and
+    /// duplicated groups are not counted).
+    #[arg(long)]
+    no_push: bool,
+    /// Run the coordinator without its journal (deployments keep one): the journal's cost
+    /// is the difference.
+    #[arg(long)]
+    no_journal: bool,
+    /// Each actor's heartbeat interval (the run's `[pipeline] heartbeat_interval_ms`).
+    #[arg(long, default_value_t = 250)]
+    heartbeat_ms: u64,
 }
 
 /// Memory of one server at the start of the steady state and at the end.
@@ -64,10 +86,16 @@ impl Rss {
     }
 }
 
-/// Everything the report shows.
+/// Everything the report shows about one size.
 struct Report {
-    elapsed_s: f64,
-    accepted_in_window: u64,
+    actors: usize,
+    /// The actors pushed their groups to the learner (not `--no-push`).
+    pushed: bool,
+    /// Actors registered and heartbeating, no leases.
+    idle: Window,
+    /// The measured window under load (after the warm-up).
+    load: Window,
+    latency: Latency,
     tally: Summary,
     trained: Trained,
     fillers: u64,
@@ -75,17 +103,18 @@ struct Report {
     leases_expired: u64,
     coordinator_rss: Rss,
     learner_rss: Rss,
+    /// The coordinator's journal at the end.
+    journal_bytes: u64,
     clean_exit: bool,
 }
 
 impl Report {
-    fn groups_per_s(&self) -> f64 {
-        self.accepted_in_window as f64 / self.elapsed_s.max(1e-9)
-    }
-
     /// Groups of completed leases the learner never accepted, plus groups it accepted but
     /// neither trained nor dropped as stale.
     fn lost(&self) -> u64 {
+        if !self.pushed {
+            return 0;
+        }
         self.tally.completed_not_accepted
             + self.tally.accepted.saturating_sub(self.trained.accounted())
     }
@@ -110,7 +139,10 @@ impl Report {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(a.actors > 0, "--actors must be at least 1");
+    anyhow::ensure!(
+        !a.actors.is_empty() && a.actors.iter().all(|&m| m > 0),
+        "--actors must be at least 1 (or a comma list of sizes, each at least 1)"
+    );
     anyhow::ensure!(
         a.seconds > 0.0 && a.seconds.is_finite(),
         "--seconds must be a positive number"
@@ -119,25 +151,34 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.prompts_per_step > 0 && a.prompts_per_lease > 0 && a.group_size >= 2 && a.tokens > 0,
         "--prompts-per-step, --prompts-per-lease and --tokens must be at least 1, --group-size at least 2"
     );
-    let dir = std::env::temp_dir().join(format!("oxrl-bench-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    anyhow::ensure!(a.heartbeat_ms >= 50, "--heartbeat-ms must be at least 50");
+    let largest = a.actors.iter().copied().max().unwrap_or(1);
+    cpu::ensure_open_files(cpu::open_files_for(largest))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let pb = crate::progress::spinner("bench load");
-    let report = rt.block_on(load(&a, &dir, &pb));
-    pb.finish_and_clear();
+    let mut reports = Vec::with_capacity(a.actors.len());
+    for &actors in &a.actors {
+        let dir =
+            std::env::temp_dir().join(format!("oxrl-bench-load-{}-{actors}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let pb = crate::progress::spinner(&format!("bench load, {actors} actors"));
+        let report = rt.block_on(load(&a, actors, &dir, &pb));
+        pb.finish_and_clear();
+        let report = report.with_context(|| format!("the run with {actors} simulated actors"))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        report::print(&a, &report);
+        reports.push(report);
+    }
     rt.shutdown_timeout(Duration::from_secs(5));
-    let report = report?;
-    let _ = std::fs::remove_dir_all(&dir);
-    print(&a, &report);
+    report::table(&reports);
     Ok(())
 }
 
 /// The run config the servers share: a learner that never reaches its last step on its own.
-fn write_config(a: &Args, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+fn write_config(a: &Args, actors: usize, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     let mut cfg = learner::RunConfig {
         steps: u64::from(u32::MAX),
         prompts_per_step: a.prompts_per_step,
@@ -150,13 +191,13 @@ fn write_config(a: &Args, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     cfg.update.max_lag = a.max_lag;
     cfg.update.warmup = 0;
     let p = &mut cfg.pipeline;
-    p.actors = a.actors;
+    p.actors = actors;
     p.prompts_per_lease = a.prompts_per_lease as usize;
     p.learner_queue = a.prompts_per_step;
-    // Heartbeats keep an actor that waits on backpressure alive; a slow learner must not get
-    // actors declared dead or leases expired.
-    p.heartbeat_interval_ms = 250;
-    p.actor_timeout_s = 30.0;
+    // Heartbeats keep an actor that waits on backpressure alive; a slow learner (or a machine
+    // busy with a thousand actors) must not get actors declared dead or leases expired.
+    p.heartbeat_interval_ms = a.heartbeat_ms;
+    p.actor_timeout_s = 30.0_f64.max(a.heartbeat_ms as f64 * 20.0 / 1e3);
     p.lease_timeout_s = 120.0;
     let path = dir.join("config.toml");
     std::fs::write(&path, toml::to_string(&cfg)?)
@@ -164,13 +205,26 @@ fn write_config(a: &Args, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     Ok(path)
 }
 
-async fn load(a: &Args, dir: &Path, pb: &indicatif::ProgressBar) -> anyhow::Result<Report> {
+/// The idle window's length: long enough that the coordinator's CPU for heartbeats alone
+/// is many clock ticks even for a few actors.
+fn idle_seconds(seconds: f64) -> f64 {
+    (seconds * 0.15).clamp(1.0, 10.0)
+}
+
+async fn load(
+    a: &Args,
+    actors: usize,
+    dir: &Path,
+    pb: &indicatif::ProgressBar,
+) -> anyhow::Result<Report> {
     pb.set_message("starting the coordinator and the learner");
-    let config = write_config(a, dir)?;
+    let config = write_config(a, actors, dir)?;
     let vocab_size = crate::model_arg::load(crate::model_arg::DEFAULT_MODEL)?
         .config
         .vocab_size as u32;
-    let (coordinator, learner, url) = start_servers(&config, dir).await?;
+    let journal = dir.join("coordinator.journal");
+    let journaled = (!a.no_journal).then_some(journal.as_path());
+    let (coordinator, learner, url) = start_servers(&config, journaled, dir).await?;
     let run_dir = dir.join("run");
     let shape = Arc::new(Shape {
         group_size: a.group_size,
@@ -178,35 +232,14 @@ async fn load(a: &Args, dir: &Path, pb: &indicatif::ProgressBar) -> anyhow::Resu
         prompts_per_lease: a.prompts_per_lease,
         vocab_size,
         resend_every: a.resend_every,
+        push: !a.no_push,
     });
     let tally = Arc::new(Tally::default());
     let security = Security::default();
-    pb.set_message(format!("{} simulated actors joining", a.actors));
-    let actors = join_actors(a.actors, &security, &url, &shape, &tally).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let started = Instant::now();
-    let running: Vec<_> = actors
-        .into_iter()
-        .map(|actor| tokio::spawn(actor.run(stop_rx.clone())))
-        .collect();
+    pb.set_message(format!("{actors} simulated actors joining"));
+    let joined = join_actors(actors, &security, &url, &shape, &tally).await?;
 
-    // Steady state: past the first fifth of the run (model loaded, buffers warm).
-    let window = Duration::from_secs_f64(a.seconds);
-    pb.set_message(format!("warming up ({:.0} s)", a.seconds * 0.2));
-    tokio::time::sleep_until((started + window.mul_f64(0.2)).into()).await;
-    let rss_start = (coordinator.rss_mib(), learner.rss_mib());
-    pb.set_message(format!("measuring under load ({:.0} s)", a.seconds * 0.8));
-    tokio::time::sleep_until((started + window).into()).await;
-    let rss_end = (coordinator.rss_mib(), learner.rss_mib());
-    let accepted_in_window = tally.accepted();
-    let elapsed_s = started.elapsed().as_secs_f64();
-    let _ = stop_tx.send(true);
-    pb.set_message("finishing leases, draining the learner's queue");
-    for actor in running {
-        tokio::time::timeout(Duration::from_secs(120), actor)
-            .await
-            .context("a simulated actor did not finish its last lease within 120 s")??;
-    }
+    let m = measure(a, joined, &tally, &coordinator, &learner, pb).await?;
 
     let metrics = run_dir.join("metrics.jsonl");
     let fillers = drain(&security, &url, &shape, &tally, &metrics).await?;
@@ -221,40 +254,106 @@ async fn load(a: &Args, dir: &Path, pb: &indicatif::ProgressBar) -> anyhow::Resu
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v["accepted"].as_u64());
-    let rss = |start: Option<f64>, end: Option<f64>| Rss {
-        start: start.unwrap_or(0.0),
-        end: end.unwrap_or(0.0),
-    };
     Ok(Report {
-        elapsed_s,
-        accepted_in_window,
+        actors,
+        pushed: !a.no_push,
+        idle: m.idle,
+        load: m.load,
+        latency: m.latency,
         tally: tally.summary(),
         trained,
         fillers,
         learner_accepted,
         leases_expired: status.leases_expired,
-        coordinator_rss: rss(rss_start.0, rss_end.0),
-        learner_rss: rss(rss_start.1, rss_end.1),
+        coordinator_rss: m.coordinator_rss,
+        learner_rss: m.learner_rss,
+        journal_bytes: std::fs::metadata(&journal).map_or(0, |m| m.len()),
         clean_exit: learner_status.success() && coordinator_status.success(),
     })
 }
 
-/// The real coordinator (with `config`) and learner (writing `dir/run`) as child processes,
-/// and the coordinator's URL.
-async fn start_servers(config: &Path, dir: &Path) -> anyhow::Result<(Server, Server, String)> {
+/// What the windows measured.
+struct Measured {
+    idle: Window,
+    load: Window,
+    latency: Latency,
+    coordinator_rss: Rss,
+    learner_rss: Rss,
+}
+
+/// The idle window (heartbeats only), then S seconds of load measured after the first
+/// fifth; returns once every actor has finished the lease in hand and left.
+async fn measure(
+    a: &Args,
+    joined: Vec<SimActor>,
+    tally: &Tally,
+    coordinator: &Server,
+    learner: &Server,
+    pb: &indicatif::ProgressBar,
+) -> anyhow::Result<Measured> {
+    let snapshot = || Snapshot::take(coordinator.pid(), learner.pid(), tally);
+    pb.set_message("heartbeats only (the idle window)");
+    let idle_start = snapshot();
+    tokio::time::sleep(Duration::from_secs_f64(idle_seconds(a.seconds))).await;
+    let idle = Window::between(&idle_start, &snapshot());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let started = Instant::now();
+    let running: Vec<_> = joined
+        .into_iter()
+        .map(|actor| tokio::spawn(actor.run(stop_rx.clone())))
+        .collect();
+    // Steady state: past the first fifth of the run (model loaded, buffers warm).
+    let window = Duration::from_secs_f64(a.seconds);
+    pb.set_message(format!("warming up ({:.0} s)", a.seconds * 0.2));
+    tokio::time::sleep_until((started + window.mul_f64(0.2)).into()).await;
+    tally.start_window();
+    let rss_start = (coordinator.rss_mib(), learner.rss_mib());
+    let load_start = snapshot();
+    pb.set_message(format!("measuring under load ({:.0} s)", a.seconds * 0.8));
+    tokio::time::sleep_until((started + window).into()).await;
+    let load = Window::between(&load_start, &snapshot());
+    let latency = tally.latency();
+    let rss_end = (coordinator.rss_mib(), learner.rss_mib());
+    let _ = stop_tx.send(true);
+    pb.set_message("finishing leases, draining the learner's queue");
+    for actor in running {
+        tokio::time::timeout(Duration::from_secs(120), actor)
+            .await
+            .context("a simulated actor did not finish its last lease within 120 s")??;
+    }
+    let rss = |start: Option<f64>, end: Option<f64>| Rss {
+        start: start.unwrap_or(0.0),
+        end: end.unwrap_or(0.0),
+    };
+    Ok(Measured {
+        idle,
+        load,
+        latency,
+        coordinator_rss: rss(rss_start.0, rss_end.0),
+        learner_rss: rss(rss_start.1, rss_end.1),
+    })
+}
+
+/// The real coordinator (with `config`, and `journal` if any) and learner (writing `dir/run`) as
+/// child processes, and the coordinator's URL.
+async fn start_servers(
+    config: &Path,
+    journal: Option<&Path>,
+    dir: &Path,
+) -> anyhow::Result<(Server, Server, String)> {
     let s = |v: &str| v.to_string();
-    let coordinator = Server::start(
-        "coordinator",
-        &[
-            s("coordinator"),
-            s("--listen"),
-            s("127.0.0.1:0"),
-            s("--config"),
-            config.display().to_string(),
-        ],
-        dir.join("coordinator.log"),
-    )
-    .await?;
+    let mut args = vec![
+        s("coordinator"),
+        s("--listen"),
+        s("127.0.0.1:0"),
+        s("--config"),
+        config.display().to_string(),
+    ];
+    if let Some(journal) = journal {
+        args.extend([s("--journal"), journal.display().to_string()]);
+    }
+    let coordinator = Server::start("coordinator", &args, dir.join("coordinator.log")).await?;
     let url = format!("http://{}", coordinator.addr);
     let learner = Server::start(
         "learner",
@@ -342,79 +441,4 @@ async fn drain(
     }
     filler.leave();
     Ok(fillers)
-}
-
-fn print(a: &Args, r: &Report) {
-    let t = &r.tally;
-    println!(
-        "load: {} simulated actors x {:.0} s against a coordinator and a learner (child processes, loopback)",
-        a.actors, a.seconds
-    );
-    println!(
-        "{:<22} {} (leases completed for {} groups)",
-        "groups accepted", t.accepted, t.completed
-    );
-    println!("{:<22} {:.1}", "groups/s accepted", r.groups_per_s());
-    println!(
-        "{:<22} {} in {} steps ({} dropped stale, {} zero-variance, {} filler groups to finish the last batch)",
-        "groups trained", r.trained.groups, r.trained.steps, r.trained.dropped_stale, r.trained.zero_variance, r.fillers
-    );
-    println!(
-        "{:<22} p50 {:.2} ms, p99 {:.2} ms ({} granted, {} refused)",
-        "lease latency", t.lease_ms_p50, t.lease_ms_p99, t.leases, t.refusals
-    );
-    println!(
-        "{:<22} {} (rpc {}, rejected {}, completions refused {}, missing acks {}, leases expired {})",
-        "errors",
-        r.errors(),
-        t.rpc_errors,
-        t.rejected,
-        t.completions_refused,
-        t.missing_acks,
-        r.leases_expired
-    );
-    for e in &t.first_errors {
-        println!("{:<22} {e}", "");
-    }
-    println!("{:<22} {}", "lost groups", r.lost());
-    println!(
-        "{:<22} {} ({} pushed twice on purpose, {} answered duplicate)",
-        "duplicated groups",
-        r.duplicated(),
-        t.resent,
-        t.resent_acked_duplicate
-    );
-    for (name, m) in [
-        ("coordinator RSS", r.coordinator_rss),
-        ("learner RSS", r.learner_rss),
-    ] {
-        println!(
-            "{name:<22} {:.1} MiB -> {:.1} MiB ({:.3}x)",
-            m.start,
-            m.end,
-            m.ratio()
-        );
-    }
-    println!(
-        "{}",
-        serde_json::json!({
-            "suite": "load", "actors": a.actors, "seconds": a.seconds,
-            "prompts_per_step": a.prompts_per_step, "prompts_per_lease": a.prompts_per_lease,
-            "group_size": a.group_size,
-            "groups_accepted": t.accepted, "groups_completed": t.completed, "groups_per_s": r.groups_per_s(),
-            "groups_trained": r.trained.groups, "steps": r.trained.steps,
-            "dropped_stale": r.trained.dropped_stale, "filler_groups": r.fillers,
-            "lease_latency_ms_p50": t.lease_ms_p50, "lease_latency_ms_p99": t.lease_ms_p99,
-            "leases": t.leases, "lease_refusals": t.refusals,
-            "errors": r.errors(), "rpc_errors": t.rpc_errors, "rejected_groups": t.rejected,
-            "completions_refused": t.completions_refused, "missing_acks": t.missing_acks,
-            "leases_expired": r.leases_expired, "clean_exit": r.clean_exit,
-            "lost_groups": r.lost(), "duplicated_groups": r.duplicated(),
-            "resent_groups": t.resent, "resent_acked_duplicate": t.resent_acked_duplicate,
-            "coordinator_rss_mib_start": r.coordinator_rss.start, "coordinator_rss_mib_end": r.coordinator_rss.end,
-            "coordinator_rss_ratio": r.coordinator_rss.ratio(),
-            "learner_rss_mib_start": r.learner_rss.start, "learner_rss_mib_end": r.learner_rss.end,
-            "learner_rss_ratio": r.learner_rss.ratio(),
-        })
-    );
 }

@@ -1,6 +1,6 @@
 //! The real servers of `oxrl bench load`: `oxrl coordinator` and `oxrl learner` as child
-//! processes of this binary on loopback (so each one's memory can be read on its own from
-//! `/proc/<pid>/status`), and what the learner wrote about the groups it trained.
+//! processes of this binary on loopback (so each one's memory and CPU time can be read on its
+//! own from `/proc/<pid>/`), and what the learner wrote about the groups it trained.
 
 use crate::children::{ChildRole, EnvVar};
 use anyhow::Context;
@@ -30,6 +30,11 @@ impl Server {
         let mut role = ChildRole::spawn(name, args, &log, &env)?;
         let addr = role.listening().await?.addr;
         Ok(Server { role, addr })
+    }
+
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.role.id()
     }
 
     /// Its resident set size in MiB, from `/proc/<pid>/status` (None where there is none).

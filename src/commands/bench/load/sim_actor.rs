@@ -23,6 +23,8 @@ pub(super) struct Shape {
     /// Every Nth lease pushes its first group twice (0 = never): the learner must answer
     /// the copy `Duplicate`.
     pub resend_every: u64,
+    /// Push the groups to the learner (false: lease and complete only).
+    pub push: bool,
 }
 
 /// A registered simulated actor with its own connections, like a real actor process.
@@ -175,7 +177,9 @@ impl SimActor {
             .iter()
             .map(|p| self.group(&reply.lease_id, &p.problem_id, reply.learner_version))
             .collect();
-        self.push(&groups).await;
+        if self.shape.push {
+            self.push(&groups).await;
+        }
         self.complete(&reply.lease_id, &groups).await;
         Cycle::Delivered
     }
@@ -311,6 +315,7 @@ async fn heartbeats(
         match beat {
             Ok(r) => {
                 let r = r.into_inner();
+                tally.heartbeat();
                 version.fetch_max(r.learner_version, Ordering::Relaxed);
                 if r.unknown_member {
                     tally.other_error(format!("{member_id} was declared dead"));

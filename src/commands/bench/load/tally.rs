@@ -1,5 +1,5 @@
 //! What the simulated actors saw, gathered across all of them: every acknowledgement, every
-//! completed lease, every failed RPC and every lease latency. Lost and duplicated groups are
+//! completed lease, every failed RPC, every heartbeat and every lease latency. Lost and duplicated groups are
 //! computed from these sets at the end, against the learner's own count of what it trained.
 
 use proto::push_ack::Outcome;
@@ -33,8 +33,44 @@ struct Inner {
     resent_acked_duplicate: u64,
     leases: u64,
     refusals: u64,
+    heartbeats: u64,
+    /// Round trips of Lease RPCs since the measured window began (all of them before).
     lease_ms: Vec<f64>,
     first_errors: Vec<String>,
+}
+
+/// Running counts, read at the edges of a measured window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Counts {
+    /// Lease RPCs answered with prompts.
+    pub leases: u64,
+    /// Lease RPCs answered with a refusal (or failed).
+    pub refusals: u64,
+    pub heartbeats: u64,
+    /// Groups of leases the coordinator accepted as completed.
+    pub completed: u64,
+    /// Distinct groups the learner accepted.
+    pub accepted: u64,
+}
+
+impl std::ops::Sub for Counts {
+    type Output = Counts;
+    fn sub(self, earlier: Counts) -> Counts {
+        Counts {
+            leases: self.leases - earlier.leases,
+            refusals: self.refusals - earlier.refusals,
+            heartbeats: self.heartbeats - earlier.heartbeats,
+            completed: self.completed - earlier.completed,
+            accepted: self.accepted - earlier.accepted,
+        }
+    }
+}
+
+/// Lease round trips of the measured window: median and 99th percentile, in ms.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// The figures the report prints, computed once the run has drained.
@@ -53,8 +89,6 @@ pub(super) struct Summary {
     pub resent_acked_duplicate: u64,
     pub leases: u64,
     pub refusals: u64,
-    pub lease_ms_p50: f64,
-    pub lease_ms_p99: f64,
     pub first_errors: Vec<String>,
 }
 
@@ -142,16 +176,47 @@ impl Tally {
         keep(&mut t.first_errors, what);
     }
 
+    /// One heartbeat answered.
+    pub fn heartbeat(&self) {
+        self.lock().heartbeats += 1;
+    }
+
     /// Distinct groups the learner accepted so far.
     pub fn accepted(&self) -> u64 {
         self.lock().accepted.len() as u64
     }
 
-    /// Everything counted, with the latency percentiles and the set difference.
+    /// The running counts now.
+    pub fn counts(&self) -> Counts {
+        let t = self.lock();
+        Counts {
+            leases: t.leases,
+            refusals: t.refusals,
+            heartbeats: t.heartbeats,
+            completed: t.completed.len() as u64,
+            accepted: t.accepted.len() as u64,
+        }
+    }
+
+    /// Forgets the lease round trips so far: the latency percentiles cover the measured
+    /// window, not the warm-up.
+    pub fn start_window(&self) {
+        self.lock().lease_ms.clear();
+    }
+
+    /// Percentiles of the lease round trips since `start_window`.
+    pub fn latency(&self) -> Latency {
+        let mut ms = self.lock().lease_ms.clone();
+        ms.sort_by(f64::total_cmp);
+        Latency {
+            p50_ms: percentile(&ms, 0.50),
+            p99_ms: percentile(&ms, 0.99),
+        }
+    }
+
+    /// Everything counted, with the set difference.
     pub fn summary(&self) -> Summary {
         let t = self.lock();
-        let mut ms = t.lease_ms.clone();
-        ms.sort_by(f64::total_cmp);
         Summary {
             accepted: t.accepted.len() as u64,
             accepted_twice: t.accepted_twice,
@@ -169,8 +234,6 @@ impl Tally {
             resent_acked_duplicate: t.resent_acked_duplicate,
             leases: t.leases,
             refusals: t.refusals,
-            lease_ms_p50: percentile(&ms, 0.50),
-            lease_ms_p99: percentile(&ms, 0.99),
             first_errors: t.first_errors.clone(),
         }
     }
@@ -230,5 +293,29 @@ mod tests {
         );
         assert_eq!((s.resent, s.resent_acked_duplicate), (2, 1));
         assert_eq!(s.rejected, 0);
+        let c = t.counts();
+        assert_eq!((c.accepted, c.completed), (2, 3));
+    }
+
+    #[test]
+    fn window_counts_and_latency_start_at_the_window() {
+        let t = Tally::default();
+        t.lease_answered(Duration::from_millis(100), true);
+        t.heartbeat();
+        let before = t.counts();
+        t.start_window();
+        for ms in 1..=100 {
+            t.lease_answered(Duration::from_millis(ms), ms % 10 != 0);
+        }
+        t.heartbeat();
+        t.heartbeat();
+        let d = t.counts() - before;
+        assert_eq!((d.leases, d.refusals, d.heartbeats), (90, 10, 2));
+        let l = t.latency();
+        assert!((l.p50_ms - 50.0).abs() < 1e-6, "{l:?}");
+        assert!(
+            (l.p99_ms - 99.0).abs() < 1e-6,
+            "the warm-up's 100 ms is forgotten: {l:?}"
+        );
     }
 }
