@@ -1,6 +1,7 @@
 //! `oxrl`: one binary, one subcommand per job. It parses the command line, loads the
 //! config and calls into the libraries; nothing else lives here.
 
+mod alloc;
 mod children;
 mod commands;
 mod config;
@@ -59,6 +60,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     // Must happen before candle's thread pool starts.
     std::env::set_var("RAYON_NUM_THREADS", cli.threads.to_string());
