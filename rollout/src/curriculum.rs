@@ -121,6 +121,20 @@ impl Curriculum {
         self.retired.len()
     }
 
+    /// Forgets every prompt `keep` says no (its window and its retirement), so that a run over
+    /// an unbounded source keeps only the prompts that can still come back: the caller
+    /// guarantees a forgotten prompt is never recorded for again, or does not mind it
+    /// starting over.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.recent.retain(|id, _| keep(id));
+        self.retired.retain(|id| keep(id));
+    }
+
+    /// Prompts with a window or a retirement remembered.
+    pub fn tracked(&self) -> usize {
+        self.recent.len() + self.retired.len()
+    }
+
     /// Windows and retirements in a canonical order (to compare two curricula in tests).
     pub fn describe(&self) -> String {
         let mut recent: Vec<_> = self
@@ -154,6 +168,10 @@ pub struct TrainPool {
     epochs: u64,
     cursor: u64,
     retired: HashSet<u64>,
+    /// Retired indices of an unbounded stream forgotten (`forget_retired`): counted, no
+    /// longer listed.
+    #[serde(default)]
+    retired_forgotten: u64,
 }
 
 impl TrainPool {
@@ -164,7 +182,21 @@ impl TrainPool {
             epochs,
             cursor: 0,
             retired: HashSet::new(),
+            retired_forgotten: 0,
         }
+    }
+
+    /// On an unbounded stream, forgets the retired indices `keep` says no (still counted in
+    /// [`retired`](Self::retired)): the walk never comes back to an index behind its cursor, so
+    /// only the indices the caller may still hand out again (leased, returned) need their
+    /// mark. A finite pool keeps every mark: its walk comes round again.
+    pub fn forget_retired(&mut self, keep: impl Fn(u64) -> bool) {
+        if self.len.is_some() {
+            return;
+        }
+        let before = self.retired.len();
+        self.retired.retain(|&index| keep(index));
+        self.retired_forgotten += (before - self.retired.len()) as u64;
     }
 
     /// The next `n` indices of the walk (retired ones skipped); fewer once it is exhausted.
@@ -243,7 +275,7 @@ impl TrainPool {
 
     /// Prompts retired.
     pub fn retired(&self) -> u64 {
-        self.retired.len() as u64
+        self.retired.len() as u64 + self.retired_forgotten
     }
 
     /// The retired indices, in order (to save them with the cursor).
