@@ -419,6 +419,39 @@ mod tests {
     }
 
     #[test]
+    fn an_unbounded_stream_forgets_retired_marks_and_still_counts_them() {
+        let mut stream = TrainPool::new(None, 0);
+        assert_eq!(stream.next_batch(4), [0, 1, 2, 3]);
+        for index in [0, 1, 3] {
+            stream.retire(index);
+        }
+        stream.forget_retired(|index| index == 3);
+        assert_eq!(stream.retired_indices(), [3]);
+        assert_eq!((stream.retired(), stream.active()), (3, 1));
+        // A finite pool's walk comes round again: it keeps every mark.
+        let mut pool = TrainPool::new(Some(4), 0);
+        pool.retire(1);
+        pool.forget_retired(|_| false);
+        assert_eq!(pool.retired_indices(), [1]);
+        // A checkpoint written before the count existed still loads.
+        let old = r#"{"len":null,"epochs":0,"cursor":5,"retired":[2]}"#;
+        let restored: TrainPool = serde_json::from_str(old).unwrap();
+        assert_eq!(restored.retired(), 1);
+    }
+
+    #[test]
+    fn retain_forgets_windows_and_retirements() {
+        let mut curriculum = Curriculum::new(0.5, 1, 4);
+        assert!(curriculum.record("gone", &[1.0]));
+        assert!(!curriculum.record("kept", &[0.0]));
+        assert_eq!(curriculum.tracked(), 3);
+        curriculum.retain(|id| id == "kept");
+        assert_eq!(curriculum.tracked(), 1);
+        assert!(!curriculum.is_retired("gone"));
+        assert_eq!(curriculum.pass_rate("gone"), None);
+    }
+
+    #[test]
     fn unusable_rules_name_the_setting() {
         assert!(check_rule(0.9, 16, 32).is_ok());
         assert!(check_rule(2.0, 0, 1).is_ok(), "never retires, on purpose");
