@@ -1,16 +1,15 @@
 //! The curriculum's memory: each problem's recent pass rate and the No-Positive-Resampling
 //! rule that retires a problem the policy has learned (`rollout::curriculum`, shared with the
-//! synchronous loop), plus the zero-variance counts the learner reports.
-
-use std::collections::HashMap;
+//! synchronous loop), plus the count of zero-variance groups the learner reports (a total:
+//! nothing reads it per problem, and a count per problem id would grow with an unbounded
+//! source).
 
 pub(crate) use rollout::curriculum::PassRate;
 
-/// Per-problem pass-rate windows and zero-variance counts, keyed by problem id.
+/// Per-problem pass-rate windows, keyed by problem id, and the zero-variance count.
 #[derive(Debug)]
 pub(crate) struct Curriculum {
     rule: rollout::curriculum::Curriculum,
-    zero_variance: HashMap<String, u64>,
     zero_variance_total: u64,
 }
 
@@ -24,7 +23,6 @@ impl Curriculum {
                 retire_min_samples,
                 window,
             ),
-            zero_variance: HashMap::new(),
             zero_variance_total: 0,
         }
     }
@@ -44,10 +42,19 @@ impl Curriculum {
         &mut self,
         problem_ids: impl IntoIterator<Item = &'a str>,
     ) {
-        for id in problem_ids {
-            *self.zero_variance.entry(id.to_string()).or_default() += 1;
-            self.zero_variance_total += 1;
-        }
+        self.zero_variance_total += problem_ids.into_iter().count() as u64;
+    }
+
+    /// Forgets the windows and retirements of the problems `keep` says no (an unbounded
+    /// source's settled prompts: `state/settle.rs`).
+    pub(crate) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.rule.retain(keep);
+    }
+
+    /// Problems with a window or a retirement remembered.
+    #[cfg(test)]
+    pub(crate) fn tracked(&self) -> usize {
+        self.rule.tracked()
     }
 
     /// The window of one problem, if it has any samples.
@@ -56,20 +63,12 @@ impl Curriculum {
         self.rule.pass_rate(problem_id)
     }
 
-    /// Zero-variance groups counted for one problem.
-    #[cfg(test)]
-    pub(crate) fn zero_variance(&self, problem_id: &str) -> u64 {
-        self.zero_variance.get(problem_id).copied().unwrap_or(0)
-    }
-
     /// Windows and counts in a canonical order, to compare a replayed curriculum with the
     /// live one.
     #[cfg(test)]
     pub(crate) fn describe(&self) -> String {
-        let mut zero: Vec<_> = self.zero_variance.iter().collect();
-        zero.sort();
         format!(
-            "{} zero {zero:?} total {}",
+            "{} zero-variance total {}",
             self.rule.describe(),
             self.zero_variance_total
         )
@@ -120,12 +119,21 @@ mod tests {
     }
 
     #[test]
-    fn zero_variance_counts_per_problem_and_in_total() {
+    fn zero_variance_groups_are_counted_in_total() {
         let mut curriculum = Curriculum::new(0.9, 16, 32);
         curriculum.count_zero_variance(["a", "b", "a"]);
-        assert_eq!(curriculum.zero_variance("a"), 2);
-        assert_eq!(curriculum.zero_variance("b"), 1);
-        assert_eq!(curriculum.zero_variance("c"), 0);
         assert_eq!(curriculum.zero_variance_total(), 3);
+    }
+
+    #[test]
+    fn retain_forgets_windows_and_retirements() {
+        let mut curriculum = Curriculum::new(0.5, 1, 4);
+        assert!(curriculum.record("gone", &[1.0]).is_some());
+        assert!(curriculum.record("kept", &[0.0]).is_none());
+        assert_eq!(curriculum.tracked(), 3, "two windows and one retirement");
+        curriculum.retain(|id| id == "kept");
+        assert_eq!(curriculum.tracked(), 1);
+        assert!(curriculum.history("gone").is_none());
+        assert_eq!(curriculum.history("kept").unwrap().count, 1);
     }
 }

@@ -124,6 +124,19 @@ impl LeaseBook {
         }
     }
 
+    /// The prompts of every outstanding lease.
+    pub(crate) fn outstanding_prompts(&self) -> impl Iterator<Item = &LeasedPrompt> + '_ {
+        self.outstanding
+            .iter()
+            .filter_map(|seq| self.leases.get(seq))
+            .flat_map(|lease| lease.prompts.iter())
+    }
+
+    /// The sequence number the next `issue` takes.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq + 1
+    }
+
     /// Ids of all outstanding leases, oldest first.
     pub(crate) fn outstanding_ids(&self) -> Vec<String> {
         self.outstanding_where(|_| true)

@@ -80,6 +80,11 @@ impl PromptPool {
         self.walk.set_cursor(cursor);
     }
 
+    /// Whether `index` is in an outstanding lease.
+    pub(crate) fn is_leased(&self, index: u64) -> bool {
+        self.leased.contains(&index)
+    }
+
     /// Whether `index` is retired.
     pub(crate) fn is_retired(&self, index: u64) -> bool {
         self.walk.is_retired(index)
@@ -125,6 +130,27 @@ impl PromptPool {
                 self.returned.push_back(index);
             }
         }
+    }
+
+    /// On an unbounded source, forgets the retired marks of indices that can never be handed
+    /// out again: neither leased nor `live` (the caller's: returned, or delivered and not yet
+    /// held by a checkpoint). Retired indices waiting in the returned queue are dropped from
+    /// it first (`take` would skip them anyway). A finite pool keeps every mark.
+    pub(crate) fn forget_settled(&mut self, live: impl Fn(u64) -> bool) {
+        if self.size().is_some() {
+            return;
+        }
+        let walk = &self.walk;
+        self.returned.retain(|&index| !walk.is_retired(index));
+        let leased = &self.leased;
+        self.walk
+            .forget_retired(|index| leased.contains(&index) || live(index));
+    }
+
+    /// Retired marks kept (the rest are counted in [`retired`](Self::retired) only).
+    #[cfg(test)]
+    pub(crate) fn retired_marks(&self) -> usize {
+        self.walk.retired_indices().len()
     }
 
     /// Retires `index` for good; true if it was not retired before.

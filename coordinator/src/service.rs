@@ -115,9 +115,10 @@ impl CoordinatorService for Coordinator {
     ) -> Result<Response<proto::PublishVersionReply>, Status> {
         let publication = Publication::from(request.into_inner());
         let now = Instant::now();
-        self.with_state(|state| state.publish_version(publication, now))
+        let settled_below = self
+            .with_state(|state| state.publish_version(publication, now))
             .map_err(|e| self.refuse(e))?;
-        Ok(Response::new(proto::PublishVersionReply {}))
+        Ok(Response::new(proto::PublishVersionReply { settled_below }))
     }
 
     async fn status(

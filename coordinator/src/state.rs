@@ -100,6 +100,9 @@ pub(crate) struct State {
     /// Leases outstanding when a learner last restarted: the learner that died may have
     /// queued some of their groups, so their prompts are leased again once they complete.
     straddling: BTreeSet<String>,
+    /// Live groups a checkpoint already holds (`settle.rs`): their next accepted delivery is
+    /// done at once.
+    durable_early: BTreeSet<String>,
     /// A learner registered before: the next registration is a restart.
     learner_seen: bool,
     clock: WallClock,
@@ -132,6 +135,7 @@ impl State {
             reissue: HashMap::new(),
             undurable: BTreeMap::new(),
             straddling: BTreeSet::new(),
+            durable_early: BTreeSet::new(),
             learner_seen: false,
             clock: WallClock::start(),
             pending: Vec::new(),
@@ -296,7 +300,8 @@ impl State {
     /// The learner's new version, its zero-variance groups, and whether it has finished.
     /// The version never goes down, except for the first publication of a learner that has
     /// just registered (a learner restarted from a checkpoint is back at its version).
-    pub(crate) fn publish_version(&mut self, publication: Publication, now: Instant) {
+    /// Returns the settled horizon (`settle.rs`) for the learner's deduplication.
+    pub(crate) fn publish_version(&mut self, publication: Publication, now: Instant) -> u64 {
         self.reap(now);
         let mut version = self.learner_version;
         if publication.version >= self.learner_version || self.accept_any_version {
@@ -332,6 +337,7 @@ impl State {
         };
         self.apply_publication(&record);
         self.journal(now, record);
+        self.settled_below()
     }
 
     /// The run at a glance.
@@ -545,6 +551,7 @@ impl State {
             self.curriculum
                 .count_zero_variance(zero_variance.iter().map(String::as_str));
             self.forget_durable(durable);
+            self.forget_settled();
         }
     }
 
@@ -559,7 +566,9 @@ impl State {
     }
 
     fn apply_retirement(&mut self, index: u64) -> bool {
-        self.reissue.remove(&index);
+        if let Some(group_id) = self.reissue.remove(&index) {
+            self.durable_early.remove(&group_id);
+        }
         self.pool.retire(index)
     }
 
@@ -597,6 +606,11 @@ impl State {
             let Some(prompt) = prompts.iter().find(|p| p.problem_id == problem_id) else {
                 continue;
             };
+            // A settled prompt of an unbounded source is leased no more, and its retirement
+            // mark would only be forgotten again (`settle.rs`).
+            if !self.is_live(prompt.index) {
+                continue;
+            }
             if self.apply_retirement(prompt.index) {
                 self.journal(
                     now,
@@ -636,6 +650,7 @@ fn recorded_results(prompts: &[LeasedPrompt], results: &[ProblemResult]) -> Vec<
 
 mod durable;
 mod replay;
+mod settle;
 
 #[cfg(test)]
 mod tests;

@@ -121,6 +121,20 @@ impl Curriculum {
         self.retired.len()
     }
 
+    /// Forgets every prompt `keep` says no (its window and its retirement), so that a run over
+    /// an unbounded source keeps only the prompts that can still come back: the caller
+    /// guarantees a forgotten prompt is never recorded for again, or does not mind it
+    /// starting over.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.recent.retain(|id, _| keep(id));
+        self.retired.retain(|id| keep(id));
+    }
+
+    /// Prompts with a window or a retirement remembered.
+    pub fn tracked(&self) -> usize {
+        self.recent.len() + self.retired.len()
+    }
+
     /// Windows and retirements in a canonical order (to compare two curricula in tests).
     pub fn describe(&self) -> String {
         let mut recent: Vec<_> = self
@@ -154,6 +168,10 @@ pub struct TrainPool {
     epochs: u64,
     cursor: u64,
     retired: HashSet<u64>,
+    /// Retired indices of an unbounded stream forgotten (`forget_retired`): counted, no
+    /// longer listed.
+    #[serde(default)]
+    retired_forgotten: u64,
 }
 
 impl TrainPool {
@@ -164,7 +182,21 @@ impl TrainPool {
             epochs,
             cursor: 0,
             retired: HashSet::new(),
+            retired_forgotten: 0,
         }
+    }
+
+    /// On an unbounded stream, forgets the retired indices `keep` says no (still counted in
+    /// [`retired`](Self::retired)): the walk never comes back to an index behind its cursor, so
+    /// only the indices the caller may still hand out again (leased, returned) need their
+    /// mark. A finite pool keeps every mark: its walk comes round again.
+    pub fn forget_retired(&mut self, keep: impl Fn(u64) -> bool) {
+        if self.len.is_some() {
+            return;
+        }
+        let before = self.retired.len();
+        self.retired.retain(|&index| keep(index));
+        self.retired_forgotten += (before - self.retired.len()) as u64;
     }
 
     /// The next `n` indices of the walk (retired ones skipped); fewer once it is exhausted.
@@ -243,7 +275,7 @@ impl TrainPool {
 
     /// Prompts retired.
     pub fn retired(&self) -> u64 {
-        self.retired.len() as u64
+        self.retired.len() as u64 + self.retired_forgotten
     }
 
     /// The retired indices, in order (to save them with the cursor).
@@ -384,6 +416,39 @@ mod tests {
             curriculum.pass_rate("b"),
             Some(PassRate { sum: 3.0, count: 4 })
         );
+    }
+
+    #[test]
+    fn an_unbounded_stream_forgets_retired_marks_and_still_counts_them() {
+        let mut stream = TrainPool::new(None, 0);
+        assert_eq!(stream.next_batch(4), [0, 1, 2, 3]);
+        for index in [0, 1, 3] {
+            stream.retire(index);
+        }
+        stream.forget_retired(|index| index == 3);
+        assert_eq!(stream.retired_indices(), [3]);
+        assert_eq!((stream.retired(), stream.active()), (3, 1));
+        // A finite pool's walk comes round again: it keeps every mark.
+        let mut pool = TrainPool::new(Some(4), 0);
+        pool.retire(1);
+        pool.forget_retired(|_| false);
+        assert_eq!(pool.retired_indices(), [1]);
+        // A checkpoint written before the count existed still loads.
+        let old = r#"{"len":null,"epochs":0,"cursor":5,"retired":[2]}"#;
+        let restored: TrainPool = serde_json::from_str(old).unwrap();
+        assert_eq!(restored.retired(), 1);
+    }
+
+    #[test]
+    fn retain_forgets_windows_and_retirements() {
+        let mut curriculum = Curriculum::new(0.5, 1, 4);
+        assert!(curriculum.record("gone", &[1.0]));
+        assert!(!curriculum.record("kept", &[0.0]));
+        assert_eq!(curriculum.tracked(), 3);
+        curriculum.retain(|id| id == "kept");
+        assert_eq!(curriculum.tracked(), 1);
+        assert!(!curriculum.is_retired("gone"));
+        assert_eq!(curriculum.pass_rate("gone"), None);
     }
 
     #[test]

@@ -30,14 +30,19 @@ impl State {
             return;
         }
         for prompt in prompts {
-            self.undurable.insert(prompt.group_id.clone(), prompt);
+            // A checkpoint already holds it (`settle.rs`): done.
+            if !self.durable_early.remove(&prompt.group_id) {
+                self.undurable.insert(prompt.group_id.clone(), prompt);
+            }
         }
     }
 
     /// Forgets the prompts of groups a learner checkpoint now holds.
     pub(super) fn forget_durable(&mut self, group_ids: &[String]) {
         for group_id in group_ids {
-            self.undurable.remove(group_id);
+            if self.undurable.remove(group_id).is_none() {
+                self.note_durable_early(group_id);
+            }
         }
     }
 
@@ -73,7 +78,7 @@ impl State {
 }
 
 /// The sequence number of the lease a group id (`lease-<seq>/<problem>`) was first issued in.
-fn lease_seq(group_id: &str) -> u64 {
+pub(super) fn lease_seq(group_id: &str) -> u64 {
     group_id
         .strip_prefix("lease-")
         .and_then(|rest| rest.split('/').next())

@@ -141,7 +141,7 @@ impl State {
         let mut reissue: Vec<_> = self.reissue.iter().collect();
         reissue.sort();
         format!(
-            "pool {}\ncurriculum {}\nleases {}\nregistry {}\nversion {} any {} done {} completed {}\nreissue {reissue:?}\nundurable {:?}\nstraddling {:?} learner seen {}",
+            "pool {}\ncurriculum {}\nleases {}\nregistry {}\nversion {} any {} done {} completed {}\nreissue {reissue:?}\nundurable {:?}\nstraddling {:?} durable early {:?} learner seen {}",
             self.pool.describe(),
             self.curriculum.describe(),
             self.leases.describe(),
@@ -152,6 +152,7 @@ impl State {
             self.prompts_completed,
             self.undurable.keys().collect::<Vec<_>>(),
             self.straddling,
+            self.durable_early,
             self.learner_seen,
         )
     }

@@ -653,7 +653,7 @@ fn versions_only_go_up_and_done_stops_the_run() {
         },
         now,
     );
-    assert_eq!(state.curriculum.zero_variance("fixed/0"), 2);
+    assert_eq!(state.curriculum.zero_variance_total(), 2);
     let beat = state.heartbeat(&actor, 6, now);
     assert_eq!((beat.learner_version, beat.stop), (6, false));
 

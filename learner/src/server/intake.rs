@@ -2,6 +2,7 @@
 //! then the bounded queue (awaiting it is the backpressure actors feel).
 
 use super::metrics::invalid_reason;
+use super::seen::Seen;
 use super::Shared;
 use proto::push_ack::Outcome;
 use proto::PushAck;
@@ -80,16 +81,21 @@ async fn admit_group(
         return Ok(ack(Outcome::Rejected, reason));
     }
     // Insert before queueing: a second copy arriving while the first waits is a duplicate.
-    let fresh = shared
+    let seen = shared
         .seen_groups
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(group_id.clone());
-    if !fresh {
+        .insert(&group_id);
+    if seen != Seen::Fresh {
         shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);
         shared.metrics.groups_duplicate.inc();
         shared.metrics.reject("duplicate_group");
-        return Ok(ack(Outcome::Duplicate, "already received".into()));
+        let reason = if seen == Seen::Settled {
+            "already trained and checkpointed (settled at the coordinator)"
+        } else {
+            "already received"
+        };
+        return Ok(ack(Outcome::Duplicate, reason.into()));
     }
     if shared.queue.send(group).await.is_err() {
         shared

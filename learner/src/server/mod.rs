@@ -12,6 +12,7 @@ mod intake;
 mod ledger;
 mod lineage;
 pub mod metrics;
+mod seen;
 mod service;
 mod trainer;
 pub use trainer::check_gpus;
@@ -48,7 +49,8 @@ pub(crate) struct Shared {
     /// Encodes each new version in the run's `weight_sync` mode (the trainer's alone; in
     /// `Shared` because the first version is encoded before the trainer starts).
     pub publisher: Mutex<Publisher>,
-    pub seen_groups: Mutex<HashSet<String>>,
+    /// The groups taken, bounded by the coordinator's settled horizon (`seen.rs`).
+    pub seen_groups: Mutex<seen::SeenGroups>,
     /// The versions this learner life stands on: groups sampled with others are refused.
     pub lineage: rollout::Lineage,
     /// Groups refused for good at intake, to be named durable with the next checkpoint's
@@ -239,7 +241,10 @@ fn share_state(
         weights: weights_tx,
         publisher: Mutex::new(publisher),
         // A resumed learner refuses what its checkpoint was trained on, as it did before.
-        seen_groups: Mutex::new(ledger::trained_up_to(out, start.step())?),
+        seen_groups: Mutex::new(seen::SeenGroups::new(ledger::trained_up_to(
+            out,
+            start.step(),
+        )?)),
         lineage: history,
         known_leases: Mutex::new(HashSet::new()),
         refused_groups: Mutex::new(Vec::new()),

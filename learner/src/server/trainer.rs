@@ -155,19 +155,30 @@ fn publish(
                 let (mut c, r) = (shared.coordinator.clone(), req.clone());
                 async move { c.publish_version(r).await }
             }))
-            .map(|_| ())
+            .map(tonic::Response::into_inner)
             .map_err(|e| e.to_string())
     } else {
         let mut client = shared.coordinator.clone();
         handle
             .block_on(client.publish_version(req))
-            .map(|_| ())
+            .map(tonic::Response::into_inner)
             .map_err(|s| s.message().to_string())
     };
-    if let Err(error) = &result {
-        tracing::warn!(version, %error, "could not publish the version to the coordinator");
+    match result {
+        Ok(reply) => {
+            // The groups the coordinator has settled for good are forgotten (`seen.rs`).
+            shared
+                .seen_groups
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .settle_below(reply.settled_below);
+            true
+        }
+        Err(error) => {
+            tracing::warn!(version, %error, "could not publish the version to the coordinator");
+            false
+        }
     }
-    result.is_ok()
 }
 
 /// What may end training before the run's last step.

@@ -71,6 +71,13 @@ pub struct Args {
     /// Each actor's heartbeat interval (the run's `[pipeline] heartbeat_interval_ms`).
     #[arg(long, default_value_t = 250)]
     heartbeat_ms: u64,
+    /// Train pool size; 0: an endless (unbounded) procedural task, for the soak.
+    #[arg(long, default_value_t = 1024)]
+    train_size: u64,
+    /// The learner checkpoints every this many steps (0: never); a checkpoint is what lets
+    /// the coordinator and the learner forget delivered groups.
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: u64,
 }
 
 /// Memory of one server at the start of the steady state and at the end.
@@ -184,7 +191,8 @@ fn write_config(a: &Args, actors: usize, dir: &Path) -> anyhow::Result<std::path
         prompts_per_step: a.prompts_per_step,
         group_size: a.group_size,
         eval_every: 0,
-        checkpoint_every: 0,
+        checkpoint_every: a.checkpoint_every,
+        train_size: a.train_size,
         ..Default::default()
     };
     cfg.sampling.max_new_tokens = a.tokens;
