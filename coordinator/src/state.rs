@@ -7,7 +7,7 @@
 //! `replay.rs` applies such records to a fresh state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rollout::config::RunConfig;
 use tasks::ProblemSource;
@@ -110,7 +110,17 @@ pub(crate) struct State {
     pending: Vec<Entry>,
     /// The steps the learner reported, for the dashboard (not journaled: `history.rs`).
     history: StepHistory,
+    /// When the state was last reaped (requests reap at most every [`REQUEST_REAP_EVERY`]).
+    last_reap: Option<Instant>,
 }
+
+/// How often requests reap. A reap walks every actor and outstanding lease under the lock,
+/// so reaping on every request cost O(M) per request and O(M^2) a second with M actors (a
+/// third of the coordinator's CPU at 1,024 actors: docs/scaling.md); at most once per 10 ms
+/// (the reaper's tick does it every 100 ms anyway), what is due is at most 10 ms late for a
+/// request, against lease and actor timeouts of seconds. The status (what a person or a test
+/// reads) always reaps first.
+const REQUEST_REAP_EVERY: Duration = Duration::from_millis(10);
 
 impl State {
     /// A fresh run over `source`'s train split.
@@ -140,6 +150,7 @@ impl State {
             clock: WallClock::start(),
             pending: Vec::new(),
             history: StepHistory::default(),
+            last_reap: None,
         }
     }
 
@@ -157,7 +168,7 @@ impl State {
 
     /// Adds a member; a learner's address becomes the run's learner address.
     pub(crate) fn register(&mut self, registration: Registration, now: Instant) -> Registered {
-        self.reap(now);
+        self.reap_on_request(now);
         let Registration {
             role,
             advertise_addr,
@@ -198,7 +209,7 @@ impl State {
         version: u64,
         now: Instant,
     ) -> HeartbeatAnswer {
-        self.reap(now);
+        self.reap_on_request(now);
         let known =
             self.registry.touch(member_id, now) && self.registry.set_version(member_id, version);
         // With the pool spent there is nothing left to generate: actors may go, unless a
@@ -224,7 +235,7 @@ impl State {
         request: LeaseRequest,
         now: Instant,
     ) -> Result<LeaseAnswer, CoordinatorError> {
-        self.reap(now);
+        self.reap_on_request(now);
         if !self.registry.touch(&request.member_id, now) {
             return Err(CoordinatorError::UnknownMember {
                 member_id: request.member_id,
@@ -250,7 +261,7 @@ impl State {
 
     /// Ends a lease and feeds its rewards to the curriculum.
     pub(crate) fn complete(&mut self, completion: Completion, now: Instant) -> CompleteOutcome {
-        self.reap(now);
+        self.reap_on_request(now);
         self.registry.touch(&completion.member_id, now);
         let Some(lease) = self.leases.get(&completion.lease_id) else {
             return CompleteOutcome::UnknownLease;
@@ -302,7 +313,7 @@ impl State {
     /// just registered (a learner restarted from a checkpoint is back at its version).
     /// Returns the settled horizon (`settle.rs`) for the learner's deduplication.
     pub(crate) fn publish_version(&mut self, publication: Publication, now: Instant) -> u64 {
-        self.reap(now);
+        self.reap_on_request(now);
         let mut version = self.learner_version;
         if publication.version >= self.learner_version || self.accept_any_version {
             if publication.version < self.learner_version {
@@ -379,6 +390,7 @@ impl State {
     /// Declares actors silent for `actor_timeout` dead (expiring their leases) and expires
     /// leases past their deadline; their prompts go back to the pool.
     pub(crate) fn reap(&mut self, now: Instant) -> Reaped {
+        self.last_reap = Some(now);
         let mut reaped = Reaped::default();
         for member_id in self
             .registry
@@ -405,6 +417,16 @@ impl State {
             reaped.expired_leases.push(lease_id);
         }
         reaped
+    }
+
+    /// [`State::reap`], unless a request reaped less than [`REQUEST_REAP_EVERY`] ago.
+    fn reap_on_request(&mut self, now: Instant) {
+        let recent = self
+            .last_reap
+            .is_some_and(|t| now.saturating_duration_since(t) < REQUEST_REAP_EVERY);
+        if !recent {
+            self.reap(now);
+        }
     }
 
     fn grant(&mut self, request: &LeaseRequest, now: Instant) -> Result<Grant, Refusal> {

@@ -775,3 +775,22 @@ fn a_learner_restart_leases_again_what_no_checkpoint_holds_under_the_same_group_
     // The rewards of both deliveries count: 4 samples each time.
     assert_eq!(state.status(now).prompts_completed, 9);
 }
+
+#[test]
+fn requests_reap_at_most_every_ten_ms_so_what_is_due_is_at_most_that_late() {
+    let mut state = state(None);
+    let start = Instant::now();
+    let holder = join(&mut state, MemberRole::Actor, start);
+    let other = join(&mut state, MemberRole::Actor, start);
+    lease(&mut state, &holder, 0, 1, start).unwrap();
+    let deadline = start + Duration::from_secs(2);
+    let ms = Duration::from_millis;
+    // This request reaps: nothing is due yet.
+    state.heartbeat(&holder, 0, deadline - ms(5));
+    // 6 ms later the lease is due, but a request reaped less than 10 ms ago: not yet.
+    state.heartbeat(&other, 0, deadline + ms(1));
+    assert_eq!(state.leases.expired(), 0);
+    // 10 ms after the last reap, a request reaps again.
+    state.heartbeat(&other, 0, deadline + ms(5));
+    assert_eq!(state.leases.expired(), 1);
+}
