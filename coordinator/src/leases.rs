@@ -4,6 +4,7 @@
 //! group's lease and a repeated completion is recognised), older ones are forgotten, so the
 //! book's memory stays bounded however long a run goes.
 
+use rollout::lease_ids::{lease_id, lease_seq};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use tokio::time::Instant;
@@ -112,7 +113,7 @@ impl LeaseBook {
 
     /// Moves an outstanding lease's deadline (after a restart); false if it is not outstanding.
     pub(crate) fn set_deadline(&mut self, lease_id: &str, deadline: Instant) -> bool {
-        let Some(seq) = parse_lease_id(lease_id).filter(|s| self.outstanding.contains(s)) else {
+        let Some(seq) = lease_seq(lease_id).filter(|s| self.outstanding.contains(s)) else {
             return false;
         };
         match self.leases.get_mut(&seq) {
@@ -163,7 +164,7 @@ impl LeaseBook {
 
     /// The lease with this id, whatever its state.
     pub(crate) fn get(&self, lease_id: &str) -> Option<&Lease> {
-        self.leases.get(&parse_lease_id(lease_id)?)
+        self.leases.get(&lease_seq(lease_id)?)
     }
 
     /// Marks an outstanding lease completed; returns it, or None if it is not outstanding.
@@ -205,7 +206,7 @@ impl LeaseBook {
     /// Moves an outstanding lease to `end`; returns its sequence number, or None if it is not
     /// outstanding.
     fn finish(&mut self, lease_id: &str, end: LeaseState) -> Option<u64> {
-        let seq = parse_lease_id(lease_id)?;
+        let seq = lease_seq(lease_id)?;
         if !self.outstanding.remove(&seq) {
             return None;
         }
@@ -226,19 +227,6 @@ impl LeaseBook {
             .map(|&seq| lease_id(seq))
             .collect()
     }
-}
-
-fn lease_id(seq: u64) -> String {
-    format!("lease-{seq}")
-}
-
-fn parse_lease_id(lease_id: &str) -> Option<u64> {
-    let digits = lease_id.strip_prefix("lease-")?;
-    // Only the canonical spelling names a lease: "lease-01" or "lease-+1" do not.
-    if digits.starts_with(['0', '+']) {
-        return None;
-    }
-    digits.parse().ok()
 }
 
 #[cfg(test)]

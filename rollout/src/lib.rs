@@ -12,6 +12,7 @@ pub mod curriculum;
 pub mod episode;
 pub mod eval;
 pub mod group;
+pub mod lease_ids;
 pub mod lineage;
 pub mod reward;
 pub mod staleness;

@@ -21,6 +21,7 @@
 //! again; the first publication's horizon then trims them. An id that does not name a lease
 //! sequence is kept for good (none comes from a coordinator).
 
+use rollout::lease_ids::group_lease_seq;
 use std::collections::HashSet;
 
 /// Group ids taken, and the horizon below which every group is refused.
@@ -52,7 +53,7 @@ impl SeenGroups {
 
     /// Takes `group_id` unless it was taken before or is below the horizon.
     pub(crate) fn insert(&mut self, group_id: &str) -> Seen {
-        if lease_seq(group_id).is_some_and(|seq| seq < self.settled_below) {
+        if group_lease_seq(group_id).is_some_and(|seq| seq < self.settled_below) {
             return Seen::Settled;
         }
         if self.ids.insert(group_id.to_string()) {
@@ -74,7 +75,7 @@ impl SeenGroups {
         }
         self.settled_below = settled_below;
         self.ids
-            .retain(|id| lease_seq(id).is_none_or(|seq| seq >= settled_below));
+            .retain(|id| group_lease_seq(id).is_none_or(|seq| seq >= settled_below));
     }
 
     /// Ids remembered.
@@ -82,16 +83,6 @@ impl SeenGroups {
     pub(crate) fn len(&self) -> usize {
         self.ids.len()
     }
-}
-
-/// The lease sequence number a group id (`lease-<seq>/<problem>`) was first issued in.
-fn lease_seq(group_id: &str) -> Option<u64> {
-    let (lease, _) = group_id.split_once('/')?;
-    let digits = lease.strip_prefix("lease-")?;
-    if digits.starts_with(['0', '+']) {
-        return None;
-    }
-    digits.parse().ok()
 }
 
 #[cfg(test)]
