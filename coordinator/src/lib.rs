@@ -31,6 +31,7 @@ mod registry;
 mod service;
 #[cfg(test)]
 mod service_props;
+mod snapshot;
 mod state;
 
 use std::future::Future;
@@ -47,6 +48,7 @@ use tracing::{error, info, warn};
 pub use dashboard::guarded_http;
 pub use error::CoordinatorError;
 pub use handle::Coordinator;
+pub use journal::{JournalOptions, DEFAULT_COMPACT_EVERY};
 pub use rollout::config::RunConfig;
 
 /// A run config for unit tests: the defaults with `change` applied.
