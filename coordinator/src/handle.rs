@@ -153,6 +153,12 @@ impl Coordinator {
         }
     }
 
+    /// Records in the journal's tail (0 without a journal).
+    pub(crate) fn journal_tail_records(&self) -> u64 {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.journal.as_ref().map_or(0, Journal::tail_records)
+    }
+
     /// The status and step history for `/metrics` and the dashboard (reaping first, as the
     /// gRPC status does).
     pub(crate) fn view(&self) -> Result<RunView, CoordinatorError> {

@@ -245,6 +245,11 @@ impl Journal {
         Ok(())
     }
 
+    /// Records in the tail (all of them when it was never compacted).
+    pub(crate) fn tail_records(&self) -> u64 {
+        self.tail_records
+    }
+
     /// Whether the tail has grown to the compaction threshold.
     pub(crate) fn compaction_due(&self) -> bool {
         self.compact_every > 0 && self.tail_records >= self.compact_every

@@ -15,6 +15,7 @@
 //! **Architecture Invariant:** no prompt is lost: every leased prompt is either completed or,
 //! when its lease expires or its actor dies, leased again before any fresh prompt.
 
+pub mod bench;
 mod curriculum;
 mod dashboard;
 mod domain;
