@@ -176,6 +176,9 @@ fn journal_suite_times_the_whole_journal_against_snapshot_and_tail() {
     // Compacted every 700 records: the tail holds fewer, and the snapshot exists.
     assert!(n("tail_records") < 700.0, "{json}");
     assert!(n("snapshot_bytes") > 0.0, "{json}");
-    assert!(n("full_open_s") > 0.0 && n("compacted_open_s") > 0.0, "{json}");
+    assert!(
+        n("full_open_s") > 0.0 && n("compacted_open_s") > 0.0,
+        "{json}"
+    );
     assert!(n("full_over_compacted").is_finite(), "{json}");
 }

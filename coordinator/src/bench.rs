@@ -167,7 +167,7 @@ fn drive(pair: &[Coordinator; 2], records: u64) -> Result<(), CoordinatorError> 
         for actor in &actors {
             let at = now();
             // Every 97th lease is abandoned: it expires after the lease timeout.
-            let abandon = (cycle * 8 + delivered.len() as u64) % 97 == 0;
+            let abandon = (cycle * 8 + delivered.len() as u64).is_multiple_of(97);
             let groups = all(&|s| {
                 let request = LeaseRequest {
                     member_id: actor.clone(),
@@ -199,7 +199,7 @@ fn drive(pair: &[Coordinator; 2], records: u64) -> Result<(), CoordinatorError> 
                 delivered.extend(groups.split('\n').map(str::to_string));
             }
         }
-        if cycle % 2 == 0 {
+        if cycle.is_multiple_of(2) {
             version += 1;
             let at = now();
             let durable: Vec<String> = std::mem::take(&mut delivered);
@@ -214,7 +214,7 @@ fn drive(pair: &[Coordinator; 2], records: u64) -> Result<(), CoordinatorError> 
                 None
             })?;
         }
-        if cycle % 5_000 == 0 {
+        if cycle.is_multiple_of(5_000) {
             // An actor joins, takes a lease and is never heard from again: declared dead.
             let at = now();
             let ghost =
