@@ -215,19 +215,35 @@ fn drive(pair: &[Coordinator; 2], records: u64) -> Result<(), CoordinatorError> 
             })?;
         }
         if cycle.is_multiple_of(5_000) {
-            // An actor joins, takes a lease and is never heard from again: declared dead.
-            let at = now();
-            let ghost =
-                register(MemberRole::Actor, format!("ghost{cycle}"), at)?.unwrap_or_default();
-            all(&|s| {
-                let request = LeaseRequest {
-                    member_id: ghost.clone(),
-                    version,
-                    max_prompts: 2,
-                };
-                s.lease(request, at).ok().map(|_| String::new())
-            })?;
+            ghost(pair, &format!("ghost{cycle}"), version, now())?;
         }
+    }
+    Ok(())
+}
+
+/// An actor joins every coordinator of `pair`, takes a lease and is never heard from again:
+/// declared dead once the actor timeout has passed, its lease expired.
+fn ghost(
+    pair: &[Coordinator; 2],
+    name: &str,
+    version: u64,
+    at: Instant,
+) -> Result<(), CoordinatorError> {
+    for coordinator in pair {
+        coordinator.with_state(|s| {
+            let registration = Registration {
+                role: MemberRole::Actor,
+                advertise_addr: String::new(),
+                name: name.to_string(),
+            };
+            let member_id = s.register(registration, at).member_id;
+            let request = LeaseRequest {
+                member_id,
+                version,
+                max_prompts: 2,
+            };
+            let _ = s.lease(request, at);
+        })?;
     }
     Ok(())
 }

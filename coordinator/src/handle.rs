@@ -46,7 +46,8 @@ struct Inner {
 impl Coordinator {
     /// A coordinator of the run `run` describes (validated here: every run parameter comes
     /// from it), over the train split of its task: a fresh run, or with `journal` naming an
-    /// existing journal, the run it records. The journal is the one setting of the process.
+    /// existing journal, the run it records. The journal (with its compaction threshold) is
+    /// the one setting of the process.
     pub fn new(run: RunConfig, journal: Option<JournalOptions>) -> Result<Self, CoordinatorError> {
         run.validate()?;
         // The same problems, indexed the same way, as the learner and the actors build.

@@ -28,8 +28,10 @@ use crate::record::{Entry, Record, FORMAT};
 use crate::snapshot::{self, Snapshot};
 use crate::state::StateImage;
 
-/// Records between compactions when none is configured.
-pub const DEFAULT_COMPACT_EVERY: u64 = 100_000;
+/// Records between compactions when none is configured: a restart replays at most this many
+/// after the snapshot (about 1 s; BENCHMARKS.md), and a snapshot (a few MB on an endless task)
+/// is written per ~10 MB of tail.
+pub const DEFAULT_COMPACT_EVERY: u64 = 20_000;
 
 /// The journal's file and how often it is compacted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,25 +117,7 @@ impl Journal {
             source,
         };
         let snapshot_path = snapshot::path_for(path);
-        // Temporary files of a compaction that did not finish: never renamed, never used.
-        for tmp in [
-            snapshot::with_suffix(&snapshot_path, ".tmp"),
-            tail_tmp(path),
-        ] {
-            match std::fs::remove_file(&tmp) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-                _ => {}
-            }
-        }
-        let snapshot = snapshot::read(&snapshot_path)?;
-        if let Some(s) = &snapshot {
-            check_run(s.format, &s.task, s.seed, s.train_size, &run, "snapshot").map_err(
-                |reason| CoordinatorError::Snapshot {
-                    path: snapshot_path.clone(),
-                    reason,
-                },
-            )?;
-        }
+        let snapshot = open_snapshot(path, &snapshot_path, &run)?;
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -379,6 +363,36 @@ impl SyncHandle {
     }
 }
 
+/// The snapshot beside the journal at `path`, if any, checked to be of `run`; first removes
+/// the temporary files of a compaction that did not finish (never renamed, never used).
+fn open_snapshot(
+    path: &Path,
+    snapshot_path: &Path,
+    run: &RunId,
+) -> Result<Option<Snapshot>, CoordinatorError> {
+    for tmp in [snapshot::with_suffix(snapshot_path, ".tmp"), tail_tmp(path)] {
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(CoordinatorError::JournalIo {
+                    path: tmp,
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+    }
+    let snapshot = snapshot::read(snapshot_path)?;
+    if let Some(s) = &snapshot {
+        check_run(s.format, &s.task, s.seed, s.train_size, run, "snapshot").map_err(|reason| {
+            CoordinatorError::Snapshot {
+                path: snapshot_path.to_path_buf(),
+                reason,
+            }
+        })?;
+    }
+    Ok(snapshot)
+}
+
 /// Where a new tail is written before it replaces the journal.
 fn tail_tmp(path: &Path) -> PathBuf {
     snapshot::with_suffix(path, ".tmp")
@@ -533,108 +547,4 @@ fn check_run(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn open(
-        path: &Path,
-        task: &str,
-        seed: u64,
-        train_size: Option<u64>,
-    ) -> Result<Opened, CoordinatorError> {
-        let run = RunId {
-            task: task.to_string(),
-            seed,
-            train_size,
-        };
-        Journal::open(path, run, 0)
-    }
-
-    fn expire(t: u64, lease: &str) -> Entry {
-        Entry {
-            t,
-            record: Record::Expire {
-                lease: lease.to_string(),
-            },
-        }
-    }
-
-    #[test]
-    fn a_new_journal_gets_a_header_and_appends_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.journal");
-        let mut opened = open(&path, "addition:2", 3, None).unwrap();
-        assert!(opened.entries.is_empty());
-        opened
-            .journal
-            .append(&[expire(1, "lease-1"), expire(2, "lease-2")])
-            .unwrap();
-        opened.journal.sync_handle().sync().unwrap();
-        drop(opened);
-        let again = open(&path, "addition:2", 3, None).unwrap();
-        let got: Vec<_> = again.entries.iter().map(|(n, e)| (*n, e.clone())).collect();
-        assert_eq!(got, [(2, expire(1, "lease-1")), (3, expire(2, "lease-2"))]);
-    }
-
-    #[test]
-    fn a_torn_last_line_is_dropped_and_the_file_repaired() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.journal");
-        let mut opened = open(&path, "t", 0, None).unwrap();
-        opened.journal.append(&[expire(1, "lease-1")]).unwrap();
-        drop(opened);
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str(r#"{"t":2,"kind":"exp"#);
-        std::fs::write(&path, &text).unwrap();
-
-        let mut opened = open(&path, "t", 0, None).unwrap();
-        assert_eq!(opened.entries.len(), 1);
-        // Appending after the repair starts on a fresh line.
-        opened.journal.append(&[expire(3, "lease-2")]).unwrap();
-        drop(opened);
-        let again = open(&path, "t", 0, None).unwrap();
-        assert_eq!(again.entries.len(), 2);
-        assert_eq!(again.entries[1].1, expire(3, "lease-2"));
-    }
-
-    #[test]
-    fn a_malformed_complete_line_is_an_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.journal");
-        drop(open(&path, "t", 0, None).unwrap());
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str("{\"t\":1,\"kind\":\"expire\",\"lease\":\"lease-1\"}\nnot json\n{}\n");
-        std::fs::write(&path, &text).unwrap();
-        let err = open(&path, "t", 0, None).err().unwrap();
-        let message = err.to_string();
-        assert!(message.contains("line 3"), "{message}");
-        assert!(message.contains("c.journal"), "{message}");
-    }
-
-    #[test]
-    fn a_journal_of_another_run_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.journal");
-        drop(open(&path, "addition:2", 0, None).unwrap());
-        let err = open(&path, "countdown", 0, None).err().unwrap();
-        assert!(err.to_string().contains("new --journal path"), "{err}");
-        let err = open(&path, "addition:2", 1, None).err().unwrap();
-        assert!(err.to_string().contains("seed 0"), "{err}");
-
-        let sized = dir.path().join("sized.journal");
-        drop(open(&sized, "addition:2", 0, Some(8)).unwrap());
-        assert!(open(&sized, "addition:2", 0, Some(8)).is_ok());
-        let err = open(&sized, "addition:2", 0, Some(16)).err().unwrap();
-        assert!(err.to_string().contains("pool of 8 problems"), "{err}");
-
-        let other = dir.path().join("other.journal");
-        std::fs::write(
-            &other,
-            "{\"t\":1,\"kind\":\"expire\",\"lease\":\"lease-1\"}\n",
-        )
-        .unwrap();
-        let err = open(&other, "t", 0, None).err().unwrap();
-        assert!(err.to_string().contains("line 1"), "{err}");
-        assert!(err.to_string().contains("not a header"), "{err}");
-    }
-}
+mod tests;
