@@ -158,3 +158,27 @@ fn matmul_suite_times_each_product_of_a_layer_and_the_head() {
         assert!(r["grad_w_gflops"].as_f64().unwrap() > 0.0, "{r}");
     }
 }
+
+#[test]
+fn journal_suite_times_the_whole_journal_against_snapshot_and_tail() {
+    let out = common::oxrl(&[
+        "bench",
+        "journal",
+        "--records",
+        "2000",
+        "--compact-every",
+        "700",
+    ]);
+    let json = last_json(&out);
+    assert_eq!(json["suite"], "journal");
+    let n = |key: &str| json[key].as_f64().unwrap_or(f64::NAN);
+    assert!(n("records") >= 2000.0, "{json}");
+    // Compacted every 700 records: the tail holds fewer, and the snapshot exists.
+    assert!(n("tail_records") < 700.0, "{json}");
+    assert!(n("snapshot_bytes") > 0.0, "{json}");
+    assert!(
+        n("full_open_s") > 0.0 && n("compacted_open_s") > 0.0,
+        "{json}"
+    );
+    assert!(n("full_over_compacted").is_finite(), "{json}");
+}

@@ -6,6 +6,13 @@
 
 pub(crate) use rollout::curriculum::PassRate;
 
+/// The curriculum as a snapshot keeps it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SavedCurriculum {
+    rule: rollout::curriculum::Curriculum,
+    zero_variance_total: u64,
+}
+
 /// Per-problem pass-rate windows, keyed by problem id, and the zero-variance count.
 #[derive(Debug)]
 pub(crate) struct Curriculum {
@@ -72,6 +79,20 @@ impl Curriculum {
             self.rule.describe(),
             self.zero_variance_total
         )
+    }
+
+    /// The windows, retirements and count, for a snapshot (`state/image.rs`).
+    pub(crate) fn save(&self) -> SavedCurriculum {
+        SavedCurriculum {
+            rule: self.rule.clone(),
+            zero_variance_total: self.zero_variance_total,
+        }
+    }
+
+    /// Takes a snapshot's windows, retirements and count under this curriculum's rule.
+    pub(crate) fn restore(&mut self, saved: SavedCurriculum) {
+        self.rule.restore_memory(saved.rule);
+        self.zero_variance_total = saved.zero_variance_total;
     }
 
     /// Zero-variance groups counted over all problems.

@@ -16,6 +16,15 @@ pub(crate) enum MemberRole {
 }
 
 impl MemberRole {
+    /// The role named by [`as_str`](Self::as_str)'s spelling.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        match name {
+            "actor" => Some(MemberRole::Actor),
+            "learner" => Some(MemberRole::Learner),
+            _ => None,
+        }
+    }
+
     /// The lowercase name used in member ids and logs.
     pub(crate) fn as_str(self) -> &'static str {
         match self {

@@ -52,6 +52,15 @@ pub enum CoordinatorError {
         reason: String,
     },
 
+    /// The journal's snapshot cannot be read or does not fit the journal or the run.
+    #[error("coordinator journal snapshot {}: {reason}", path.display())]
+    Snapshot {
+        /// The snapshot file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An earlier write to the journal failed: the coordinator serves nothing more, since
     /// what it answered could not be made durable.
     #[error("the coordinator journal {} failed ({reason}): the coordinator is stopping; restart it to replay the journal", path.display())]

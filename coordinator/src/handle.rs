@@ -10,7 +10,6 @@
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rollout::config::RunConfig;
@@ -21,9 +20,9 @@ use tracing::{error, info};
 
 use crate::error::CoordinatorError;
 use crate::history::RunView;
-use crate::journal::{Journal, SyncHandle};
+use crate::journal::{Journal, JournalOptions, RunId, SyncHandle};
 use crate::metrics::{CoordinatorMetrics, Rejection};
-use crate::state::State;
+use crate::state::{Resume, State};
 
 /// The coordinator of one run: prompt pool, leases, staleness gate, curriculum and registry.
 /// Cheap to clone; clones share the state.
@@ -47,8 +46,9 @@ struct Inner {
 impl Coordinator {
     /// A coordinator of the run `run` describes (validated here: every run parameter comes
     /// from it), over the train split of its task: a fresh run, or with `journal` naming an
-    /// existing journal, the run it records. The journal is the one setting of the process.
-    pub fn new(run: RunConfig, journal: Option<PathBuf>) -> Result<Self, CoordinatorError> {
+    /// existing journal, the run it records. The journal (with its compaction threshold) is
+    /// the one setting of the process.
+    pub fn new(run: RunConfig, journal: Option<JournalOptions>) -> Result<Self, CoordinatorError> {
         run.validate()?;
         // The same problems, indexed the same way, as the learner and the actors build.
         let source = run
@@ -77,36 +77,19 @@ impl Coordinator {
     /// `journal` if it names one.
     pub(crate) fn open(
         run: RunConfig,
-        journal: Option<PathBuf>,
+        journal: Option<JournalOptions>,
         source: Box<dyn ProblemSource>,
     ) -> Result<Self, CoordinatorError> {
         run.validate()?;
-        let (task, seed) = (run.task.clone(), run.seed);
-        let train_size = source.len(Split::Train);
+        let id = RunId {
+            task: run.task.clone(),
+            seed: run.seed,
+            train_size: source.len(Split::Train),
+        };
         let mut state = State::new(run, source);
         let journal = match journal {
             None => None,
-            Some(path) => {
-                let opened = Journal::open(&path, &task, seed, train_size)?;
-                let replayed =
-                    state
-                        .replay(opened.entries, Instant::now())
-                        .map_err(|(line, reason)| CoordinatorError::Journal {
-                            path: path.clone(),
-                            line,
-                            reason,
-                        })?;
-                if replayed.records > 0 {
-                    info!(
-                        journal = %path.display(),
-                        records = replayed.records,
-                        outstanding_leases = replayed.outstanding_leases,
-                        learner_version = replayed.learner_version,
-                        "replayed the journal: the run continues where it stood"
-                    );
-                }
-                Some(opened.journal)
-            }
+            Some(options) => Some(replay_journal(&mut state, &options, id)?),
         };
         let sync = journal.as_ref().map(Journal::sync_handle);
         let (failed, _) = watch::channel(false);
@@ -134,7 +117,8 @@ impl Coordinator {
         &self,
         operation: impl FnOnce(&mut State) -> R,
     ) -> Result<R, CoordinatorError> {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let inner = &mut *guard;
         if let Some(failure) = &inner.failure {
             return Err(failed_again(failure));
         }
@@ -151,7 +135,14 @@ impl Coordinator {
         let Some(journal) = inner.journal.as_mut() else {
             return answer;
         };
-        match journal.append(&records) {
+        let appended = journal.append(&records).and_then(|()| {
+            if journal.compaction_due() {
+                // Under the lock: the snapshot is the state after every record in the tail.
+                journal.compact(inner.state.image())?;
+            }
+            Ok(())
+        });
+        match appended {
             Ok(()) => answer,
             Err(e) => {
                 error!(error = %e, "the journal failed: the coordinator stops");
@@ -161,6 +152,12 @@ impl Coordinator {
                 Err(refused)
             }
         }
+    }
+
+    /// Records in the journal's tail (0 without a journal).
+    pub(crate) fn journal_tail_records(&self) -> u64 {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.journal.as_ref().map_or(0, Journal::tail_records)
     }
 
     /// The status and step history for `/metrics` and the dashboard (reaping first, as the
@@ -205,6 +202,48 @@ impl Coordinator {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.failure.as_ref().map(failed_again)
     }
+}
+
+/// Opens the journal `options` names and brings `state` to where it stands: the snapshot
+/// restored, then the tail replayed; compacts at once if the tail is past the threshold.
+fn replay_journal(
+    state: &mut State,
+    options: &JournalOptions,
+    run: RunId,
+) -> Result<Journal, CoordinatorError> {
+    let path = &options.path;
+    let opened = Journal::open(path, run, options.compact_every)?;
+    let now = Instant::now();
+    let resume = match opened.snapshot {
+        None => Resume::default(),
+        Some(snapshot) => state
+            .restore(snapshot.state, snapshot.t, now)
+            .map_err(|reason| CoordinatorError::Snapshot {
+                path: crate::snapshot::path_for(path),
+                reason,
+            })?,
+    };
+    let replayed = state
+        .replay_from(resume, opened.entries, now)
+        .map_err(|(line, reason)| CoordinatorError::Journal {
+            path: path.clone(),
+            line,
+            reason,
+        })?;
+    if replayed.records > 0 {
+        info!(
+            journal = %path.display(),
+            records = replayed.records,
+            outstanding_leases = replayed.outstanding_leases,
+            learner_version = replayed.learner_version,
+            "replayed the journal: the run continues where it stood"
+        );
+    }
+    let mut journal = opened.journal;
+    if journal.compaction_due() {
+        journal.compact(state.image())?;
+    }
+    Ok(journal)
 }
 
 /// What a panic carried, as text.

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 /// A prompt inside a lease: the pool index (to release or give it back), the problem id (to
 /// check groups against) and the id its group gets (kept if the prompt is leased again).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct LeasedPrompt {
     pub index: u64,
     pub problem_id: String,
@@ -54,6 +54,26 @@ impl Lease {
 /// lease older than that is refused as of an unknown lease; its prompt was completed, or
 /// leased again under the same group id, long before.
 pub(crate) const FINISHED_KEPT: usize = 4096;
+
+/// One lease as a snapshot keeps it: an outstanding one's deadline on the wall clock.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SavedLease {
+    seq: u64,
+    member: String,
+    prompts: Vec<LeasedPrompt>,
+    /// None once the lease is finished.
+    deadline_ms: Option<u64>,
+    expired: bool,
+}
+
+/// The lease book as a snapshot keeps it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SavedLeases {
+    next_seq: u64,
+    leases: Vec<SavedLease>,
+    finished: Vec<u64>,
+    expired: u64,
+}
 
 /// The leases, by sequence number (`lease-<seq>`), in issue order.
 #[derive(Debug, Default)]
@@ -201,6 +221,76 @@ impl LeaseBook {
     /// Leases that expired so far.
     pub(crate) fn expired(&self) -> u64 {
         self.expired
+    }
+
+    /// Every remembered lease, for a snapshot; `wall_ms` puts a deadline on the wall clock.
+    pub(crate) fn save(&self, wall_ms: impl Fn(Instant) -> u64) -> SavedLeases {
+        let leases = self
+            .leases
+            .iter()
+            .map(|(&seq, lease)| SavedLease {
+                seq,
+                member: lease.member_id.clone(),
+                prompts: lease.prompts.clone(),
+                deadline_ms: match lease.state {
+                    LeaseState::Outstanding { deadline } => Some(wall_ms(deadline)),
+                    _ => None,
+                },
+                expired: lease.state == LeaseState::Expired,
+            })
+            .collect();
+        SavedLeases {
+            next_seq: self.next_seq,
+            leases,
+            finished: self.finished.iter().copied().collect(),
+            expired: self.expired,
+        }
+    }
+
+    /// The book a snapshot kept, every outstanding lease due at `now` (the caller re-bases
+    /// them), and each one's wall-clock deadline by id.
+    pub(crate) fn restore(
+        saved: SavedLeases,
+        now: Instant,
+    ) -> Result<(Self, Vec<(String, u64)>), String> {
+        let mut book = LeaseBook {
+            next_seq: saved.next_seq,
+            expired: saved.expired,
+            ..LeaseBook::default()
+        };
+        let mut deadlines = Vec::new();
+        for lease in saved.leases {
+            if lease.seq == 0 || lease.seq > saved.next_seq {
+                return Err(format!(
+                    "lease {} in a book whose last lease is {}",
+                    lease.seq, saved.next_seq
+                ));
+            }
+            let state = match (lease.deadline_ms, lease.expired) {
+                (Some(deadline_ms), _) => {
+                    book.outstanding.insert(lease.seq);
+                    deadlines.push((lease_id(lease.seq), deadline_ms));
+                    LeaseState::Outstanding { deadline: now }
+                }
+                (None, true) => LeaseState::Expired,
+                (None, false) => LeaseState::Completed,
+            };
+            let lease_state = Lease {
+                member_id: lease.member,
+                prompts: lease.prompts,
+                state,
+            };
+            book.leases.insert(lease.seq, lease_state);
+        }
+        for seq in saved.finished {
+            match book.leases.get(&seq) {
+                Some(lease) if !matches!(lease.state, LeaseState::Outstanding { .. }) => {
+                    book.finished.push_back(seq)
+                }
+                _ => return Err(format!("lease {seq} listed finished but not kept finished")),
+            }
+        }
+        Ok((book, deadlines))
     }
 
     /// Moves an outstanding lease to `end`; returns its sequence number, or None if it is not

@@ -15,6 +15,7 @@
 //! **Architecture Invariant:** no prompt is lost: every leased prompt is either completed or,
 //! when its lease expires or its actor dies, leased again before any fresh prompt.
 
+pub mod bench;
 mod curriculum;
 mod dashboard;
 mod domain;
@@ -31,6 +32,7 @@ mod registry;
 mod service;
 #[cfg(test)]
 mod service_props;
+mod snapshot;
 mod state;
 
 use std::future::Future;
@@ -47,6 +49,7 @@ use tracing::{error, info, warn};
 pub use dashboard::guarded_http;
 pub use error::CoordinatorError;
 pub use handle::Coordinator;
+pub use journal::{JournalOptions, DEFAULT_COMPACT_EVERY};
 pub use rollout::config::RunConfig;
 
 /// A run config for unit tests: the defaults with `change` applied.

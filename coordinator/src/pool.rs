@@ -19,6 +19,14 @@ pub(crate) struct PooledProblem {
     pub problem: Problem,
 }
 
+/// The pool's bookkeeping as a snapshot keeps it (the source is rebuilt from the run).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SavedPool {
+    walk: TrainPool,
+    returned: Vec<u64>,
+    leased: Vec<u64>,
+}
+
 /// The supply of train problems and the bookkeeping of which are leased, returned or retired.
 pub(crate) struct PromptPool {
     source: Box<dyn ProblemSource>,
@@ -78,6 +86,35 @@ impl PromptPool {
             self.leased.insert(index);
         }
         self.walk.set_cursor(cursor);
+    }
+
+    /// The walk, the returned queue and the leased indices, for a snapshot.
+    pub(crate) fn save(&self) -> SavedPool {
+        let mut leased: Vec<u64> = self.leased.iter().copied().collect();
+        leased.sort_unstable();
+        SavedPool {
+            walk: self.walk.clone(),
+            returned: self.returned.iter().copied().collect(),
+            leased,
+        }
+    }
+
+    /// Takes a snapshot's bookkeeping; an error if it was saved over a pool of another size.
+    pub(crate) fn restore(&mut self, saved: SavedPool) -> Result<(), String> {
+        if saved.walk.len() != self.walk.len() {
+            return Err(format!(
+                "the snapshot's pool has {:?} problems, this run's {:?}",
+                saved.walk.len(),
+                self.walk.len()
+            ));
+        }
+        // The epochs in force are this run's, as a replayed journal's are.
+        let epochs = self.walk.epochs();
+        self.walk = saved.walk;
+        self.walk.set_epochs(epochs);
+        self.returned = saved.returned.into();
+        self.leased = saved.leased.into_iter().collect();
+        Ok(())
     }
 
     /// Whether `index` is in an outstanding lease.

@@ -45,6 +45,10 @@ pub(crate) enum Record {
         /// The train pool's size (None: unbounded, or a journal from before it was recorded).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         train_size: Option<u64>,
+        /// Compactions before this journal was started (`snapshot.rs`): 0 for a journal that
+        /// holds the run from its start, g for the tail after the snapshot of generation g.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        generation: u64,
     },
     /// A member joined under `member`.
     Register {
@@ -87,6 +91,10 @@ pub(crate) enum Record {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         durable: Vec<String>,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -28,6 +28,27 @@ pub(crate) struct Member {
     seq: u64,
 }
 
+/// A member as a snapshot keeps it (heard from, version and figures are not journaled: a
+/// restore, like a replay, starts them afresh).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SavedMember {
+    id: String,
+    role: String,
+    name: String,
+    seq: u64,
+}
+
+/// The registry as a snapshot keeps it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SavedRegistry {
+    members: Vec<SavedMember>,
+    dead: Vec<SavedMember>,
+    next_seq: u64,
+    next_actor: u64,
+    next_learner: u64,
+    learner_addr: Option<String>,
+}
+
 /// The members of the run.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
@@ -110,6 +131,60 @@ impl Registry {
         *counter = (*counter).max(number);
         self.insert(member_id, role, name, advertise_addr, now);
         Ok(())
+    }
+
+    /// Members, the dead shown, counters and the learner's address, for a snapshot.
+    pub(crate) fn save(&self) -> SavedRegistry {
+        let saved = |id: &String, m: &Member| SavedMember {
+            id: id.clone(),
+            role: m.role.as_str().to_string(),
+            name: m.name.clone(),
+            seq: m.seq,
+        };
+        let mut members: Vec<SavedMember> =
+            self.members.iter().map(|(id, m)| saved(id, m)).collect();
+        members.sort_by_key(|m| m.seq);
+        SavedRegistry {
+            members,
+            dead: self.dead.iter().map(|(id, m)| saved(id, m)).collect(),
+            next_seq: self.next_seq,
+            next_actor: self.next_actor,
+            next_learner: self.next_learner,
+            learner_addr: self.learner_addr.clone(),
+        }
+    }
+
+    /// The registry a snapshot kept, every member heard from at `now`.
+    pub(crate) fn restore_saved(saved: SavedRegistry, now: Instant) -> Result<Self, String> {
+        let member = |m: SavedMember| -> Result<(String, Member), String> {
+            let role =
+                MemberRole::parse(&m.role).ok_or_else(|| format!("unknown role {:?}", m.role))?;
+            let member = Member {
+                role,
+                name: m.name,
+                version: 0,
+                last_heard: now,
+                env: EnvTotals::default(),
+                seq: m.seq,
+            };
+            Ok((m.id, member))
+        };
+        Ok(Self {
+            members: saved
+                .members
+                .into_iter()
+                .map(member)
+                .collect::<Result<_, _>>()?,
+            dead: saved
+                .dead
+                .into_iter()
+                .map(member)
+                .collect::<Result<_, _>>()?,
+            next_seq: saved.next_seq,
+            next_actor: saved.next_actor,
+            next_learner: saved.next_learner,
+            learner_addr: saved.learner_addr,
+        })
     }
 
     /// Members, counters and the learner's address in a canonical order, to compare a

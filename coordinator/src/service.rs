@@ -155,6 +155,7 @@ pub(crate) fn to_status(error: CoordinatorError) -> Status {
         CoordinatorError::Task { .. }
         | CoordinatorError::Config(_)
         | CoordinatorError::Journal { .. }
+        | CoordinatorError::Snapshot { .. }
         | CoordinatorError::Transport(_)
         | CoordinatorError::Security(_)
         | CoordinatorError::Bug { .. } => Status::internal(message),

@@ -671,8 +671,14 @@ fn recorded_results(prompts: &[LeasedPrompt], results: &[ProblemResult]) -> Vec<
 }
 
 mod durable;
+mod image;
 mod replay;
 mod settle;
+
+pub(crate) use image::StateImage;
+#[cfg(test)]
+pub(crate) use replay::tests as replay_tests;
+pub(crate) use replay::Resume;
 
 #[cfg(test)]
 mod tests;

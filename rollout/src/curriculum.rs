@@ -130,6 +130,13 @@ impl Curriculum {
         self.retired.retain(|id| keep(id));
     }
 
+    /// Takes `saved`'s windows and retirements, keeping this curriculum's rule (a restored
+    /// snapshot follows the settings in force, as a replayed journal does).
+    pub fn restore_memory(&mut self, saved: Curriculum) {
+        self.recent = saved.recent;
+        self.retired = saved.retired;
+    }
+
     /// Prompts with a window or a retirement remembered.
     pub fn tracked(&self) -> usize {
         self.recent.len() + self.retired.len()
@@ -318,6 +325,11 @@ impl TrainPool {
     /// The configured passes (0: no limit).
     pub fn epochs(&self) -> u64 {
         self.epochs
+    }
+
+    /// Walks for `epochs` passes from now on (a resumed run may be given more).
+    pub fn set_epochs(&mut self, epochs: u64) {
+        self.epochs = epochs;
     }
 
     /// Where the walk stands: passes completed times `len`, plus the place in this pass.

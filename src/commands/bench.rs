@@ -3,6 +3,7 @@
 //! learner, weights and pipeline suites in turn with their default settings.
 
 mod decode;
+mod journal;
 mod learner_step;
 mod load;
 mod matmul;
@@ -45,6 +46,9 @@ enum Suite {
     /// Simulated actors against a real coordinator and learner: groups/s, lease latency,
     /// errors, lost and duplicated groups, server memory.
     Load(load::Args),
+    /// A coordinator restart's journal replay after a long run: the whole journal against
+    /// the compacted one (snapshot + tail).
+    Journal(journal::Args),
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -54,6 +58,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Some(Suite::Weights(a)) => weights::run(a),
         Some(Suite::Pipeline(a)) => pipeline::run(a),
         Some(Suite::Load(a)) => load::run(a),
+        Some(Suite::Journal(a)) => journal::run(a),
         Some(Suite::Step(a)) => step::run(a),
         Some(Suite::Matmul(a)) => matmul::run(a),
         None => {

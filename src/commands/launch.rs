@@ -222,12 +222,19 @@ async fn pipeline(cfg: &RunConfig, dir: &Path, resume: bool) -> anyhow::Result<(
         coordinator: None,
     };
     if !resume {
-        // A journal left by a run that never reached a checkpoint belongs to no run now.
-        match std::fs::remove_file(launcher.journal()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).context("removing the journal of an earlier run");
+        // A journal (and its snapshot) left by a run that never reached a checkpoint belongs
+        // to no run now.
+        let journal = launcher.journal();
+        let mut snapshot = journal.clone().into_os_string();
+        snapshot.push(".snapshot");
+        for path in [journal, PathBuf::from(snapshot)] {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e)
+                        .with_context(|| format!("removing {} of an earlier run", path.display()));
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
     let mut roles = vec![Role::Coordinator, Role::Learner];

@@ -69,6 +69,10 @@ pub struct CoordinatorArgs {
     /// the same journal carries on the run where it stopped.
     #[arg(long)]
     journal: Option<PathBuf>,
+    /// Compact the journal (snapshot to `<journal>.snapshot`, fresh tail) once its tail holds
+    /// this many records; 0: never (docs/fault-tolerance.md).
+    #[arg(long, default_value_t = coordinator::DEFAULT_COMPACT_EVERY)]
+    journal_compact_records: u64,
     /// Serve Prometheus `GET /metrics` and the live dashboard (`GET /`, `GET /api/status`)
     /// over HTTP on this address, e.g. 0.0.0.0:9000 (docs/dashboard.md).
     #[arg(long)]
@@ -178,8 +182,11 @@ pub fn coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
     };
     let security = a.process.security.load()?;
     // Validates the config: a value that cannot be meant stops the coordinator here.
-    let state = coordinator::Coordinator::new(cfg, a.journal.clone())
-        .context("starting the coordinator")?;
+    let journal = a.journal.clone().map(|path| coordinator::JournalOptions {
+        path,
+        compact_every: a.journal_compact_records,
+    });
+    let state = coordinator::Coordinator::new(cfg, journal).context("starting the coordinator")?;
     block_on(async {
         let metrics = bind_metrics(a.metrics_listen.as_deref()).await?;
         let (listener, _) = bind(&a.listen).await?;

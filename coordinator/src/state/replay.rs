@@ -16,6 +16,14 @@ use crate::domain::MemberRole;
 use crate::leases::{LeaseState, LeasedPrompt};
 use crate::record::{Entry, Record};
 
+/// Where a replay starts: the wall-clock deadlines of the leases already outstanding and the
+/// time of the last record already applied (both empty for a replay from the start).
+#[derive(Debug, Default)]
+pub(crate) struct Resume {
+    pub deadlines: HashMap<String, u64>,
+    pub last_t: u64,
+}
+
 /// What a replay restored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Replayed {
@@ -27,14 +35,28 @@ pub(crate) struct Replayed {
 impl State {
     /// Applies `entries` (the journal after its header, with line numbers) to this fresh
     /// state at `now`; on a record that does not fit, the line and what is wrong.
+    #[cfg(test)]
     pub(crate) fn replay(
         &mut self,
         entries: Vec<(usize, Entry)>,
         now: Instant,
     ) -> Result<Replayed, (usize, String)> {
+        self.replay_from(Resume::default(), entries, now)
+    }
+
+    /// Applies `entries` to this state as `resume` left it (a fresh state, or one a snapshot
+    /// restored); see [`replay`](Self::replay).
+    pub(crate) fn replay_from(
+        &mut self,
+        resume: Resume,
+        entries: Vec<(usize, Entry)>,
+        now: Instant,
+    ) -> Result<Replayed, (usize, String)> {
         let records = entries.len();
-        let mut deadlines: HashMap<String, u64> = HashMap::new();
-        let mut last_t = 0;
+        let Resume {
+            mut deadlines,
+            mut last_t,
+        } = resume;
         for (line, entry) in entries {
             last_t = last_t.max(entry.t);
             self.apply_record(entry.record, now, &mut deadlines)
@@ -66,11 +88,8 @@ impl State {
                 name,
                 addr,
             } => {
-                let role = match role.as_str() {
-                    "actor" => MemberRole::Actor,
-                    "learner" => MemberRole::Learner,
-                    other => return Err(format!("unknown role {other:?}")),
-                };
+                let role =
+                    MemberRole::parse(&role).ok_or_else(|| format!("unknown role {role:?}"))?;
                 self.registry.restore(&member, role, &name, &addr, now)?;
                 if role == MemberRole::Learner {
                     self.learner_joined();
@@ -159,4 +178,4 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

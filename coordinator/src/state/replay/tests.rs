@@ -17,8 +17,13 @@ fn fresh(len: Option<u64>) -> State {
 }
 
 /// A fresh state over `len` problems walked for `epochs` passes.
-fn fresh_for(len: Option<u64>, epochs: u64) -> State {
-    let run = crate::test_run(|run| {
+pub(crate) fn fresh_for(len: Option<u64>, epochs: u64) -> State {
+    State::new(run_for(epochs), Box::new(FixedSource { len }))
+}
+
+/// The run config of these tests' states, over the `fixed` task walked for `epochs` passes.
+pub(crate) fn run_for(epochs: u64) -> rollout::config::RunConfig {
+    crate::test_run(|run| {
         run.task = "fixed".to_string();
         run.epochs = epochs;
         run.update.max_lag = 2;
@@ -26,19 +31,18 @@ fn fresh_for(len: Option<u64>, epochs: u64) -> State {
         run.pipeline.actor_timeout_s = 5.0;
         run.pipeline.retire_pass_rate = 0.9;
         run.pipeline.retire_min_samples = 4;
-    });
-    State::new(run, Box::new(FixedSource { len }))
+    })
 }
 
 /// A live state and every record it wrote, numbered like journal lines (the header is 1).
-struct Live {
-    state: State,
-    records: Vec<(usize, Entry)>,
+pub(crate) struct Live {
+    pub state: State,
+    pub records: Vec<(usize, Entry)>,
     epochs: u64,
 }
 
 impl Live {
-    fn new(len: Option<u64>) -> Self {
+    pub(crate) fn new(len: Option<u64>) -> Self {
         Self::for_epochs(len, 0)
     }
 
@@ -59,7 +63,7 @@ impl Live {
         answer
     }
 
-    fn replayed(&self, len: Option<u64>, now: Instant) -> State {
+    pub(crate) fn replayed(&self, len: Option<u64>, now: Instant) -> State {
         let mut state = fresh_for(len, self.epochs);
         state.replay(self.records.clone(), now).expect("replays");
         assert!(state.take_records().is_empty(), "a replay journals nothing");
@@ -116,7 +120,7 @@ impl Lcg {
 
 /// Drives `live` through a random mix of every operation, including expiries, dead actors,
 /// retirements, late completions and a learner restarting at a lower version.
-fn random_run(live: &mut Live, seed: u64, start: Instant) -> Instant {
+pub(crate) fn random_run(live: &mut Live, seed: u64, start: Instant) -> Instant {
     let mut rng = Lcg(seed);
     let mut now = start;
     let mut actors: Vec<String> = Vec::new();
