@@ -106,8 +106,9 @@ fn inject(run: &Path, parent: &mut std::process::Child, faults: u64, seed: u64) 
     injected
 }
 
-/// Checks the invariants on the run's files; returns (steps, groups trained).
-fn check_invariants(run: &Path, train_size: u64, epochs: u64) -> (u64, usize) {
+/// Checks the invariants on the run's files; returns (steps, groups trained, prompt epochs missed
+/// because a group went stale).
+fn check_invariants(run: &Path, train_size: u64, epochs: u64) -> (u64, usize, u64) {
     let metrics = surviving_steps(&run.join("metrics.jsonl"));
     let steps = *metrics.keys().last().expect("some steps");
     assert_eq!(
@@ -149,22 +150,34 @@ fn check_invariants(run: &Path, train_size: u64, epochs: u64) -> (u64, usize) {
     // Exactly once per epoch: every prompt of the pool, in every epoch until the curriculum
     // retired it.
     let retired = retired_problems(run);
-    assert_eq!(
-        per_problem.len() as u64,
-        train_size,
-        "every prompt of the pool trained"
+    assert!(
+        per_problem.len() as u64 <= train_size,
+        "only prompts of the pool trained"
     );
+    // A group that waits in the learner's queue past the lag bound is dropped stale and its
+    // prompt counts as done for that epoch (a known gap: docs/fault-tolerance.md, "What
+    // survives what"). So a prompt may miss an epoch, but only as many times in all as the
+    // run's own metrics count stale drops; every other prompt is trained once per epoch.
+    let stale: u64 = metrics
+        .values()
+        .map(|l| l["dropped_stale"].as_u64().unwrap_or(0))
+        .sum();
+    // A prompt of the pool never trained at all missed every epoch.
+    let mut missed = (train_size - per_problem.len() as u64) * epochs;
     for (problem, n) in &per_problem {
-        if retired.contains(problem) {
-            assert!(
-                *n <= epochs,
-                "{problem} trained {n} times in {epochs} epochs"
-            );
-        } else {
-            assert_eq!(*n, epochs, "{problem}: once per epoch");
+        assert!(
+            *n <= epochs,
+            "{problem} trained {n} times in {epochs} epochs"
+        );
+        if !retired.contains(problem) {
+            missed += epochs - n;
         }
     }
-    (steps, seen.len())
+    assert!(
+        missed <= stale,
+        "{missed} epochs of prompts were not trained, and only {stale} groups were dropped stale"
+    );
+    (steps, seen.len(), missed)
 }
 
 /// The problems the curriculum retired, from the coordinator's journal.
@@ -202,7 +215,7 @@ fn chaos(train_size: u64, epochs: u64, faults: u64, seed: u64) {
             "{role}: {summary} vs {injected:?}"
         );
     }
-    let (steps, groups) = check_invariants(&run, train_size, epochs);
+    let (steps, groups, missed_stale) = check_invariants(&run, train_size, epochs);
     println!(
         "{}",
         serde_json::json!({
@@ -210,7 +223,7 @@ fn chaos(train_size: u64, epochs: u64, faults: u64, seed: u64) {
             "faults": injected.total(), "kills": injected.kills, "stops": injected.stops,
             "restarts": summary["total"], "steps": steps, "groups_trained": groups,
             "groups_offered": train_size * epochs,
-            "groups_trained_twice": 0, "prompts_lost": 0,
+            "groups_trained_twice": 0, "prompt_epochs_missed_stale": missed_stale,
             "retired": retired_problems(&run).len(), "max_lag_bound_violations": 0,
         })
     );
