@@ -105,6 +105,37 @@ pub(crate) enum CompactStep {
     TailSwitched,
 }
 
+/// An empty journal file: refused when a snapshot expects its tail, else given its header
+/// (generation 0) and synced.
+fn start_new(
+    path: &Path,
+    snapshot_path: &Path,
+    has_snapshot: bool,
+    run: &RunId,
+    file: &mut File,
+) -> Result<(), CoordinatorError> {
+    if has_snapshot {
+        return Err(CoordinatorError::Snapshot {
+            path: snapshot_path.to_path_buf(),
+            reason: format!(
+                "the snapshot has no journal: {} is missing or empty, so the records \
+                 after the snapshot are lost; give a new --journal path for a new run",
+                path.display()
+            ),
+        });
+    }
+    let header = header_entry(run, 0);
+    file.write_all(&lines_of(std::slice::from_ref(&header)))
+        .and_then(|()| file.sync_all())
+        .map_err(|source| CoordinatorError::JournalIo {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    snapshot::sync_parent(path);
+    info!(journal = %path.display(), "new journal");
+    Ok(())
+}
+
 impl Journal {
     /// Opens (or creates) the journal at `path` for `run`, with its snapshot if it has one.
     pub(crate) fn open(
@@ -143,27 +174,12 @@ impl Journal {
             .count();
         let mut entries = entries.into_iter();
         let generation = match entries.next() {
-            None if snapshot.is_some() => {
-                return Err(CoordinatorError::Snapshot {
-                    path: snapshot_path,
-                    reason: format!(
-                        "the snapshot has no journal: {} is missing or empty, so the records \
-                         after the snapshot are lost; give a new --journal path for a new run",
-                        path.display()
-                    ),
-                })
-            }
+            Some((line, entry)) => check_header(path, line, &entry.record, &run)?,
             None => {
-                let header = header_entry(&run, 0);
-                file.write_all(&lines_of(std::slice::from_ref(&header)))
-                    .and_then(|()| file.sync_all())
-                    .map_err(io)?;
-                snapshot::sync_parent(path);
-                info!(journal = %path.display(), "new journal");
+                start_new(path, &snapshot_path, snapshot.is_some(), &run, &mut file)?;
                 lines = 1;
                 0
             }
-            Some((line, entry)) => check_header(path, line, &entry.record, &run)?,
         };
         let mut entries: Vec<(usize, Entry)> = entries.collect();
         let switch = tail_fits(path, &snapshot_path, snapshot.as_ref(), generation)?;

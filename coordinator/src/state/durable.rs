@@ -14,6 +14,7 @@
 //! the pool is not exhausted while it waits. All of it follows from journaled records
 //! (complete, register, publish), so a replay rebuilds it.
 
+use rollout::lease_ids::group_lease_seq;
 use tracing::info;
 
 use super::State;
@@ -59,7 +60,7 @@ impl State {
         }
         // Oldest lease first (`lease-<seq>`), so the order does not depend on id spelling.
         let mut prompts: Vec<LeasedPrompt> = undurable.into_values().collect();
-        prompts.sort_by_key(|p| (lease_seq(&p.group_id), p.index));
+        prompts.sort_by_key(|p| (group_lease_seq(&p.group_id).unwrap_or(u64::MAX), p.index));
         // Not leased any more (their leases completed): queued without touching what is leased.
         self.pool.requeue(prompts.iter().map(|p| p.index));
         for prompt in prompts {
@@ -75,13 +76,4 @@ impl State {
     pub(crate) fn undurable_prompts(&self) -> usize {
         self.undurable.len()
     }
-}
-
-/// The sequence number of the lease a group id (`lease-<seq>/<problem>`) was first issued in.
-pub(super) fn lease_seq(group_id: &str) -> u64 {
-    group_id
-        .strip_prefix("lease-")
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|seq| seq.parse().ok())
-        .unwrap_or(u64::MAX)
 }

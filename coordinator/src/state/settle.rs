@@ -79,7 +79,7 @@ impl State {
         reissued
             .chain(delivered)
             .chain(leased)
-            .map(super::durable::lease_seq)
+            .map(|g| rollout::lease_ids::group_lease_seq(g).unwrap_or(u64::MAX))
             .min()
             .unwrap_or(u64::MAX)
             .min(self.leases.next_seq())
