@@ -1,7 +1,8 @@
 //! Exactly-once training across learner crashes, with the real binaries: a finite pool of
 //! prompts, one epoch, the learner SIGKILLed twice between checkpoints and started again on
 //! the same `--out`. Every prompt of the epoch is trained exactly once in the lineage of steps
-//! that survived, and the run ends with its pool.
+//! that survived, and the run ends with its pool. A group that waits in the learner's queue
+//! past the lag bound is dropped, and its prompt leased again and trained once.
 
 mod common;
 
@@ -265,5 +266,103 @@ fn weights_of_a_lost_future_are_dropped_and_groups_sampled_with_them_never_train
             .wait(Duration::from_secs(30))
             .is_some_and(|s| s.success()));
     }
+    coord.stop();
+}
+
+/// The learner's version as the coordinator knows it.
+async fn learner_version(url: &str) -> u64 {
+    let mut c = proto::coordinator_client::CoordinatorClient::connect(url.to_string())
+        .await
+        .unwrap();
+    c.status(proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .learner_version
+}
+
+#[test]
+fn a_group_dropped_past_the_lag_bound_has_its_prompt_leased_again_and_trained_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Lag bound 1; leases and actors that outlive the hand-made actor's silences.
+    let text = format!(
+        "train_size = {PROMPTS}\nepochs = 1\nsteps = 1000\nprompts_per_step = 2\ngroup_size = 4\n\
+         eval_every = 0\ncheckpoint_every = 2\n\
+         [update]\nmax_lag = 1\n\
+         [pipeline]\nprompts_per_lease = 1\nlease_timeout_s = 120.0\nactor_timeout_s = 120.0\n\
+         heartbeat_interval_ms = 100\n"
+    );
+    let cfg = common::write_run_config(d, &text);
+    let coord = start_coordinator(d, &cfg, &[]);
+    let (url, run) = (coord.url(), d.join("run"));
+    let mut learner = RoleProcess::start(
+        &learner_args(&url, run.to_str().unwrap()),
+        &d.join("l.log"),
+        true,
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // A hand-made actor leases one prompt at version 0 and holds its group back.
+    let mut c = rt
+        .block_on(proto::coordinator_client::CoordinatorClient::connect(
+            url.clone(),
+        ))
+        .unwrap();
+    let lease = rt.block_on(common::probe_lease_with(&mut c, 1, Duration::from_secs(60)));
+    let prompt = lease.prompts[0].clone();
+    let _actors: Vec<RoleProcess> = (0..2)
+        .map(|i| start_actor(&url, &format!("actor-{i}"), &d.join(format!("a{i}.log"))))
+        .collect();
+    wait_until(Duration::from_secs(120), "learner version 2", || {
+        rt.block_on(learner_version(&url)) >= 2
+    });
+    // Sampled at version 0, the group is past the bound by the time the learner takes it.
+    let group = common::two_sample_group(&prompt.group_id, &lease.lease_id, &prompt.problem_id, 0);
+    let acks = rt
+        .block_on(common::push_acks(&learner.url(), vec![group]))
+        .unwrap();
+    assert_eq!(acks[0].outcome, proto::push_ack::Outcome::Accepted as i32);
+    // Acknowledged, so the actor completes its lease, as a real one does.
+    let complete = proto::CompleteRequest {
+        member_id: "actor-1".into(),
+        lease_id: lease.lease_id.clone(),
+        results: vec![proto::ProblemResult {
+            problem_id: prompt.problem_id.clone(),
+            rewards: vec![0.0, 1.0],
+        }],
+    };
+    assert!(
+        rt.block_on(c.complete(complete))
+            .unwrap()
+            .into_inner()
+            .accepted
+    );
+    let status = learner
+        .wait(Duration::from_secs(180))
+        .unwrap_or_else(|| panic!("the run did not end; see {}", d.display()));
+    assert!(status.success(), "the learner failed; see {}", d.display());
+
+    let log = std::fs::read_to_string(d.join("l.log")).unwrap();
+    assert!(
+        log.contains("dropped a group past the lag bound"),
+        "no group was dropped; see {}",
+        d.display()
+    );
+    let dropped: u64 = common::read_jsonl(&run.join("metrics.jsonl"))
+        .iter()
+        .map(|l| l["dropped_stale"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(dropped >= 1);
+    // Its prompt was leased again under the same group id, to a real actor, and trained
+    // once; so was every other prompt of the epoch.
+    let trained = common::trained_group_ids(&run);
+    let times = trained.iter().filter(|g| **g == prompt.group_id).count();
+    assert_eq!(times, 1, "{} in {trained:?}", prompt.group_id);
+    let problems: HashSet<&str> = trained
+        .iter()
+        .map(|g| g.split_once('/').unwrap().1)
+        .collect();
+    assert_eq!(problems.len(), trained.len(), "a prompt trained twice");
+    assert_eq!(problems.len() as u64, PROMPTS, "prompts lost: {trained:?}");
     coord.stop();
 }

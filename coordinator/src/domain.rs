@@ -188,6 +188,8 @@ pub(crate) struct Publication {
     pub stats: Option<StepStats>,
     /// Groups a checkpoint now holds (or the learner refused for good): their prompts are done.
     pub durable_group_ids: Vec<String>,
+    /// Groups the learner took but dropped untrained (past the lag bound): leased again.
+    pub requeue_group_ids: Vec<String>,
 }
 
 /// One optimizer step as the learner reports it (the numbers of its `metrics.jsonl` line).

@@ -82,7 +82,8 @@ pub(crate) enum Record {
     Retire { index: u64, problem: String },
     /// The learner published: the coordinator's learner version and done flag afterwards,
     /// the problems whose groups had zero variance, and the groups a checkpoint now holds
-    /// (their prompts are done for good).
+    /// (their prompts are done for good), and those the learner dropped untrained (their
+    /// prompts are leased again).
     Publish {
         version: u64,
         done: bool,
@@ -90,6 +91,8 @@ pub(crate) enum Record {
         zero_variance: Vec<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         durable: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        requeue: Vec<String>,
     },
 }
 
@@ -120,7 +123,8 @@ mod tests {
                 version: 4,
                 done: false,
                 zero_variance: vec![],
-                durable: vec![]
+                durable: vec![],
+                requeue: vec![]
             }
         );
     }

@@ -317,6 +317,7 @@ impl From<proto::PublishVersionRequest> for Publication {
             done: request.done,
             stats,
             durable_group_ids: request.durable_group_ids,
+            requeue_group_ids: request.requeue_group_ids,
         }
     }
 }

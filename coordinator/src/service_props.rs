@@ -119,17 +119,22 @@ fn any_call() -> impl Strategy<Value = Call> {
             any::<u64>(),
             proptest::collection::vec(any_id(), 0..3),
             any::<bool>(),
-            proptest::option::of(stats)
+            proptest::option::of(stats),
+            proptest::collection::vec(any_id(), 0..3),
+            proptest::collection::vec(any_id(), 0..3),
         )
-            .prop_map(|(version, zero_variance_problem_ids, done, stats)| {
-                Call::Publish(proto::PublishVersionRequest {
-                    version: version % 32,
-                    zero_variance_problem_ids,
-                    done,
-                    stats,
-                    durable_group_ids: vec![],
-                })
-            }),
+            .prop_map(
+                |(version, zero_variance_problem_ids, done, stats, durable, requeue)| {
+                    Call::Publish(proto::PublishVersionRequest {
+                        version: version % 32,
+                        zero_variance_problem_ids,
+                        done,
+                        stats,
+                        durable_group_ids: durable,
+                        requeue_group_ids: requeue,
+                    })
+                },
+            ),
         Just(Call::Status),
     ]
 }

@@ -103,6 +103,9 @@ pub(crate) struct State {
     /// Live groups a checkpoint already holds (`settle.rs`): their next accepted delivery is
     /// done at once.
     durable_early: BTreeSet<String>,
+    /// Groups of outstanding leases the learner dropped untrained before their lease
+    /// completed (`durable.rs`): put back in the pool when it does.
+    requeue_early: BTreeSet<String>,
     /// A learner registered before: the next registration is a restart.
     learner_seen: bool,
     clock: WallClock,
@@ -146,6 +149,7 @@ impl State {
             undurable: BTreeMap::new(),
             straddling: BTreeSet::new(),
             durable_early: BTreeSet::new(),
+            requeue_early: BTreeSet::new(),
             learner_seen: false,
             clock: WallClock::start(),
             pending: Vec::new(),
@@ -345,6 +349,7 @@ impl State {
             done,
             zero_variance: publication.zero_variance_problem_ids,
             durable: publication.durable_group_ids,
+            requeue: publication.requeue_group_ids,
         };
         self.apply_publication(&record);
         self.journal(now, record);
@@ -528,6 +533,8 @@ impl State {
     fn return_prompts(&mut self, prompts: Vec<LeasedPrompt>) {
         self.pool.give_back(prompts.iter().map(|p| p.index));
         for prompt in prompts {
+            // Back in the pool anyway: a drop the learner reported is answered.
+            self.requeue_early.remove(&prompt.group_id);
             if !self.pool.is_retired(prompt.index) {
                 self.reissue.insert(prompt.index, prompt.group_id);
             }
@@ -565,6 +572,7 @@ impl State {
             done,
             zero_variance,
             durable,
+            requeue,
         } = record
         {
             self.learner_version = *version;
@@ -573,6 +581,7 @@ impl State {
             self.curriculum
                 .count_zero_variance(zero_variance.iter().map(String::as_str));
             self.forget_durable(durable);
+            self.requeue_dropped(requeue);
             self.forget_settled();
         }
     }

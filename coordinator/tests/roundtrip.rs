@@ -189,7 +189,7 @@ async fn register_lease_complete_status_then_shut_down() {
             zero_variance_problem_ids: vec!["addition-2/train/1".to_string()],
             done: false,
             stats: None,
-            durable_group_ids: Vec::new(),
+            ..PublishVersionRequest::default()
         })
         .await
         .unwrap();
@@ -229,7 +229,7 @@ async fn register_lease_complete_status_then_shut_down() {
             zero_variance_problem_ids: Vec::new(),
             done: true,
             stats: None,
-            durable_group_ids: Vec::new(),
+            ..PublishVersionRequest::default()
         })
         .await
         .unwrap();

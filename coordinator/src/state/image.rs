@@ -31,6 +31,9 @@ pub(crate) struct StateImage {
     undurable: Vec<LeasedPrompt>,
     straddling: Vec<String>,
     durable_early: Vec<String>,
+    /// Absent from snapshots written before early drops were kept.
+    #[serde(default)]
+    requeue_early: Vec<String>,
     learner_seen: bool,
 }
 
@@ -51,6 +54,7 @@ impl State {
             undurable: self.undurable.values().cloned().collect(),
             straddling: self.straddling.iter().cloned().collect(),
             durable_early: self.durable_early.iter().cloned().collect(),
+            requeue_early: self.requeue_early.iter().cloned().collect(),
             learner_seen: self.learner_seen,
         }
     }
@@ -81,6 +85,7 @@ impl State {
             .collect();
         self.straddling = image.straddling.into_iter().collect();
         self.durable_early = image.durable_early.into_iter().collect();
+        self.requeue_early = image.requeue_early.into_iter().collect();
         self.learner_seen = image.learner_seen;
         Ok(Resume {
             deadlines: deadlines.into_iter().collect(),

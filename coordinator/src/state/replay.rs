@@ -160,7 +160,7 @@ impl State {
         let mut reissue: Vec<_> = self.reissue.iter().collect();
         reissue.sort();
         format!(
-            "pool {}\ncurriculum {}\nleases {}\nregistry {}\nversion {} any {} done {} completed {}\nreissue {reissue:?}\nundurable {:?}\nstraddling {:?} durable early {:?} learner seen {}",
+            "pool {}\ncurriculum {}\nleases {}\nregistry {}\nversion {} any {} done {} completed {}\nreissue {reissue:?}\nundurable {:?}\nstraddling {:?} durable early {:?} requeue early {:?} learner seen {}",
             self.pool.describe(),
             self.curriculum.describe(),
             self.leases.describe(),
@@ -172,6 +172,7 @@ impl State {
             self.undurable.keys().collect::<Vec<_>>(),
             self.straddling,
             self.durable_early,
+            self.requeue_early,
             self.learner_seen,
         )
     }

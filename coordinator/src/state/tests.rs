@@ -794,3 +794,99 @@ fn requests_reap_at_most_every_ten_ms_so_what_is_due_is_at_most_that_late() {
     state.heartbeat(&other, 0, deadline + ms(5));
     assert_eq!(state.leases.expired(), 1);
 }
+
+/// The learner dropped `group_ids` untrained (past the lag bound): lease them again.
+fn requeued(state: &mut State, group_ids: &[String], now: Instant) {
+    let publication = Publication {
+        version: state.status(now).learner_version,
+        requeue_group_ids: group_ids.to_vec(),
+        ..Publication::default()
+    };
+    state.publish_version(publication, now);
+}
+
+#[test]
+fn a_group_the_learner_dropped_past_the_lag_bound_is_leased_again_under_its_id() {
+    let mut state = state_with(Some(3), run_with(|run| run.epochs = 1));
+    let now = Instant::now();
+    join(&mut state, MemberRole::Learner, now);
+    let actor = join(&mut state, MemberRole::Actor, now);
+    let first = lease(&mut state, &actor, 0, 2, now).unwrap();
+    complete(&mut state, &actor, &first, 1.0, now);
+    // The learner trained the first group and dropped the second, stale in its queue.
+    requeued(&mut state, &first.group_ids[1..], now);
+    assert_eq!(state.undurable_prompts(), 1);
+    let again = lease(&mut state, &actor, 0, 1, now).unwrap();
+    assert_eq!(again.group_ids, first.group_ids[1..], "first, under its id");
+    assert_eq!(ids(&again), ids(&first)[1..]);
+    complete(&mut state, &actor, &again, 1.0, now);
+    let rest = lease(&mut state, &actor, 0, 3, now).unwrap();
+    assert_eq!(ids(&rest), ["fixed/2"]);
+    complete(&mut state, &actor, &rest, 1.0, now);
+    assert_eq!(
+        state.undurable_prompts(),
+        3,
+        "every delivery awaits a checkpoint"
+    );
+    checkpointed(&mut state, &[&first, &again, &rest], now);
+    assert_eq!(state.undurable_prompts(), 0);
+    assert!(state.status(now).exhausted);
+}
+
+#[test]
+fn a_drop_reported_twice_costs_at_most_one_more_lease_never_a_loss() {
+    let mut state = state_with(Some(2), run_with(|run| run.epochs = 1));
+    let now = Instant::now();
+    join(&mut state, MemberRole::Learner, now);
+    let actor = join(&mut state, MemberRole::Actor, now);
+    let first = lease(&mut state, &actor, 0, 1, now).unwrap();
+    complete(&mut state, &actor, &first, 1.0, now);
+    requeued(&mut state, &first.group_ids, now);
+    let again = lease(&mut state, &actor, 0, 1, now).unwrap();
+    assert_eq!(again.group_ids, first.group_ids);
+    // The report again (its reply was lost) while the prompt is leased again: the coordinator
+    // cannot tell the copies apart, so that delivery is put back too.
+    requeued(&mut state, &first.group_ids, now);
+    complete(&mut state, &actor, &again, 1.0, now);
+    let rest = lease(&mut state, &actor, 0, 2, now).unwrap();
+    assert_eq!(ids(&rest), ["fixed/0", "fixed/1"]);
+    // The learner trained the second delivery and a checkpoint holds it: the third is done
+    // as soon as it completes (the learner answers it as a duplicate).
+    checkpointed(&mut state, &[&again], now);
+    complete(&mut state, &actor, &rest, 1.0, now);
+    assert_eq!(
+        state.undurable_prompts(),
+        1,
+        "only fixed/1 awaits a checkpoint"
+    );
+    checkpointed(&mut state, &[&rest], now);
+    assert!(state.status(now).exhausted);
+}
+
+#[test]
+fn a_drop_reported_before_its_lease_completes_is_applied_when_it_does() {
+    let mut state = state_with(Some(2), run_with(|run| run.epochs = 1));
+    let now = Instant::now();
+    join(&mut state, MemberRole::Learner, now);
+    let actor = join(&mut state, MemberRole::Actor, now);
+    let first = lease(&mut state, &actor, 0, 1, now).unwrap();
+    // The learner's queue was quicker than the actor's completion.
+    requeued(&mut state, &first.group_ids, now);
+    complete(&mut state, &actor, &first, 1.0, now);
+    assert_eq!(state.undurable_prompts(), 0);
+    let again = lease(&mut state, &actor, 0, 1, now).unwrap();
+    assert_eq!(again.group_ids, first.group_ids);
+    // Delivered again, it waits for a checkpoint like any other.
+    complete(&mut state, &actor, &again, 1.0, now);
+    assert_eq!(state.undurable_prompts(), 1);
+
+    // An early drop whose lease expires instead: the expiry puts the prompt back, once.
+    let second = lease(&mut state, &actor, 0, 1, now).unwrap();
+    requeued(&mut state, &second.group_ids, now);
+    let later = now + Duration::from_secs(3);
+    state.heartbeat(&actor, 0, later);
+    let retry = lease(&mut state, &actor, 0, 1, later).unwrap();
+    assert_eq!(retry.group_ids, second.group_ids);
+    complete(&mut state, &actor, &retry, 1.0, later);
+    assert_eq!(state.undurable_prompts(), 2, "not put back a second time");
+}

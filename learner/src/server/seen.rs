@@ -63,7 +63,8 @@ impl SeenGroups {
         }
     }
 
-    /// Gives back a group that was taken but could not be queued.
+    /// Gives back a group that was taken but will not be trained (it could not be queued, or
+    /// it waited past the lag bound and its prompt is leased again under the same id).
     pub(crate) fn remove(&mut self, group_id: &str) {
         self.ids.remove(group_id);
     }

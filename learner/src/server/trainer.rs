@@ -194,7 +194,12 @@ enum Next {
     Group(RolloutGroup),
     Stop,
     Exhausted,
+    /// Time to tell the coordinator again about dropped groups it has not heard of.
+    Retry,
 }
+
+/// How often the report of dropped groups is retried while the coordinator cannot be reached.
+const REQUEUE_RETRY: Duration = Duration::from_secs(1);
 
 /// What the trainer brings from the queue for one step.
 enum Batch {
@@ -222,9 +227,12 @@ struct Trainer {
     last_eval: Option<f64>,
     /// Groups dropped at the queue's exit as past the lag bound, counted in the next step.
     stale_skipped: usize,
-    /// Groups trained (or dropped as stale) since the last checkpoint the coordinator heard
-    /// of: named durable with the next one.
+    /// Groups trained since the last checkpoint the coordinator heard of: named durable with
+    /// the next one.
     undurable: Vec<String>,
+    /// Groups dropped past the lag bound that the coordinator has not yet been told to lease
+    /// again (told at once; kept and retried while it cannot be reached).
+    requeue: Vec<String>,
     /// The rollouts ended (the pool is exhausted).
     rollouts_over: bool,
     /// Whether the step taken last was recorded as the run's last one (evaluated and
@@ -261,6 +269,7 @@ pub(crate) fn train(
         last_eval: None,
         stale_skipped: 0,
         undurable: Vec::new(),
+        requeue: Vec::new(),
         rollouts_over: false,
         recorded_as_last: false,
     };
@@ -295,6 +304,7 @@ impl Trainer {
                 &mut self.ends.exhausted,
                 &mut self.queue,
             );
+            let retry = !self.requeue.is_empty();
             let next = self.handle.block_on(async {
                 // Queued groups come before the end of the rollouts: every group of the run
                 // is queued by the time the pool reads as exhausted.
@@ -303,6 +313,7 @@ impl Trainer {
                     _ = stop.wait_for(|s| *s) => Next::Stop,
                     g = queue.recv() => g.map_or(Next::Stop, Next::Group),
                     Ok(_) = exhausted.wait_for(|e| *e) => Next::Exhausted,
+                    _ = tokio::time::sleep(REQUEUE_RETRY), if retry => Next::Retry,
                 }
             });
             match next {
@@ -312,11 +323,10 @@ impl Trainer {
                     if LagBound(self.cfg.update.max_lag)
                         .group_is_stale(&g, self.learner.primary().version()) =>
                 {
-                    tracing::debug!(group_id = %g.group_id, "dropped a group past the lag bound");
-                    self.stale_skipped += 1;
-                    self.undurable.push(g.group_id);
+                    self.drop_stale(g);
                 }
                 Next::Group(g) => groups.push(g),
+                Next::Retry => self.report_requeue(),
                 Next::Exhausted => {
                     tracing::info!(
                         step = self.state.step,
@@ -333,6 +343,40 @@ impl Trainer {
             }
         }
         Batch::Groups(groups)
+    }
+
+    /// A group that waited in the queue past the lag bound: not trained, forgotten by the
+    /// deduplication, and its prompt leased again under the same group id (the coordinator is
+    /// told at once), so the epoch still trains it once. Its samples are lost, not its prompt.
+    fn drop_stale(&mut self, g: RolloutGroup) {
+        tracing::info!(
+            group_id = %g.group_id,
+            "dropped a group past the lag bound: its prompt is leased again"
+        );
+        self.stale_skipped += 1;
+        self.shared
+            .seen_groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&g.group_id);
+        self.requeue.push(g.group_id);
+        self.report_requeue();
+    }
+
+    /// Tells the coordinator which dropped groups to lease again; kept for the next try when
+    /// it cannot be reached.
+    fn report_requeue(&mut self) {
+        if self.requeue.is_empty() {
+            return;
+        }
+        let request = proto::PublishVersionRequest {
+            version: self.state.version,
+            requeue_group_ids: std::mem::take(&mut self.requeue),
+            ..Default::default()
+        };
+        if !publish(&self.shared, &self.handle, request.clone()) {
+            self.requeue = request.requeue_group_ids;
+        }
     }
 
     /// An outside shutdown: checkpoints where the run stands and returns.
@@ -370,6 +414,7 @@ impl Trainer {
         span.record("version", self.learner.primary().version());
         let zero_variance = report.zero_variance_ids.clone();
         self.send_weights()?;
+        self.report_requeue();
         let step_seconds = step_started.elapsed();
         self.shared
             .metrics
@@ -385,6 +430,7 @@ impl Trainer {
                 done: false,
                 stats: Some(stats),
                 durable_group_ids: Vec::new(),
+                requeue_group_ids: Vec::new(),
             },
         );
         // The step after which the rollouts ended is the run's last: evaluated and
@@ -490,6 +536,7 @@ impl Trainer {
     /// were refused for good), so that their prompts are done; with `done`, that the run is
     /// over too. Groups whose report fails are named again with the next checkpoint's.
     fn report_durable(&mut self, done: bool) {
+        self.report_requeue();
         // The checkpoint's history, for a life resumed from it (a failure only makes that
         // life refuse this one's groups: samples lost, never a token of a lost future).
         if let Err(e) = super::lineage::save(&self.out, self.state.step, &self.shared.lineage) {

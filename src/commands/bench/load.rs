@@ -116,24 +116,35 @@ struct Report {
 }
 
 impl Report {
-    /// Groups of completed leases the learner never accepted, plus groups it accepted but
-    /// neither trained nor dropped as stale.
+    /// Acceptances: a group dropped past the lag bound is leased and accepted again.
+    fn acceptances(&self) -> u64 {
+        self.tally.accepted + self.tally.accepted_twice
+    }
+
+    /// Groups of completed leases the learner never accepted, plus acceptances it neither
+    /// trained nor dropped as stale.
     fn lost(&self) -> u64 {
         if !self.pushed {
             return 0;
         }
         self.tally.completed_not_accepted
-            + self.tally.accepted.saturating_sub(self.trained.accounted())
+            + self.acceptances().saturating_sub(self.trained.accounted())
     }
 
-    /// Groups accepted more than once, or trained more often than accepted.
+    /// Groups accepted again other than after a stale drop, or groups trained (or dropped)
+    /// more often than accepted.
     fn duplicated(&self) -> u64 {
-        self.tally.accepted_twice + self.trained.accounted().saturating_sub(self.tally.accepted)
+        self.tally
+            .accepted_twice
+            .saturating_sub(self.trained.dropped_stale)
+            + self.trained.accounted().saturating_sub(self.acceptances())
     }
 
     fn errors(&self) -> u64 {
         let t = &self.tally;
-        let learner_disagrees = self.learner_accepted.is_some_and(|n| n != t.accepted);
+        let learner_disagrees = self
+            .learner_accepted
+            .is_some_and(|n| n != self.acceptances());
         t.rpc_errors
             + t.rejected
             + t.completions_refused

@@ -172,6 +172,17 @@ pub(crate) fn random_run(live: &mut Live, seed: u64, start: Instant) -> Instant 
                 let zero_variance = (0..rng.below(3))
                     .map(|i| format!("fixed/{}", rng.below(8) + i))
                     .collect();
+                // Every third publication the learner dropped groups past the lag bound: the
+                // newest delivery, and one of a lease not yet completed (no draw from `rng`).
+                let mut requeue = Vec::new();
+                if version % 3 == 0 {
+                    requeue.extend(delivered.pop());
+                    requeue.extend(
+                        grants
+                            .first()
+                            .and_then(|(_, g)| g.group_ids.first().cloned()),
+                    );
+                }
                 live.run(|s| {
                     s.publish_version(
                         Publication {
@@ -182,6 +193,7 @@ pub(crate) fn random_run(live: &mut Live, seed: u64, start: Instant) -> Instant 
                             // A checkpoint now holds the older half of the deliveries
                             // (no draw from `rng`, which would change the seeds' runs).
                             durable_group_ids: delivered.drain(..delivered.len() / 2).collect(),
+                            requeue_group_ids: requeue,
                         },
                         now,
                     )

@@ -181,9 +181,11 @@ impl Tally {
         self.lock().heartbeats += 1;
     }
 
-    /// Distinct groups the learner accepted so far.
+    /// Acceptances so far: a group accepted again (after the learner dropped it past the lag
+    /// bound and its prompt was leased again) counts each time, as the learner counts it.
     pub fn accepted(&self) -> u64 {
-        self.lock().accepted.len() as u64
+        let t = self.lock();
+        t.accepted.len() as u64 + t.accepted_twice
     }
 
     /// The running counts now.
