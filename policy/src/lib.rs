@@ -15,6 +15,7 @@ pub mod decoder;
 pub mod default_model;
 pub mod device;
 pub mod error;
+pub mod fused;
 pub mod generate;
 pub mod logprobs;
 pub mod model;

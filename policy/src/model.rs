@@ -3,8 +3,10 @@
 //!
 //! One forward path serves everyone: the learner runs whole left-padded sequences without a
 //! cache and needs every position; actors decode incrementally with a [`KvCache`] kept outside
-//! the weights, so weights can be swapped between decode steps. Only differentiable candle ops
-//! are used (written-out RMSNorm and RoPE, `ops::softmax`): the fused ones record no gradient.
+//! the weights, so weights can be swapped between decode steps. Only differentiable ops are
+//! used: RMSNorm, RoPE and the attention softmax are oxrl's fused CPU kernels with their own
+//! backward (`fused.rs`) on f32 CPU tensors, and written-out candle ops elsewhere (candle-nn's
+//! fused ones record no gradient).
 //! The LM head runs in fp32 whatever the body's dtype. The body computes in the dtype of the
 //! weights unless [`Policy::with_compute_dtype`] says otherwise (the learner on a GPU keeps
 //! fp32 master weights and computes in bf16: each weight is cast where it is used, and the
@@ -303,6 +305,10 @@ impl Policy {
     }
 
     fn rms_norm(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+        if crate::fused::applies(x) {
+            let weight = weight.to_dtype(DType::F32)?;
+            return Ok(crate::fused::rms_norm(x, &weight, self.cfg.rms_norm_eps)?);
+        }
         let dt = x.dtype();
         let x32 = x.to_dtype(DType::F32)?;
         let ms = x32.sqr()?.mean_keepdim(D::Minus1)?;
@@ -365,8 +371,13 @@ impl Policy {
         let scores = (q.matmul(&k.t()?)? * scale)?
             .reshape((b, nh, t, s))?
             .broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
-            .to_dtype(q.dtype())?;
+        let scores = scores.to_dtype(DType::F32)?;
+        let probs = if crate::fused::applies(&scores) {
+            crate::fused::softmax_last_dim(&scores)?
+        } else {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        }
+        .to_dtype(q.dtype())?;
         let out = probs
             .reshape((b, kvh, group * t, s))?
             .matmul(&v)?
@@ -379,6 +390,9 @@ impl Policy {
 
 /// Rotary embedding with Hugging Face's rotate-half convention; `x` is `[B, heads, t, hd]`.
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if crate::fused::applies(x) && crate::fused::applies(cos) {
+        return Ok(crate::fused::rope(x, cos, sin)?);
+    }
     let hd = x.dim(D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
     let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
