@@ -10,6 +10,9 @@
 //! goes"). The cost is that a process keeps its peak heap instead of returning it.
 //!
 //! A `GLIBC_TUNABLES` that sets any malloc tunable wins: the thresholds are left as it says.
+//! `oxrl coordinator` does not set them (`main.rs`): it holds no tensors, and with them each
+//! of its allocator arenas would keep the high-water mark of its transients, which a 30-minute
+//! soak saw as steady growth (BENCHMARKS.md, "Soak").
 
 /// Allocations of up to this many bytes come from the heap (not a mapping of their own).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

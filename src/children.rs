@@ -172,8 +172,20 @@ impl ChildRole {
 
     /// Its resident set size in MiB, from `/proc/<pid>/status` (None where there is none).
     pub fn rss_mib(&self) -> Option<f64> {
+        self.status_mib("VmRSS:")
+    }
+
+    /// Its anonymous resident memory in MiB (`RssAnon`: heap, stacks, its own allocations),
+    /// the part of the RSS that a leak grows. The rest is mostly the executable's code pages,
+    /// read in the first time each path runs, shared and reclaimable.
+    pub fn anon_mib(&self) -> Option<f64> {
+        self.status_mib("RssAnon:")
+    }
+
+    /// A `/proc/<pid>/status` field given in kB, in MiB.
+    fn status_mib(&self, field: &str) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib / 1024.0)
     }

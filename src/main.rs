@@ -60,8 +60,13 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    alloc::keep_freed_memory();
     let cli = Cli::parse();
+    // Roles that compute on tensors keep freed memory for reuse; the coordinator allocates
+    // nothing large, and keeping its transients (a compaction's snapshot) would only raise
+    // its resident memory for good.
+    if !matches!(cli.command, Command::Coordinator(_)) {
+        alloc::keep_freed_memory();
+    }
     // Must happen before candle's thread pool starts.
     std::env::set_var("RAYON_NUM_THREADS", cli.threads.to_string());
     init_logging(cli.log_json);

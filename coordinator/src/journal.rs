@@ -258,7 +258,9 @@ impl Journal {
     /// Compacts: `image` (the state after every record in the journal) becomes the snapshot
     /// and an empty tail the journal.
     pub(crate) fn compact(&mut self, image: StateImage) -> Result<(), CoordinatorError> {
-        self.compact_through(image, CompactStep::TailSwitched)
+        let compacted = self.compact_through(image, CompactStep::TailSwitched);
+        release_freed_memory();
+        compacted
     }
 
     /// [`compact`](Self::compact), stopped after `last` (a test's crash point).
@@ -564,3 +566,16 @@ fn check_run(
 
 #[cfg(test)]
 mod tests;
+
+/// Hands the memory a compaction freed (the state's image, a copy of every lease, prompt and
+/// pass-rate window) back to the kernel. Without it the allocator keeps those pages, in
+/// whichever arena the compacting thread used, and the coordinator's resident memory climbs
+/// by steps with the first compactions (BENCHMARKS.md, "Soak").
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the kernel; it takes the allocator's
+    // own locks and touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

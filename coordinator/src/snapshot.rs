@@ -72,12 +72,16 @@ pub(crate) fn read(path: &Path) -> Result<Option<Snapshot>, CoordinatorError> {
         })
 }
 
-/// Writes `snapshot` to `<path>.tmp` and syncs it; returns the temporary file's path.
+/// Writes `snapshot` to `<path>.tmp` and syncs it; returns the temporary file's path. The
+/// JSON is streamed through a small buffer, never held whole in memory: a coordinator that
+/// keeps its freed memory (`src/alloc.rs`) would otherwise keep a snapshot's worth of heap
+/// after every compaction.
 pub(crate) fn write_tmp(path: &Path, snapshot: &Snapshot) -> std::io::Result<PathBuf> {
     let tmp = with_suffix(path, ".tmp");
-    let mut bytes = serde_json::to_vec(snapshot).expect("snapshots serialise");
-    bytes.push(b'\n');
-    write_synced(&tmp, &bytes)?;
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, File::create(&tmp)?);
+    serde_json::to_writer(&mut out, snapshot).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(tmp)
 }
 

@@ -85,11 +85,19 @@ pub struct Args {
 struct Rss {
     start: f64,
     end: f64,
+    /// The anonymous part (`RssAnon`): what a leak grows, without the code pages that the
+    /// first run of each path reads in.
+    anon_start: f64,
+    anon_end: f64,
 }
 
 impl Rss {
     fn ratio(&self) -> f64 {
         self.end / self.start.max(1e-9)
+    }
+
+    fn anon_ratio(&self) -> f64 {
+        self.anon_end / self.anon_start.max(1e-9)
     }
 }
 
@@ -327,13 +335,13 @@ async fn measure(
     pb.set_message(format!("warming up ({:.0} s)", a.seconds * 0.2));
     tokio::time::sleep_until((started + window.mul_f64(0.2)).into()).await;
     tally.start_window();
-    let rss_start = (coordinator.rss_mib(), learner.rss_mib());
+    let rss_start = (memory(&coordinator), memory(&learner));
     let load_start = snapshot();
     pb.set_message(format!("measuring under load ({:.0} s)", a.seconds * 0.8));
     tokio::time::sleep_until((started + window).into()).await;
     let load = Window::between(&load_start, &snapshot());
     let latency = tally.latency();
-    let rss_end = (coordinator.rss_mib(), learner.rss_mib());
+    let rss_end = (memory(&coordinator), memory(&learner));
     let _ = stop_tx.send(true);
     pb.set_message("finishing leases, draining the learner's queue");
     for actor in running {
@@ -341,9 +349,11 @@ async fn measure(
             .await
             .context("a simulated actor did not finish its last lease within 120 s")??;
     }
-    let rss = |start: Option<f64>, end: Option<f64>| Rss {
-        start: start.unwrap_or(0.0),
-        end: end.unwrap_or(0.0),
+    let rss = |start: (f64, f64), end: (f64, f64)| Rss {
+        start: start.0,
+        end: end.0,
+        anon_start: start.1,
+        anon_end: end.1,
     };
     Ok(Measured {
         idle,
@@ -352,6 +362,14 @@ async fn measure(
         coordinator_rss: rss(rss_start.0, rss_end.0),
         learner_rss: rss(rss_start.1, rss_end.1),
     })
+}
+
+/// A server's RSS and its anonymous part, in MiB (0 where `/proc` has none).
+fn memory(server: &Server) -> (f64, f64) {
+    (
+        server.rss_mib().unwrap_or(0.0),
+        server.anon_mib().unwrap_or(0.0),
+    )
 }
 
 /// The real coordinator (with `config`, and `journal` if any) and learner (writing `dir/run`) as

@@ -59,10 +59,13 @@ pub(super) fn print(a: &Args, r: &Report) {
         ("learner RSS", r.learner_rss),
     ] {
         println!(
-            "{name:<22} {:.1} MiB -> {:.1} MiB ({:.3}x)",
+            "{name:<22} {:.1} MiB -> {:.1} MiB ({:.3}x); anonymous {:.1} -> {:.1} MiB ({:.3}x)",
             m.start,
             m.end,
-            m.ratio()
+            m.ratio(),
+            m.anon_start,
+            m.anon_end,
+            m.anon_ratio()
         );
     }
     println!("{}", json(a, r, &c));
@@ -135,6 +138,14 @@ fn json(a: &Args, r: &Report, c: &Costs) -> serde_json::Value {
         "learner_rss_mib_start": r.learner_rss.start, "learner_rss_mib_end": r.learner_rss.end,
         "learner_rss_ratio": r.learner_rss.ratio(),
     });
+    let anon = serde_json::json!({
+        "coordinator_anon_mib_start": r.coordinator_rss.anon_start,
+        "coordinator_anon_mib_end": r.coordinator_rss.anon_end,
+        "coordinator_anon_ratio": r.coordinator_rss.anon_ratio(),
+        "learner_anon_mib_start": r.learner_rss.anon_start,
+        "learner_anon_mib_end": r.learner_rss.anon_end,
+        "learner_anon_ratio": r.learner_rss.anon_ratio(),
+    });
     // A second object: one json! of all the fields passes the macro's recursion limit.
     let costs = serde_json::json!({
         "coordinator_cpu_s": r.load.coordinator_s, "coordinator_cores": c.coordinator_cores,
@@ -153,8 +164,10 @@ fn json(a: &Args, r: &Report, c: &Costs) -> serde_json::Value {
         "saturated": c.saturated,
         "journal": !a.no_journal, "journal_bytes": r.journal_bytes,
     });
-    if let (Some(all), serde_json::Value::Object(more)) = (out.as_object_mut(), costs) {
-        all.extend(more);
+    for part in [costs, anon] {
+        if let (Some(all), serde_json::Value::Object(more)) = (out.as_object_mut(), part) {
+            all.extend(more);
+        }
     }
     out
 }

@@ -42,6 +42,11 @@ impl Server {
         self.role.rss_mib()
     }
 
+    /// Its anonymous resident memory in MiB (the RSS without the executable's code pages).
+    pub fn anon_mib(&self) -> Option<f64> {
+        self.role.anon_mib()
+    }
+
     /// Closes its stdin (a clean stop) and waits up to `grace`; kills it after that.
     pub async fn stop(mut self, grace: Duration) -> anyhow::Result<ExitStatus> {
         self.role.stop(grace).await
