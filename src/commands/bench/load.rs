@@ -335,13 +335,13 @@ async fn measure(
     pb.set_message(format!("warming up ({:.0} s)", a.seconds * 0.2));
     tokio::time::sleep_until((started + window.mul_f64(0.2)).into()).await;
     tally.start_window();
-    let rss_start = (memory(&coordinator), memory(&learner));
+    let rss_start = (memory(coordinator), memory(learner));
     let load_start = snapshot();
     pb.set_message(format!("measuring under load ({:.0} s)", a.seconds * 0.8));
     tokio::time::sleep_until((started + window).into()).await;
     let load = Window::between(&load_start, &snapshot());
     let latency = tally.latency();
-    let rss_end = (memory(&coordinator), memory(&learner));
+    let rss_end = (memory(coordinator), memory(learner));
     let _ = stop_tx.send(true);
     pb.set_message("finishing leases, draining the learner's queue");
     for actor in running {
