@@ -1,10 +1,11 @@
 //! Fused CPU kernels, with hand-written backward passes, for the element-wise chains of a
-//! decoder layer: RMSNorm, the attention softmax and rotary embeddings.
+//! decoder layer: RMSNorm, the attention softmax, rotary embeddings and SwiGLU's gated
+//! activation.
 //!
 //! Written out in candle ops, each of these is a chain of small element-wise ops (RMSNorm:
 //! square, mean, add, sqrt, divide, multiply), and every op allocates its output in the
-//! forward pass and again for its gradient in the backward pass; on the learner step that was
-//! a quarter of the profile (BENCHMARKS.md, "Where the time goes"). candle-nn's fused
+//! forward pass and again for its gradient in the backward pass (SiLU's backward alone is nine
+//! ops); on the learner step that was a quarter of the profile (BENCHMARKS.md, "Where the time goes"). candle-nn's fused
 //! versions record no gradient (`../shared/STACK.md`), so these are candle `CustomOp`s whose
 //! `bwd` is written by hand, each checked against finite differences and against the
 //! written-out ops it replaces (tests below).
@@ -13,9 +14,7 @@
 //! everywhere else (CUDA, bf16), so results there do not change. `OXRL_FUSED=0` in the
 //! environment turns them off everywhere, for an ablation with the same binary.
 
-use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
-};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 /// Whether the fused kernels apply to `x`: an f32 tensor on the CPU, unless `OXRL_FUSED=0`.
 pub fn applies(x: &Tensor) -> bool {
@@ -30,9 +29,21 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
         .apply_op2(&weight.contiguous()?, RmsNorm { eps: eps as f32 })
 }
 
-/// Softmax over the last dimension.
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(Softmax)
+/// SwiGLU's gated activation `silu(gate) * up`, for tensors of one shape.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
+/// Attention probabilities `softmax(scores * scale + mask)` over the last dimension,
+/// `scores` `[B, heads, t, s]` and the additive `mask` `[B, 1, t, s]` (the same for every
+/// head, and given no gradient).
+pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    scores.contiguous()?.apply_op2(
+        &mask.contiguous()?,
+        Softmax {
+            scale: scale as f32,
+        },
+    )
 }
 
 /// Rotary embedding in Hugging Face's rotate-half layout: `x * cos + rotate_half(x) * sin`,
@@ -163,39 +174,160 @@ impl CustomOp3 for RmsNormBackward {
     }
 }
 
-struct Softmax;
+struct SwiGlu;
 
-impl CustomOp1 for Softmax {
+/// The logistic sigmoid, as candle's `silu` computes it.
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
-        "oxrl-softmax"
+        "oxrl-swiglu"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = data(s, l, self.name())?;
-        let n = last_dim(l);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (data(s1, l1, self.name())?, data(s2, l2, self.name())?);
+        if l1.dims() != l2.dims() {
+            bail!(
+                "{}: gate {:?} and up {:?} differ",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let out = a.iter().zip(b).map(|(&a, &b)| a * sigmoid(a) * b).collect();
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // One pass: the first half of the result is d gate, the second d up.
+        let both = gate.apply_op3_no_bwd(up, &grad.contiguous()?, &SwiGluBackward)?;
+        let n = gate.elem_count();
+        let d_gate = both.narrow(0, 0, n)?.reshape(gate.shape())?;
+        let d_up = both.narrow(0, n, n)?.reshape(up.shape())?;
+        Ok((Some(d_gate), Some(d_up)))
+    }
+}
+
+/// With `s = sigmoid(a)`: `d a = g b s (1 + a (1 - s))`, `d b = g a s`, flattened one after
+/// the other.
+struct SwiGluBackward;
+
+impl CustomOp3 for SwiGluBackward {
+    fn name(&self) -> &'static str {
+        "oxrl-swiglu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (a, b, g) = (
+            data(s1, l1, name)?,
+            data(s2, l2, name)?,
+            data(s3, l3, name)?,
+        );
+        let n = a.len();
+        let mut out = vec![0f32; 2 * n];
+        let (da, db) = out.split_at_mut(n);
+        for i in 0..n {
+            let s = sigmoid(a[i]);
+            da[i] = g[i] * b[i] * s * (1.0 + a[i] * (1.0 - s));
+            db[i] = g[i] * a[i] * s;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(2 * n)))
+    }
+}
+
+struct Softmax {
+    scale: f32,
+}
+
+impl CustomOp2 for Softmax {
+    fn name(&self) -> &'static str {
+        "oxrl-masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, mask) = (data(s1, l1, self.name())?, data(s2, l2, self.name())?);
+        let [b, heads, t, n] = l1.dims() else {
+            bail!(
+                "{}: scores must be [B, heads, t, s], got {:?}",
+                self.name(),
+                l1.dims()
+            )
+        };
+        let (heads, t, n) = (*heads, *t, *n);
+        if l2.dims() != [*b, 1, t, n] {
+            bail!(
+                "{}: mask {:?} does not fit scores {:?}",
+                self.name(),
+                l2.dims(),
+                l1.dims()
+            );
+        }
         let mut out = vec![0f32; x.len()];
-        for (xr, yr) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-            let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for (row, (xr, yr)) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)).enumerate() {
+            let at = (row / (heads * t) * t + row % t) * n;
+            let mr = &mask[at..at + n];
+            let mut max = f32::NEG_INFINITY;
+            for ((y, &v), &m) in yr.iter_mut().zip(xr).zip(mr) {
+                *y = v * self.scale + m;
+                max = max.max(*y);
+            }
             let mut sum = 0f32;
-            for (y, &v) in yr.iter_mut().zip(xr) {
-                *y = (v - max).exp();
+            for y in yr.iter_mut() {
+                *y = (*y - max).exp();
                 sum += *y;
             }
             let inv = 1.0 / sum;
             yr.iter_mut().for_each(|y| *y *= inv);
         }
-        Ok((CpuStorage::F32(out), l.shape().clone()))
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward)?,
-        ))
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _mask: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let backward = SoftmaxBackward { scale: self.scale };
+        let dx = res.apply_op2_no_bwd(&grad.contiguous()?, &backward)?;
+        Ok((Some(dx), None))
     }
 }
 
-/// `dx = y (g - sum(g y))` per row, from the softmax's output y and its gradient g.
-struct SoftmaxBackward;
+/// `dx = scale y (g - sum(g y))` per row, from the softmax's output y and its gradient g.
+struct SoftmaxBackward {
+    scale: f32,
+}
 
 impl CustomOp2 for SoftmaxBackward {
     fn name(&self) -> &'static str {
@@ -219,7 +351,7 @@ impl CustomOp2 for SoftmaxBackward {
         {
             let dot: f32 = yr.iter().zip(gr).map(|(y, g)| y * g).sum();
             for ((d, &y), &g) in dr.iter_mut().zip(yr).zip(gr) {
-                *d = y * (g - dot);
+                *d = self.scale * y * (g - dot);
             }
         }
         Ok((CpuStorage::F32(out), l1.shape().clone()))

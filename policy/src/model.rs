@@ -4,7 +4,7 @@
 //! One forward path serves everyone: the learner runs whole left-padded sequences without a
 //! cache and needs every position; actors decode incrementally with a [`KvCache`] kept outside
 //! the weights, so weights can be swapped between decode steps. Only differentiable ops are
-//! used: RMSNorm, RoPE and the attention softmax are oxrl's fused CPU kernels with their own
+//! used: RMSNorm, RoPE, the attention softmax and SwiGLU are oxrl's fused CPU kernels with their own
 //! backward (`fused.rs`) on f32 CPU tensors, and written-out candle ops elsewhere (candle-nn's
 //! fused ones record no gradient).
 //! The LM head runs in fp32 whatever the body's dtype. The body computes in the dtype of the
@@ -329,8 +329,13 @@ impl Policy {
         let attn = self.attention(block, &h, cos, sin, mask, cache)?;
         let x = (x + attn)?;
         let h = self.rms_norm(&x, &block.post_norm)?;
-        let gate = candle_nn::ops::silu(&block.gate.forward(&h)?)?;
-        let mlp = block.down.forward(&(gate * block.up.forward(&h)?)?)?;
+        let (gate, up) = (block.gate.forward(&h)?, block.up.forward(&h)?);
+        let act = if crate::fused::applies(&gate) {
+            crate::fused::swiglu(&gate, &up)?
+        } else {
+            (candle_nn::ops::silu(&gate)? * up)?
+        };
+        let mlp = block.down.forward(&act)?;
         Ok((x + mlp)?)
     }
 
@@ -368,16 +373,15 @@ impl Policy {
         let (group, s) = (nh / kvh, k.dim(2)?);
         let q = q.reshape((b, kvh, group * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?
-            .reshape((b, nh, t, s))?
-            .broadcast_add(mask)?;
-        let scores = scores.to_dtype(DType::F32)?;
-        let probs = if crate::fused::applies(&scores) {
-            crate::fused::softmax_last_dim(&scores)?
+        let scores = q.matmul(&k.t()?)?.reshape((b, nh, t, s))?;
+        let probs = if crate::fused::applies(&scores) && crate::fused::applies(mask) {
+            crate::fused::masked_softmax(&scores, mask, scale)?
         } else {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
-        }
-        .to_dtype(q.dtype())?;
+            let scores = (scores * scale)?
+                .broadcast_add(mask)?
+                .to_dtype(DType::F32)?;
+            candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(q.dtype())?
+        };
         let out = probs
             .reshape((b, kvh, group * t, s))?
             .matmul(&v)?

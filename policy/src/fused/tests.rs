@@ -124,11 +124,29 @@ fn rms_norm_matches_the_written_out_ops_and_finite_differences() {
     }
 }
 
+/// An additive mask `[2, 1, 3, 5]` hiding a different suffix of each query's row.
+fn mask() -> Tensor {
+    let rows: Vec<f32> = (0..2 * 3)
+        .flat_map(|r| {
+            (0..5).map(move |j| {
+                if j > 2 + r % 3 {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(rows, (2, 1, 3, 5), &Device::Cpu).unwrap()
+}
+
 #[test]
-fn softmax_matches_the_written_out_ops_and_finite_differences() {
+fn masked_softmax_matches_the_written_out_ops_and_finite_differences() {
+    let (mask, scale) = (mask(), 0.7);
     let inputs = [(tensor(&[2, 2, 3, 5], 3) * 3.0).unwrap()];
-    let fused = |t: &[Tensor]| softmax_last_dim(&t[0]);
-    let written = |t: &[Tensor]| candle_nn::ops::softmax(&t[0], D::Minus1);
+    let fused = |t: &[Tensor]| masked_softmax(&t[0], &mask, scale);
+    let written =
+        |t: &[Tensor]| candle_nn::ops::softmax(&(&t[0] * scale)?.broadcast_add(&mask)?, D::Minus1);
     assert!(max_diff(&fused(&inputs).unwrap(), &written(&inputs).unwrap()) < 1e-6);
     let (a, b) = (&grads(&inputs, &fused)[0], &grads(&inputs, &written)[0]);
     assert!(max_diff(a, b) < 1e-6);
@@ -136,13 +154,37 @@ fn softmax_matches_the_written_out_ops_and_finite_differences() {
 }
 
 #[test]
-fn a_masked_softmax_entry_gets_zero_probability_and_zero_gradient() {
-    let x = Tensor::new(&[[0.5f32, f32::NEG_INFINITY, -1.0]], &Device::Cpu).unwrap();
-    let y = softmax_last_dim(&x).unwrap().to_vec2::<f32>().unwrap();
-    assert_eq!(y[0][1], 0.0);
-    assert!((y[0].iter().sum::<f32>() - 1.0).abs() < 1e-6);
-    let g = &grads(&[x], &|t: &[Tensor]| softmax_last_dim(&t[0]))[0];
-    assert_eq!(g.to_vec2::<f32>().unwrap()[0][1], 0.0);
+fn swiglu_matches_the_written_out_ops_and_finite_differences() {
+    let inputs = [tensor(&[2, 3, 5], 11), tensor(&[2, 3, 5], 12)];
+    let fused = |t: &[Tensor]| swiglu(&t[0], &t[1]);
+    let written = |t: &[Tensor]| candle_nn::ops::silu(&t[0])? * &t[1];
+    assert!(max_diff(&fused(&inputs).unwrap(), &written(&inputs).unwrap()) < 1e-6);
+    let (g_fused, g_written) = (grads(&inputs, &fused), grads(&inputs, &written));
+    for (which, (a, b)) in g_fused.iter().zip(&g_written).enumerate() {
+        assert_eq!(a.dims(), inputs[which].dims());
+        assert!(max_diff(a, b) < 1e-5, "input {which}: {}", max_diff(a, b));
+        let numeric = numeric_grad(&inputs, which, &fused);
+        assert!(
+            max_diff(a, &numeric) < 2e-3,
+            "input {which}: {}",
+            max_diff(a, &numeric)
+        );
+    }
+}
+
+#[test]
+fn a_masked_entry_gets_zero_probability_and_zero_gradient() {
+    let scores = tensor(&[2, 2, 3, 5], 4);
+    let probs = masked_softmax(&scores, &mask(), 1.0).unwrap();
+    let rows = probs.flatten_to(2).unwrap().to_vec2::<f32>().unwrap();
+    // Batch 0, head 0, query 0 sees keys 0..=2 only.
+    assert_eq!(&rows[0][3..], [0.0, 0.0]);
+    assert!((rows[0].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    let g = &grads(&[scores], &|t: &[Tensor]| {
+        masked_softmax(&t[0], &mask(), 1.0)
+    })[0];
+    let g = g.flatten_to(2).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(&g[0][3..], [0.0, 0.0]);
 }
 
 #[test]
@@ -162,12 +204,14 @@ fn rope_matches_the_written_out_ops_and_finite_differences() {
 fn wrong_shapes_and_dtypes_are_errors_not_garbage() {
     let x = tensor(&[2, 8], 1);
     assert!(rms_norm(&x, &tensor(&[7], 2), 1e-6).is_err());
+    assert!(swiglu(&x, &tensor(&[2, 7], 3)).is_err());
     let (cos, sin) = tables(1, 4, 6);
     assert!(
         rope(&tensor(&[2, 3, 4, 6], 5), &cos, &sin).is_err(),
         "batch mismatch"
     );
+    assert!(masked_softmax(&tensor(&[2, 2, 3, 4], 6), &mask(), 1.0).is_err());
     let bf16 = x.to_dtype(DType::BF16).unwrap();
-    assert!(softmax_last_dim(&bf16).is_err());
+    assert!(swiglu(&bf16, &bf16).is_err());
     assert!(!applies(&bf16) && applies(&x));
 }
