@@ -104,24 +104,33 @@ fn numeric_grad(
     Tensor::from_vec(out, inputs[which].dims(), &Device::Cpu).unwrap()
 }
 
+/// The fused op against the written-out ops: the same output, the same gradient for every
+/// input, and that gradient equal to central differences of the fused forward pass.
+fn check(
+    inputs: &[Tensor],
+    fused: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    written: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+) {
+    assert!(max_diff(&fused(inputs).unwrap(), &written(inputs).unwrap()) < 1e-6);
+    let (g_fused, g_written) = (grads(inputs, fused), grads(inputs, written));
+    for (which, (a, b)) in g_fused.iter().zip(&g_written).enumerate() {
+        assert_eq!(a.dims(), inputs[which].dims());
+        assert!(max_diff(a, b) < 1e-5, "input {which}: {}", max_diff(a, b));
+        let numeric = numeric_grad(inputs, which, fused);
+        let off = max_diff(a, &numeric);
+        assert!(off < 2e-3, "input {which}: {off}");
+    }
+}
+
 #[test]
 fn rms_norm_matches_the_written_out_ops_and_finite_differences() {
     let eps = 1e-6;
     let inputs = [tensor(&[2, 3, 8], 1), tensor(&[8], 2)];
-    let fused = |t: &[Tensor]| rms_norm(&t[0], &t[1], eps);
-    let written = |t: &[Tensor]| rms_norm_ref(&t[0], &t[1], eps);
-    assert!(max_diff(&fused(&inputs).unwrap(), &written(&inputs).unwrap()) < 1e-6);
-    let (g_fused, g_written) = (grads(&inputs, &fused), grads(&inputs, &written));
-    for (which, (a, b)) in g_fused.iter().zip(&g_written).enumerate() {
-        assert_eq!(a.dims(), inputs[which].dims());
-        assert!(max_diff(a, b) < 1e-5, "input {which}: {}", max_diff(a, b));
-        let numeric = numeric_grad(&inputs, which, &fused);
-        assert!(
-            max_diff(a, &numeric) < 2e-3,
-            "input {which}: {}",
-            max_diff(a, &numeric)
-        );
-    }
+    check(
+        &inputs,
+        &|t: &[Tensor]| rms_norm(&t[0], &t[1], eps),
+        &|t: &[Tensor]| rms_norm_ref(&t[0], &t[1], eps),
+    );
 }
 
 /// An additive mask `[2, 1, 3, 5]` hiding a different suffix of each query's row.
@@ -144,32 +153,21 @@ fn mask() -> Tensor {
 fn masked_softmax_matches_the_written_out_ops_and_finite_differences() {
     let (mask, scale) = (mask(), 0.7);
     let inputs = [(tensor(&[2, 2, 3, 5], 3) * 3.0).unwrap()];
-    let fused = |t: &[Tensor]| masked_softmax(&t[0], &mask, scale);
-    let written =
-        |t: &[Tensor]| candle_nn::ops::softmax(&(&t[0] * scale)?.broadcast_add(&mask)?, D::Minus1);
-    assert!(max_diff(&fused(&inputs).unwrap(), &written(&inputs).unwrap()) < 1e-6);
-    let (a, b) = (&grads(&inputs, &fused)[0], &grads(&inputs, &written)[0]);
-    assert!(max_diff(a, b) < 1e-6);
-    assert!(max_diff(a, &numeric_grad(&inputs, 0, &fused)) < 2e-3);
+    check(
+        &inputs,
+        &|t: &[Tensor]| masked_softmax(&t[0], &mask, scale),
+        &|t: &[Tensor]| candle_nn::ops::softmax(&(&t[0] * scale)?.broadcast_add(&mask)?, D::Minus1),
+    );
 }
 
 #[test]
 fn swiglu_matches_the_written_out_ops_and_finite_differences() {
     let inputs = [tensor(&[2, 3, 5], 11), tensor(&[2, 3, 5], 12)];
-    let fused = |t: &[Tensor]| swiglu(&t[0], &t[1]);
-    let written = |t: &[Tensor]| candle_nn::ops::silu(&t[0])? * &t[1];
-    assert!(max_diff(&fused(&inputs).unwrap(), &written(&inputs).unwrap()) < 1e-6);
-    let (g_fused, g_written) = (grads(&inputs, &fused), grads(&inputs, &written));
-    for (which, (a, b)) in g_fused.iter().zip(&g_written).enumerate() {
-        assert_eq!(a.dims(), inputs[which].dims());
-        assert!(max_diff(a, b) < 1e-5, "input {which}: {}", max_diff(a, b));
-        let numeric = numeric_grad(&inputs, which, &fused);
-        assert!(
-            max_diff(a, &numeric) < 2e-3,
-            "input {which}: {}",
-            max_diff(a, &numeric)
-        );
-    }
+    check(
+        &inputs,
+        &|t: &[Tensor]| swiglu(&t[0], &t[1]),
+        &|t: &[Tensor]| candle_nn::ops::silu(&t[0])? * &t[1],
+    );
 }
 
 #[test]
@@ -191,13 +189,11 @@ fn a_masked_entry_gets_zero_probability_and_zero_gradient() {
 fn rope_matches_the_written_out_ops_and_finite_differences() {
     let (b, heads, t, hd) = (2, 3, 4, 6);
     let (cos, sin) = tables(b, t, hd);
-    let inputs = [tensor(&[b, heads, t, hd], 5)];
-    let fused = |x: &[Tensor]| rope(&x[0], &cos, &sin);
-    let written = |x: &[Tensor]| rope_ref(&x[0], &cos, &sin);
-    assert!(max_diff(&fused(&inputs).unwrap(), &written(&inputs).unwrap()) < 1e-6);
-    let (a, b) = (&grads(&inputs, &fused)[0], &grads(&inputs, &written)[0]);
-    assert!(max_diff(a, b) < 1e-6);
-    assert!(max_diff(a, &numeric_grad(&inputs, 0, &fused)) < 2e-3);
+    check(
+        &[tensor(&[b, heads, t, hd], 5)],
+        &|x: &[Tensor]| rope(&x[0], &cos, &sin),
+        &|x: &[Tensor]| rope_ref(&x[0], &cos, &sin),
+    );
 }
 
 #[test]
