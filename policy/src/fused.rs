@@ -4,11 +4,11 @@
 //!
 //! Written out in candle ops, each of these is a chain of small element-wise ops (RMSNorm:
 //! square, mean, add, sqrt, divide, multiply), and every op allocates its output in the
-//! forward pass and again for its gradient in the backward pass (SiLU's backward alone is nine
-//! ops); on the learner step that was a quarter of the profile (BENCHMARKS.md, "Where the time goes"). candle-nn's fused
-//! versions record no gradient (`../shared/STACK.md`), so these are candle `CustomOp`s whose
-//! `bwd` is written by hand, each checked against finite differences and against the
-//! written-out ops it replaces (tests below).
+//! forward pass and again for its gradient in the backward pass (SiLU's backward alone is
+//! nine ops); on the learner step that was a quarter of the profile (BENCHMARKS.md, "Where
+//! the time goes"). candle-nn's fused versions record no gradient (`../shared/STACK.md`), so
+//! these are candle `CustomOp`s whose `bwd` is written by hand, each checked against finite
+//! differences and against the written-out ops it replaces (tests below).
 //!
 //! They apply to f32 tensors on the CPU ([`applies`]); the model keeps the written-out ops
 //! everywhere else (CUDA, bf16), so results there do not change. `OXRL_FUSED=0` in the
