@@ -322,7 +322,8 @@ fn a_group_dropped_past_the_lag_bound_has_its_prompt_leased_again_and_trained_on
         .block_on(common::push_acks(&learner.url(), vec![group]))
         .unwrap();
     assert_eq!(acks[0].outcome, proto::push_ack::Outcome::Accepted as i32);
-    // Acknowledged, so the actor completes its lease, as a real one does.
+    // Acknowledged, so the actor completes its lease, as a real one does (it registered
+    // before the real actors started: the coordinator named it actor-1).
     let complete = proto::CompleteRequest {
         member_id: "actor-1".into(),
         lease_id: lease.lease_id.clone(),
