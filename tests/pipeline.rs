@@ -2,13 +2,16 @@
 
 mod common;
 
-use common::{oxrl, read_jsonl, sampled_start_and_end};
+use common::{oxrl, oxrl_with_env, read_jsonl, sampled_start_and_end};
 
 #[test]
 fn pipelined_run_with_two_actors_learns_within_the_lag_bound() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    oxrl(&[
+    // actor-0 holds one lease after its first decode step until the learner's next version
+    // lands (actor-1 feeds the learner meanwhile), so an in-flight swap inside a sequence is
+    // certain, not a matter of timing; everything else runs as `oxrl run` always does.
+    let args = [
         "run",
         "--out",
         run.to_str().unwrap(),
@@ -22,7 +25,8 @@ fn pipelined_run_with_two_actors_learns_within_the_lag_bound() {
         "1",
         "--actors",
         "2",
-    ]);
+    ];
+    oxrl_with_env(&args, &[("OXRL_TEST_HOLD_FOR_SWAP", "actor-0")]);
     let (before, after) = sampled_start_and_end(&run);
     assert!(
         after > before + 0.2,
@@ -61,6 +65,9 @@ fn pipelined_run_with_two_actors_learns_within_the_lag_bound() {
         let actor: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert!(actor["groups_accepted"].as_u64().unwrap() > 0, "{actor}");
+        if i == 0 {
+            assert!(actor["in_flight_swaps"].as_u64().unwrap() >= 1, "{actor}");
+        }
     }
 }
 

@@ -21,7 +21,19 @@ pub struct Follow {
     pub max_lag: u64,
     pub stop: Arc<AtomicBool>,
     pub handle: tokio::runtime::Handle,
+    /// Test hook ([`HOLD_FOR_SWAP_ENV`]): after the lease's first decode step, wait (up to
+    /// [`HOLD_DEADLINE`]) until newer weights land, so that its sequences span two versions
+    /// however the timing falls. Cleared once it has held.
+    pub hold_for_swap: bool,
 }
+
+/// Names the actor (`actor-0`, ...) that holds one lease for an in-flight swap: an
+/// end-to-end test's way to make a weight swap inside a sequence certain rather than likely.
+/// Nothing else sets it.
+pub const HOLD_FOR_SWAP_ENV: &str = "OXRL_TEST_HOLD_FOR_SWAP";
+
+/// How long the test hook waits for newer weights before it gives up and goes on.
+pub const HOLD_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Generation statistics of one lease.
 #[derive(Debug, Default, Clone, Copy)]
@@ -30,6 +42,8 @@ pub struct LeaseStats {
     pub waited: Duration,
     /// The lineage of the weights the lease's generation started with (its groups carry it).
     pub lineage: u64,
+    /// Whether this lease held for a swap (the [`HOLD_FOR_SWAP_ENV`] hook).
+    pub held_for_swap: bool,
 }
 
 /// What a lease is sampled with: the episodes (environments, caps, chat template), G and
@@ -64,6 +78,8 @@ pub fn generate_lease(
         follow,
         current,
         stats,
+        steps: 0,
+        last_used: 0,
     };
     let batch = GroupBatch {
         problems,
@@ -81,6 +97,10 @@ struct LeaseHook<'a> {
     follow: &'a mut Follow,
     current: Versioned,
     stats: LeaseStats,
+    /// Steps asked for so far.
+    steps: u64,
+    /// The version the previous step ran with.
+    last_used: u64,
 }
 
 impl LeaseHook<'_> {
@@ -93,6 +113,21 @@ impl LeaseHook<'_> {
                 self.current = newer;
                 self.stats.swaps += 1;
             }
+        }
+    }
+
+    /// The test hook: waits until newer weights than the previous step's have been taken (or
+    /// a stop, or [`HOLD_DEADLINE`]).
+    fn hold_for_swap(&mut self) {
+        self.follow.hold_for_swap = false;
+        self.stats.held_for_swap = true;
+        let deadline = Instant::now() + HOLD_DEADLINE;
+        while self.current.0 == self.last_used && !self.stopped() && Instant::now() < deadline {
+            let slot = &mut self.follow.slot;
+            let _ = self.follow.handle.block_on(async {
+                tokio::time::timeout(Duration::from_millis(200), slot.changed()).await
+            });
+            self.take_newer();
         }
     }
 
@@ -125,9 +160,14 @@ impl LeaseHook<'_> {
 impl StepHook for LeaseHook<'_> {
     fn weights(&mut self) -> Option<(&Policy, u64)> {
         self.take_newer();
+        if self.follow.hold_for_swap && self.steps == 1 {
+            self.hold_for_swap();
+        }
+        self.steps += 1;
         if !self.wait_within_lag() || self.stopped() {
             return None;
         }
+        self.last_used = self.current.0;
         Some((&self.current.1, self.current.0))
     }
 }
@@ -155,6 +195,7 @@ mod tests {
             max_lag: 1,
             stop: Arc::new(AtomicBool::new(false)),
             handle: rt.handle().clone(),
+            hold_for_swap: false,
         };
         (tx, follow)
     }
@@ -168,6 +209,8 @@ mod tests {
             follow: &mut follow,
             current,
             stats: LeaseStats::default(),
+            steps: 0,
+            last_used: 0,
         };
         assert_eq!(hook.weights().map(|w| w.1), Some(1));
         tx.send_replace(Some(weights(2)));
@@ -187,6 +230,36 @@ mod tests {
         hook.follow.learner_version.store(20, Ordering::Relaxed);
         hook.follow.stop.store(true, Ordering::Relaxed);
         assert!(hook.weights().is_none());
+    }
+
+    #[test]
+    fn the_test_hook_holds_the_second_step_until_newer_weights_land_once() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (tx, mut follow) = follow(&rt, 1);
+        follow.hold_for_swap = true;
+        let mut hook = LeaseHook {
+            follow: &mut follow,
+            current: weights(1),
+            stats: LeaseStats::default(),
+            steps: 0,
+            last_used: 0,
+        };
+        // The first step (prefill) goes on with the weights held.
+        assert_eq!(hook.weights().map(|w| w.1), Some(1));
+        // Whether it lands before the second step asks or while it waits.
+        let publisher = std::thread::spawn(move || {
+            tx.send_replace(Some(weights(2)));
+            tx
+        });
+        // The second waits for version 2 from the other thread.
+        assert_eq!(hook.weights().map(|w| w.1), Some(2));
+        assert!(hook.stats.held_for_swap);
+        assert!(!hook.follow.hold_for_swap, "the hook holds once");
+        let tx = publisher.join().unwrap();
+        // Once held, later steps never wait for newer weights.
+        assert_eq!(hook.weights().map(|w| w.1), Some(2));
+        drop(tx);
+        assert_eq!(hook.stats.swaps, 1);
     }
 
     #[test]

@@ -191,6 +191,7 @@ pub async fn run_actor(
         metrics,
         stop: stop.clone(),
         summary: ActorSummary::default(),
+        hold_for_swap: hold_for_swap_requested(name),
     };
     actor.run().await?;
     stop.trigger();
@@ -229,6 +230,18 @@ enum Leased {
     Stop,
 }
 
+/// Whether the test hook [`crate::generate::HOLD_FOR_SWAP_ENV`] names this actor.
+fn hold_for_swap_requested(name: &str) -> bool {
+    let on = std::env::var(crate::generate::HOLD_FOR_SWAP_ENV).is_ok_and(|v| v == name);
+    if on {
+        tracing::warn!(
+            actor = name,
+            "test hook: one lease holds after its first step until newer weights land"
+        );
+    }
+    on
+}
+
 /// The actor's loop once it has weights: lease -> generate -> push -> complete.
 struct LeaseLoop {
     coord: CoordinatorClient<ClientChannel>,
@@ -254,6 +267,8 @@ struct LeaseLoop {
     metrics: Arc<ActorMetrics>,
     stop: Shutdown,
     summary: ActorSummary,
+    /// The test hook [`crate::generate::HOLD_FOR_SWAP_ENV`], until one lease has held.
+    hold_for_swap: bool,
 }
 
 impl LeaseLoop {
@@ -407,6 +422,7 @@ impl LeaseLoop {
             max_lag: self.max_lag,
             stop: self.stop.flag(),
             handle: tokio::runtime::Handle::current(),
+            hold_for_swap: self.hold_for_swap,
         };
         // The coordinator's group ids (older coordinators sent none: lease/problem then).
         let group_ids: Vec<String> = lease
@@ -443,6 +459,7 @@ impl LeaseLoop {
         let Some((outcome, stats)) = generated else {
             return Ok(None);
         };
+        self.hold_for_swap &= !stats.held_for_swap;
         for d in &outcome.dropped {
             self.summary.groups_dropped += 1;
             self.metrics.env_dropped(d.error.reason());
