@@ -46,6 +46,9 @@ fn pipelined_run_with_two_actors_learns_within_the_lag_bound() {
             assert!(lag.parse::<u64>().unwrap() <= k);
         }
         mixed += l["mixed_version_samples"].as_u64().unwrap();
+        // The learner's time, taken apart: its update, and its wait for the batch.
+        assert!(l["update_s"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(l["wait_s"].as_f64().unwrap() >= 0.0, "{l}");
     }
     assert!(
         lines.iter().any(|l| l["lag_max"].as_u64().unwrap() > 0),

@@ -38,10 +38,11 @@ fn sync_rl_raises_held_out_sampled_pass_rate() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
 
-const SCHEMA: [&str; 17] = [
+const SCHEMA: [&str; 18] = [
     "step",
     "version",
     "wall_s",
+    "update_s",
     "prompts",
     "samples",
     "tokens",
@@ -114,6 +115,8 @@ fn a_stopped_run_resumes_with_the_same_versions_and_samples() {
             assert_eq!(x[key], y[key], "{key} differs after resume");
         }
         assert_eq!(x["lag_max"], 0, "the synchronous loop has no lag");
+        assert!(x["update_s"].as_f64().unwrap() > 0.0, "{x}");
+        assert!(x.get("wait_s").is_none(), "the synchronous loop waits for no batch: {x}");
         let loss = |v: &serde_json::Value| v["loss"].as_f64().unwrap();
         assert!(
             (loss(x) - loss(y)).abs() < 1e-5,

@@ -17,6 +17,13 @@ pub struct MetricsLine {
     pub wall_s: f64,
     /// Completion tokens trained per second of this step.
     pub tokens_per_s: f64,
+    /// Seconds of this step's update (forward, backward, optimizer step).
+    #[serde(default)]
+    pub update_s: f64,
+    /// Seconds the learner waited for this step's batch to arrive (the pipeline; the
+    /// synchronous loop samples its batch itself and has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_s: Option<f64>,
     /// Greedy pass@1 on held-out problems, on evaluation steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_pass_rate: Option<f64>,

@@ -114,7 +114,9 @@ pub fn run_sync(
             None => sampled,
         };
         curriculum.record(&indices, &groups);
+        let updating = Instant::now();
         let report = learner.step(&groups)?;
+        let update_s = updating.elapsed().as_secs_f64();
         state.step += 1;
         checkpoint::ensure_finite(&learner.model, state.step)?;
         state.version = learner.version();
@@ -129,6 +131,8 @@ pub fn run_sync(
             StepExtras {
                 report,
                 step_started,
+                update_s,
+                wait_s: None,
                 pool: Some(curriculum.stats()),
                 last,
             },
@@ -230,6 +234,10 @@ fn sample_step(
 pub(crate) struct StepExtras {
     pub report: crate::update::StepReport,
     pub step_started: Instant,
+    /// Seconds of the update itself.
+    pub update_s: f64,
+    /// Seconds spent waiting for the batch (the pipeline's learner).
+    pub wait_s: Option<f64>,
     /// The sync loop's pool figures.
     pub pool: Option<crate::sync_curriculum::PoolStats>,
     /// The run's last step (evaluated and checkpointed whatever the schedule says).
@@ -250,6 +258,8 @@ pub(crate) fn record_step_with(
     let StepExtras {
         report,
         step_started,
+        update_s,
+        wait_s,
         pool,
         last,
     } = extras;
@@ -263,6 +273,8 @@ pub(crate) fn record_step_with(
         step: state.step,
         wall_s: state.wall_s,
         tokens_per_s: report.tokens as f64 / step_started.elapsed().as_secs_f64(),
+        update_s,
+        wait_s,
         eval_pass_rate: eval.map(|e| e.eval_pass_rate),
         eval_sampled_pass_rate: eval.map(|e| e.eval_sampled_pass_rate),
         pool,

@@ -282,6 +282,7 @@ pub(crate) fn train(
         t.source.as_ref(),
     )?;
     while t.state.step < t.cfg.steps && !t.rollouts_over {
+        let waiting = Instant::now();
         let groups = match t.next_batch() {
             Batch::Groups(groups) => groups,
             Batch::Stopped => return t.stop_early(),
@@ -289,7 +290,7 @@ pub(crate) fn train(
         if groups.is_empty() {
             break;
         }
-        t.train_step(&groups)?;
+        t.train_step(&groups, waiting.elapsed())?;
     }
     t.finish()
 }
@@ -392,7 +393,8 @@ impl Trainer {
 
     /// One optimizer step on `groups`, then the new version out to actors and the
     /// coordinator, and the step's record (metrics line, evaluation, checkpoint when due).
-    fn train_step(&mut self, groups: &[RolloutGroup]) -> Result<()> {
+    /// `waited`: how long the batch took to arrive.
+    fn train_step(&mut self, groups: &[RolloutGroup], waited: Duration) -> Result<()> {
         let span = tracing::info_span!(
             "step",
             step = self.state.step + 1,
@@ -403,6 +405,7 @@ impl Trainer {
         tracing::info!(?group_ids, "training on groups");
         let step_started = Instant::now();
         let mut report = self.learner.step(groups)?;
+        let update_s = step_started.elapsed().as_secs_f64();
         report.dropped_stale += std::mem::take(&mut self.stale_skipped);
         self.state.step += 1;
         checkpoint::ensure_finite(&self.learner.primary().model, self.state.step)?;
@@ -439,6 +442,8 @@ impl Trainer {
         let extras = StepExtras {
             report,
             step_started,
+            update_s,
+            wait_s: Some(waited.as_secs_f64()),
             pool: None,
             last: self.recorded_as_last,
         };

@@ -33,6 +33,19 @@ struct Outcome {
     /// The learner's own wall time at its last step (`wall_s` of metrics.jsonl's last line:
     /// from its start, process start-up and model loading aside).
     learner_wall_s: f64,
+    /// Where the learner's wall went (metrics.jsonl's `update_s` and `wait_s` summed).
+    learner: LearnerTime,
+}
+
+/// The pipelined learner's wall time, taken apart.
+#[derive(Default)]
+struct LearnerTime {
+    /// Its updates (forward, backward, optimizer).
+    update_s: f64,
+    /// Waiting for the first batch (actors starting, first samples).
+    first_wait_s: f64,
+    /// Waiting for every later batch.
+    wait_s: f64,
 }
 
 impl Outcome {
@@ -86,11 +99,19 @@ fn one_run(a: &Args, k: u64, dir: &Path) -> anyhow::Result<Outcome> {
     }
     let metrics = std::fs::read_to_string(dir.join("metrics.jsonl"))?;
     let (mut dropped, mut samples, mut learner_wall_s) = (0, 0, 0.0);
-    for line in metrics.lines() {
+    let mut learner = LearnerTime::default();
+    for (i, line) in metrics.lines().enumerate() {
         let v: serde_json::Value = serde_json::from_str(line)?;
         dropped += v["dropped_stale"].as_u64().unwrap_or(0);
         samples += v["samples"].as_u64().unwrap_or(0);
         learner_wall_s = v["wall_s"].as_f64().unwrap_or(learner_wall_s);
+        learner.update_s += v["update_s"].as_f64().unwrap_or(0.0);
+        let wait = v["wait_s"].as_f64().unwrap_or(0.0);
+        if i == 0 {
+            learner.first_wait_s = wait;
+        } else {
+            learner.wait_s += wait;
+        }
     }
     Ok(Outcome {
         wall_s,
@@ -99,6 +120,7 @@ fn one_run(a: &Args, k: u64, dir: &Path) -> anyhow::Result<Outcome> {
         samples,
         delivered,
         learner_wall_s,
+        learner,
     })
 }
 
@@ -178,6 +200,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         piped.learner_wall_s / work.cpu_bound_s,
         work.cpu_bound_s
     );
+    let l = &piped.learner;
+    let rest = piped.learner_wall_s - l.update_s - l.first_wait_s - l.wait_s;
+    println!(
+        "k={} learner wall {:.1} s = updates {:.1} s ({:.2}x training alone) + first batch {:.1} s + later waits {:.1} s + the rest {:.1} s (weights out, metrics)",
+        a.k,
+        piped.learner_wall_s,
+        l.update_s,
+        l.update_s / work.train_s,
+        l.first_wait_s,
+        l.wait_s,
+        rest
+    );
     println!(
         "{}",
         serde_json::json!({
@@ -189,6 +223,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "generation_alone_s": work.gen_s, "training_alone_s": work.train_s, "cpu_bound_s": work.cpu_bound_s,
             "learner_wall_s_k": piped.learner_wall_s, "overlap_ratio": piped.learner_wall_s / bound,
             "cpu_bound_ratio": piped.learner_wall_s / work.cpu_bound_s,
+            "learner_update_s_k": l.update_s, "learner_first_wait_s_k": l.first_wait_s,
+            "learner_wait_s_k": l.wait_s, "learner_rest_s_k": rest,
+            "update_slowdown_k": l.update_s / work.train_s,
         })
     );
     Ok(())
