@@ -116,7 +116,10 @@ fn a_stopped_run_resumes_with_the_same_versions_and_samples() {
         }
         assert_eq!(x["lag_max"], 0, "the synchronous loop has no lag");
         assert!(x["update_s"].as_f64().unwrap() > 0.0, "{x}");
-        assert!(x.get("wait_s").is_none(), "the synchronous loop waits for no batch: {x}");
+        assert!(
+            x.get("wait_s").is_none(),
+            "the synchronous loop waits for no batch: {x}"
+        );
         let loss = |v: &serde_json::Value| v["loss"].as_f64().unwrap();
         assert!(
             (loss(x) - loss(y)).abs() < 1e-5,
