@@ -108,14 +108,16 @@ fn named_paths(text: &str) -> BTreeSet<String> {
 }
 
 /// A named path exists when it is a path from the root, or the tail of one (the codemap names
-/// files within the crate its paragraph is about: `checkpoint.rs`, `server/intake.rs`).
+/// files within the crate its paragraph is about: `checkpoint.rs`, `server/intake.rs`); paths
+/// under skipped directories (`third_party/...`) only from the root.
 fn exists(named: &str, files: &[String], dirs: &BTreeSet<String>) -> bool {
     let named = named.trim_end_matches('/');
     let tail = format!("/{named}");
-    files
-        .iter()
-        .chain(dirs.iter())
-        .any(|f| f == named || f.ends_with(&tail))
+    repo().join(named).exists()
+        || files
+            .iter()
+            .chain(dirs.iter())
+            .any(|f| f == named || f.ends_with(&tail))
 }
 
 #[test]
