@@ -8,6 +8,8 @@ use learner::batch::TokenBatch;
 use learner::objective::{self, AdvantageNorm, Aggregation, Objective, ObjectiveInputs};
 use learner::optim::{accumulate, Grads};
 use learner::TrainableModel;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rollout::RolloutGroup;
 use std::collections::BTreeMap;
 
@@ -115,9 +117,18 @@ fn cispo_gradient_equals_weighted_policy_gradient_by_finite_differences() {
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().copy().unwrap()))
         .collect();
+    // A fixed direction: with a random one, the few whose derivative falls near the finite
+    // differences' f32 noise (~1e-3 absolute) fail the relative check by chance (2 % of runs).
+    let mut rng = StdRng::seed_from_u64(7);
     let dir: BTreeMap<String, Tensor> = theta0
         .iter()
-        .map(|(n, t)| (n.clone(), t.randn_like(0.0, 1.0).unwrap()))
+        .map(|(n, t)| {
+            let values: Vec<f32> = (0..t.elem_count())
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let d = Tensor::from_vec(values, t.shape(), t.device()).unwrap();
+            (n.clone(), d)
+        })
         .collect();
     let auto: f64 = -grads
         .iter()
