@@ -1478,7 +1478,17 @@ impl Map2 for MatMul {
         let dst_rs = dst_strides[0];
         let dst_cs = dst_strides[1];
 
-        let mut dst = vec![T::zero(); b * m * n];
+        // oxrl: gemm writes every element of the destination when it does not read it
+        // (`read_dst` false makes it treat alpha as zero, and every path then stores without
+        // loading, k = 0 included), so for f32 the buffer starts uninitialised instead of
+        // zeroed: a whole pass over each product's output saved (third_party/candle-core/OXRL.md).
+        let len = b * m * n;
+        let mut dst: Vec<T> = if T::DTYPE == DType::F32 {
+            Vec::with_capacity(len)
+        } else {
+            vec![T::zero(); len]
+        };
+        let dst_base = dst.as_mut_ptr();
         let num_threads = crate::utils::get_num_threads();
         let parallelism = if num_threads > 1 {
             Parallelism::Rayon(num_threads)
@@ -1502,13 +1512,14 @@ impl Map2 for MatMul {
         for step in 0..b {
             let lhs_p = &lhs[step * a_skip..];
             let rhs_p = &rhs[step * b_skip..];
-            let dst_p = &mut dst[step * c_skip..];
+            // SAFETY: step * c_skip + m * n <= len, the buffer's capacity.
+            let dst_p = unsafe { dst_base.add(step * c_skip) };
             unsafe {
                 gemm(
                     /* m: usize = */ m,
                     /* n: usize = */ n,
                     /* k: usize = */ k,
-                    /* dst: *mut T = */ dst_p.as_mut_ptr(),
+                    /* dst: *mut T = */ dst_p,
                     /* dst_cs: isize = */ dst_cs as isize,
                     /* dst_rs: isize = */ dst_rs as isize,
                     /* read_dst: bool = */ false,
@@ -1527,6 +1538,8 @@ impl Map2 for MatMul {
                 )
             }
         }
+        // SAFETY: the products above wrote all `len` elements (see the note at the top).
+        unsafe { dst.set_len(len) };
         Ok(dst)
     }
 
