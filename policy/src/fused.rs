@@ -8,13 +8,22 @@
 //! nine ops); on the learner step that was a quarter of the profile (BENCHMARKS.md, "Where
 //! the time goes"). candle-nn's fused versions record no gradient (`../shared/STACK.md`), so
 //! these are candle `CustomOp`s whose `bwd` is written by hand, each checked against finite
-//! differences and against the written-out ops it replaces (tests below).
+//! differences and against the written-out ops it replaces (tests below). This file is the
+//! candle side (shapes, layouts, which op's gradient is which); the loops are in
+//! `fused/kernels.rs`, vectorised at the CPU's widest width (`fused/lanes.rs`).
 //!
 //! They apply to f32 tensors on the CPU ([`applies`]); the model keeps the written-out ops
 //! everywhere else (CUDA, bf16), so results there do not change. `OXRL_FUSED=0` in the
 //! environment turns them off everywhere, for an ablation with the same binary.
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use kernels::{
+    rms_norm_backward_rows, rms_norm_rows, rope_rows, softmax_backward_rows, softmax_rows,
+    swiglu_backward_values, swiglu_values,
+};
+
+mod kernels;
+mod lanes;
 
 /// Whether the fused kernels apply to `x`: an f32 tensor on the CPU, unless `OXRL_FUSED=0`.
 pub fn applies(x: &Tensor) -> bool {
@@ -76,12 +85,6 @@ struct RmsNorm {
     eps: f32,
 }
 
-/// `1 / sqrt(mean(row^2) + eps)`.
-fn inv_rms(row: &[f32], eps: f32) -> f32 {
-    let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
-    1.0 / (ms + eps).sqrt()
-}
-
 impl CustomOp2 for RmsNorm {
     fn name(&self) -> &'static str {
         "oxrl-rms-norm"
@@ -99,13 +102,7 @@ impl CustomOp2 for RmsNorm {
         if w.len() != h {
             bail!("{}: weight of {} for rows of {h}", self.name(), w.len());
         }
-        let mut out = vec![0f32; x.len()];
-        for (xr, yr) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
-            let r = inv_rms(xr, self.eps);
-            for ((y, &xv), &wv) in yr.iter_mut().zip(xr).zip(w) {
-                *y = xv * r * wv;
-            }
-        }
+        let out = rms_norm_rows(x, w, self.eps);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -155,31 +152,20 @@ impl CustomOp3 for RmsNormBackward {
         );
         let h = last_dim(l1);
         let rows = x.len() / h;
-        let mut out = vec![0f32; x.len() + h];
-        let (dx, dw) = out.split_at_mut(x.len());
-        for ((xr, gr), dxr) in x
-            .chunks_exact(h)
-            .zip(g.chunks_exact(h))
-            .zip(dx.chunks_exact_mut(h))
-        {
-            let r = inv_rms(xr, self.eps);
-            let a: f32 = xr.iter().zip(gr).zip(w).map(|((x, g), w)| g * w * x).sum();
-            let c = r * r * r * a / h as f32;
-            for j in 0..h {
-                dxr[j] = r * gr[j] * w[j] - xr[j] * c;
-                dw[j] += gr[j] * xr[j] * r;
-            }
+        if w.len() != h || g.len() != x.len() {
+            bail!(
+                "{name}: x {:?}, w {:?} and g {:?} differ",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            );
         }
+        let out = rms_norm_backward_rows(x, w, g, self.eps);
         Ok((CpuStorage::F32(out), Shape::from((rows + 1, h))))
     }
 }
 
 struct SwiGlu;
-
-/// The logistic sigmoid, as candle's `silu` computes it.
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
 
 impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
@@ -202,7 +188,7 @@ impl CustomOp2 for SwiGlu {
                 l2.dims()
             );
         }
-        let out = a.iter().zip(b).map(|(&a, &b)| a * sigmoid(a) * b).collect();
+        let out = swiglu_values(a, b);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -247,13 +233,14 @@ impl CustomOp3 for SwiGluBackward {
             data(s3, l3, name)?,
         );
         let n = a.len();
-        let mut out = vec![0f32; 2 * n];
-        let (da, db) = out.split_at_mut(n);
-        for i in 0..n {
-            let s = sigmoid(a[i]);
-            da[i] = g[i] * b[i] * s * (1.0 + a[i] * (1.0 - s));
-            db[i] = g[i] * a[i] * s;
+        if b.len() != n || g.len() != n {
+            bail!(
+                "{name}: gate, up and gradient of {n}, {} and {}",
+                b.len(),
+                g.len()
+            );
         }
+        let out = swiglu_backward_values(a, b, g);
         Ok((CpuStorage::F32(out), Shape::from(2 * n)))
     }
 }
@@ -291,23 +278,7 @@ impl CustomOp2 for Softmax {
                 l1.dims()
             );
         }
-        let mut out = vec![0f32; x.len()];
-        for (row, (xr, yr)) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)).enumerate() {
-            let at = (row / (heads * t) * t + row % t) * n;
-            let mr = &mask[at..at + n];
-            let mut max = f32::NEG_INFINITY;
-            for ((y, &v), &m) in yr.iter_mut().zip(xr).zip(mr) {
-                *y = v * self.scale + m;
-                max = max.max(*y);
-            }
-            let mut sum = 0f32;
-            for y in yr.iter_mut() {
-                *y = (*y - max).exp();
-                sum += *y;
-            }
-            let inv = 1.0 / sum;
-            yr.iter_mut().for_each(|y| *y *= inv);
-        }
+        let out = softmax_rows(x, mask, heads, t, n, self.scale);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -343,17 +314,15 @@ impl CustomOp2 for SoftmaxBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let (y, g) = (data(s1, l1, self.name())?, data(s2, l2, self.name())?);
         let n = last_dim(l1);
-        let mut out = vec![0f32; y.len()];
-        for ((yr, gr), dr) in y
-            .chunks_exact(n)
-            .zip(g.chunks_exact(n))
-            .zip(out.chunks_exact_mut(n))
-        {
-            let dot: f32 = yr.iter().zip(gr).map(|(y, g)| y * g).sum();
-            for ((d, &y), &g) in dr.iter_mut().zip(yr).zip(gr) {
-                *d = self.scale * y * (g - dot);
-            }
+        if g.len() != y.len() {
+            bail!(
+                "{}: output {:?} and gradient {:?} differ",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            );
         }
+        let out = softmax_backward_rows(y, g, n, self.scale);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -398,23 +367,7 @@ impl CustomOp3 for Rope {
                 l1.dims()
             );
         }
-        let half = hd / 2;
-        let mut out = vec![0f32; x.len()];
-        for (row, (xr, yr)) in x.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate() {
-            let (bi, ti) = (row / (heads * t), row % t);
-            let at = (bi * t + ti) * hd;
-            let (c, s) = (&cos[at..at + hd], &sin[at..at + hd]);
-            for i in 0..half {
-                let k = i + half;
-                if self.transpose {
-                    yr[i] = xr[i] * c[i] + xr[k] * s[k];
-                    yr[k] = xr[k] * c[k] - xr[i] * s[i];
-                } else {
-                    yr[i] = xr[i] * c[i] - xr[k] * s[i];
-                    yr[k] = xr[k] * c[k] + xr[i] * s[k];
-                }
-            }
-        }
+        let out = rope_rows(x, cos, sin, heads, t, hd, self.transpose);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
