@@ -9,7 +9,7 @@
 //! shares it among subscribers), so the transfer figures are the transport and the receiving
 //! codec; encoding is its own stage.
 
-use super::weights_wire::{build_tensors, raw_once, receive, serve, Receive, Streamer};
+use super::weights_wire::{build_tensors, raw_once, receive, serve, RawInto, Receive, Streamer};
 use anyhow::Context;
 use proto::transport::Windows;
 use proto::weights::{encode_as, Assembler, Delta, HeldWeights, NamedTensor, WireDtype};
@@ -177,7 +177,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Full fp32 over raw TCP, over gRPC with h2's default windows, and with oxrl's.
+/// Full fp32 over raw TCP (bytes dropped, and bytes kept), over gRPC with h2's default
+/// windows, and with oxrl's.
 async fn transport(
     a: &Args,
     url: &str,
@@ -194,9 +195,11 @@ async fn transport(
     )?;
     *streamer.chunks.lock().expect("not poisoned") = Arc::new(chunks);
     let bytes: usize = tensors.iter().map(|t| t.data.len() * 4).sum();
-    let (mut raw, mut h2, mut tuned) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    let (mut raw, mut kept, mut h2, mut tuned) =
+        (f64::INFINITY, f64::INFINITY, f64::INFINITY, f64::INFINITY);
     for _ in 0..a.reps.max(1) {
-        raw = raw.min(raw_once(bytes, proto::WEIGHTS_CHUNK_BYTES).await?);
+        raw = raw.min(raw_once(bytes, proto::WEIGHTS_CHUNK_BYTES, RawInto::Reused).await?);
+        kept = kept.min(raw_once(bytes, proto::WEIGHTS_CHUNK_BYTES, RawInto::Kept).await?);
         for (windows, best) in [
             (Windows::H2_DEFAULTS, &mut h2),
             (Windows::default(), &mut tuned),
@@ -209,8 +212,10 @@ async fn transport(
         }
     }
     Ok(serde_json::json!({
-        "bytes": bytes, "raw_tcp_s": raw, "grpc_h2_default_windows_s": h2, "grpc_s": tuned,
+        "bytes": bytes, "raw_tcp_s": raw, "raw_tcp_kept_s": kept,
+        "grpc_h2_default_windows_s": h2, "grpc_s": tuned,
         "grpc_over_raw": raw / tuned, "grpc_h2_default_windows_over_raw": raw / h2,
+        "kept_over_raw": raw / kept, "grpc_over_kept": kept / tuned,
     }))
 }
 

@@ -33,6 +33,23 @@ pub fn print(reps: usize, rows: &[ModelFigures]) {
             f(t, "grpc_over_raw"),
         );
     }
+    println!("\nthe least a receiver that keeps the bytes does: raw TCP into one buffer of the whole version");
+    println!(
+        "{:<8} {:>7} {:>10} {:>15} {:>9} {:>14}",
+        "model", "MB", "raw MB/s", "raw kept MB/s", "/raw", "gRPC / kept"
+    );
+    for (name, t, _, _) in rows {
+        let mb = f(t, "bytes") / 1e6;
+        println!(
+            "{:<8} {:>7.1} {:>10.0} {:>15.0} {:>8.2}x {:>13.2}x",
+            name,
+            mb,
+            mb / f(t, "raw_tcp_s"),
+            mb / f(t, "raw_tcp_kept_s"),
+            f(t, "kept_over_raw"),
+            f(t, "grpc_over_kept"),
+        );
+    }
     println!(
         "\nstages of one full fp32 version, ms (transfer: gRPC, bytes counted, nothing assembled)"
     );

@@ -1,6 +1,6 @@
 //! The weights suite's plumbing: a Learner service that streams whichever pre-encoded version
 //! it is given (behind the learner's own server builder), a subscriber that receives it as an
-//! actor does (or only counts its bytes), and the raw loopback TCP baseline.
+//! actor does (or only counts its bytes), and the raw loopback TCP baselines.
 
 use proto::learner_server::{Learner, LearnerServer};
 use proto::transport::{Security, Windows};
@@ -137,8 +137,20 @@ pub fn build_tensors(
         .collect()
 }
 
+/// Where a raw receiver puts the bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RawInto {
+    /// One `chunk`-sized buffer, read into again and again: the bytes are dropped, and the
+    /// buffer stays in the cache.
+    Reused,
+    /// One buffer of all `total` bytes, mapped and written once before the transfer starts
+    /// (as a receiver that reuses its buffers holds them): the least any receiver that
+    /// keeps a version does.
+    Kept,
+}
+
 /// Seconds to receive `total` bytes written in `chunk`-sized pieces over a raw socket.
-pub async fn raw_once(total: usize, chunk: usize) -> anyhow::Result<f64> {
+pub async fn raw_once(total: usize, chunk: usize, into: RawInto) -> anyhow::Result<f64> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let sender = tokio::spawn(async move {
@@ -154,17 +166,27 @@ pub async fn raw_once(total: usize, chunk: usize) -> anyhow::Result<f64> {
         socket.shutdown().await?;
         Ok::<_, std::io::Error>(())
     });
+    let mut kept = Vec::new();
+    if into == RawInto::Kept {
+        kept.resize(total, 0u8);
+        kept.clear();
+    }
     let started = Instant::now();
     let mut socket = tokio::net::TcpStream::connect(addr).await?;
     socket.set_nodelay(true)?;
-    let mut buf = vec![0u8; chunk];
     let mut got = 0;
-    loop {
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            break;
+    if into == RawInto::Reused {
+        let mut buf = vec![0u8; chunk];
+        loop {
+            let n = socket.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            got += n;
         }
-        got += n;
+    } else {
+        while socket.read_buf(&mut kept).await? > 0 {}
+        got = kept.len();
     }
     let took = started.elapsed().as_secs_f64();
     sender.await??;
