@@ -18,8 +18,10 @@ fn weights_suite_compares_grpc_with_raw_tcp_of_the_same_bytes() {
     // Every fp32 parameter crossed both transports.
     let t = &row["transport"];
     assert_eq!(t["bytes"].as_u64(), row["params"].as_u64().map(|p| p * 4));
-    let ratio = t["grpc_over_raw"].as_f64().unwrap();
-    assert!(ratio > 0.0 && ratio.is_finite(), "{row}");
+    for key in ["grpc_over_raw", "kept_over_raw", "grpc_over_kept"] {
+        let ratio = t[key].as_f64().unwrap();
+        assert!(ratio > 0.0 && ratio.is_finite(), "{key}: {row}");
+    }
     for stage in ["encode_s", "crc_s", "transfer_s", "decode_s", "tensors_s"] {
         assert!(
             row["stages"][stage].as_f64().unwrap() > 0.0,
@@ -156,6 +158,7 @@ fn matmul_suite_times_each_product_of_a_layer_and_the_head() {
         assert_eq!(r["m"], 64);
         assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["grad_w_gflops"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["kept_t_gflops"].as_f64().unwrap() > 0.0, "{r}");
     }
 }
 

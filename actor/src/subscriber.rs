@@ -20,7 +20,8 @@ use tokio::sync::watch;
 pub type Versioned = Arc<(u64, Policy, u64)>;
 
 /// Builds the policy of a received version, and keeps its tensors (shared with the policy)
-/// as the base of the next delta. `Tensor::from_vec` takes each assembled buffer as it is.
+/// as the base of the next delta. `Tensor::from_vec` takes each assembled buffer as it is;
+/// the policy is the sampling one (transposed copies of its weights, [`Policy::for_sampling`]).
 fn build(
     cfg: &ModelConfig,
     tensors: Vec<proto::weights::NamedTensor>,
@@ -30,7 +31,7 @@ fn build(
         let tensor = candle_core::Tensor::from_vec(t.data, t.shape, &candle_core::Device::Cpu)?;
         weights.insert(t.name, tensor);
     }
-    Ok((Policy::new(cfg, &weights)?, weights))
+    Ok((Policy::new(cfg, &weights)?.for_sampling()?, weights))
 }
 
 /// The version the actor holds, which a delta from the learner is applied to.

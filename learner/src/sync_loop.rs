@@ -218,8 +218,10 @@ fn sample_step(
         ids: &ids,
         group_size: cfg.group_size,
     };
+    // A snapshot with transposed weights for decoding; the model's own follow its variables.
+    let sampling = learner.model.policy().for_sampling()?;
     let hook = &mut policy::FixedWeights {
-        policy: learner.model.policy(),
+        policy: &sampling,
         version: learner.version(),
     };
     let outcome = rollout::run_episodes(hook, &learner.model.tokenizer, episodes, batch, &params)?
@@ -354,7 +356,7 @@ pub fn evaluate(
     max_new_tokens: usize,
     eos: &[u32],
 ) -> Result<(f64, f64)> {
-    let (policy, tok) = (model.policy(), &model.tokenizer);
+    let (policy, tok) = (&model.policy().for_sampling()?, &model.tokenizer);
     let greedy = rollout::greedy_eval(policy, tok, source, episodes, n, max_new_tokens, eos)?;
     let sampled =
         rollout::sampled_eval(policy, tok, source, episodes, n, draws, max_new_tokens, eos)?;

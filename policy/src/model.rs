@@ -84,16 +84,22 @@ impl KvCache {
     }
 }
 
+#[derive(Clone)]
 struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// `weight` transposed into a contiguous `[in, out]` copy ([`Policy::for_sampling`]).
+    weight_t: Option<Tensor>,
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, i) = x.dims3()?;
-        let w = self.weight.to_dtype(x.dtype())?;
-        let y = x.reshape((b * t, i))?.matmul(&w.t()?)?;
+        let x2 = x.reshape((b * t, i))?;
+        let y = match &self.weight_t {
+            Some(wt) => x2.matmul(&wt.to_dtype(x.dtype())?)?,
+            None => x2.matmul(&self.weight.to_dtype(x.dtype())?.t()?)?,
+        };
         let y = match &self.bias {
             Some(bias) => y.broadcast_add(&bias.to_dtype(x.dtype())?)?,
             None => y,
@@ -102,6 +108,7 @@ impl Linear {
     }
 }
 
+#[derive(Clone)]
 struct Block {
     input_norm: Tensor,
     q: Linear,
@@ -115,6 +122,7 @@ struct Block {
 }
 
 /// The policy network. Cheap to clone (tensors are reference-counted).
+#[derive(Clone)]
 pub struct Policy {
     cfg: ModelConfig,
     embed: Tensor,
@@ -122,9 +130,16 @@ pub struct Policy {
     norm: Tensor,
     lm_head: Tensor,
     inv_freq: Tensor,
+    /// The LM head transposed into a contiguous `[hidden, vocab]` copy ([`Policy::for_sampling`]).
+    lm_head_t: Option<Tensor>,
     device: Device,
     /// The dtype of the body's activations (the LM head is always fp32).
     compute: DType,
+}
+
+/// What [`Policy::for_sampling`] does to one weight: its transpose, made contiguous.
+fn transposed(w: &Tensor) -> Result<Option<Tensor>> {
+    Ok(Some(w.t()?.contiguous()?))
 }
 
 impl std::fmt::Debug for Policy {
@@ -175,6 +190,7 @@ impl Policy {
         let linear = |p: &str| Linear {
             weight: get(&format!("{p}.weight")),
             bias: opt(&format!("{p}.bias")),
+            weight_t: None,
         };
         let blocks = (0..cfg.num_hidden_layers)
             .map(|l| {
@@ -210,10 +226,42 @@ impl Policy {
             blocks,
             norm: get("model.norm.weight"),
             lm_head,
+            lm_head_t: None,
             inv_freq: Tensor::from_vec(inv_freq, (1, 1, hd / 2), &device)?,
             device,
             compute,
         })
+    }
+
+    /// This policy for sampling with weights that stay as they are now. On the CPU it also
+    /// keeps every projection's weight (and the LM head) transposed into a contiguous copy:
+    /// `x · Wᵀ` through a transposed view of `W` makes candle's matrix product read `W` a
+    /// column at a time, 1.6-2.8x slower at the few rows of a decode step than the same
+    /// product with the copy (BENCHMARKS.md, "Transposed weights for sampling"). The price
+    /// is a second copy of those weights in memory. The copies are taken now: over the
+    /// `Var`s of a model in training, take a new sampling policy after every update (the
+    /// original follows the variables, the copies do not). Elsewhere (CUDA, whose products
+    /// read either layout at full speed) it is the policy itself.
+    pub fn for_sampling(&self) -> Result<Policy> {
+        let mut p = self.clone();
+        if !self.device.is_cpu() {
+            return Ok(p);
+        }
+        for block in &mut p.blocks {
+            for l in [
+                &mut block.q,
+                &mut block.k,
+                &mut block.v,
+                &mut block.o,
+                &mut block.gate,
+                &mut block.up,
+                &mut block.down,
+            ] {
+                l.weight_t = transposed(&l.weight)?;
+            }
+        }
+        p.lm_head_t = transposed(&p.lm_head)?;
+        Ok(p)
     }
 
     /// Computes the body in `dtype` whatever the weights' dtype (e.g. bf16 over fp32 master
@@ -278,11 +326,11 @@ impl Policy {
     /// Logits `[B, t, V]` in fp32 from hidden states (the fp32 LM head).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let (b, t, h) = hidden.dims3()?;
-        let w = self.lm_head.to_dtype(DType::F32)?;
-        let y = hidden
-            .to_dtype(DType::F32)?
-            .reshape((b * t, h))?
-            .matmul(&w.t()?)?;
+        let x = hidden.to_dtype(DType::F32)?.reshape((b * t, h))?;
+        let y = match &self.lm_head_t {
+            Some(wt) => x.matmul(&wt.to_dtype(DType::F32)?)?,
+            None => x.matmul(&self.lm_head.to_dtype(DType::F32)?.t()?)?,
+        };
         Ok(y.reshape((b, t, ()))?)
     }
 

@@ -174,7 +174,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let source = tasks::from_spec_split(&spec, a.seed, &tasks::VerifierRegistry::new(), &split)
         .with_context(|| format!("loading task {spec:?}"))?;
-    let policy = m.policy()?;
+    let policy = m.policy()?.for_sampling()?;
     let mut per_prompt = per_prompt_learner(&a, &m, &samplers)?;
     let opts = TtcOptions {
         sampling: a.sampling.params(a.max_new_tokens, m.eos_ids(), a.seed),

@@ -24,7 +24,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     a.sampling.check(a.max_new_tokens, a.seed)?;
     let m = model_arg::load(&a.model)?;
-    let policy = m.policy()?;
+    let policy = m.policy()?.for_sampling()?;
     let prompt = m.tokenizer.encode(&a.prompt)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt is empty after tokenization");
     let params = a.sampling.params(a.max_new_tokens, m.eos_ids(), a.seed);

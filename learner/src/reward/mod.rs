@@ -196,7 +196,7 @@ pub fn train_reward_model(
 ) -> Result<RmOutcome> {
     cfg.validate()?;
     let tok = &policy.tokenizer;
-    let sampler = policy.policy()?;
+    let sampler = policy.policy()?.for_sampling()?;
     let params = SamplingParams {
         temperature: cfg.temperature,
         max_new_tokens: cfg.max_new_tokens,

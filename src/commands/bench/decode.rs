@@ -42,7 +42,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let placement = a.target.placement()?;
     let on_gpu = placement.spec.is_cuda();
     for (name, m) in bench_models_on(!a.quick, a.target.half_billion, &placement.device)? {
-        let policy = m.policy()?.with_compute_dtype(placement.dtype);
+        let policy = m
+            .policy()?
+            .with_compute_dtype(placement.dtype)
+            .for_sampling()?;
         let prompt = m.tokenizer.encode("12+34=")?;
         // No stop tokens: every sequence decodes exactly `new_tokens`.
         let params = SamplingParams {

@@ -1,6 +1,7 @@
 //! Matmul suite: the matrix products of a learner step on each bench model, alone (x · Wᵀ as
-//! `Linear` computes them, and the weight gradient xᵀ · dy of backward; fp32), in candle and (`--torch`) in PyTorch on the same shapes
-//! and threads. It measures the kernel's own ceiling: the learner step and scoring spend
+//! `Linear` computes them, the same with Wᵀ kept as a contiguous copy as sampling policies
+//! do, and the weight gradient xᵀ · dy of backward; fp32), in candle and (`--torch`) in
+//! PyTorch on the same shapes and threads (`--rows 32`: a decode step's shapes). It measures the kernel's own ceiling: the learner step and scoring spend
 //! most of their time in these products, so oxrl / PyTorch here bounds what the whole step
 //! can reach without a faster matmul.
 
@@ -45,7 +46,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let tmp = std::env::temp_dir().join(format!("oxrl-bench-matmul-{}", std::process::id()));
     let mut rows = Vec::new();
     println!(
-        "{:<8} {:<11} {:>16} {:>12} {:>12} {:>10}",
+        "{:<8} {:<16} {:>16} {:>12} {:>12} {:>10}",
         "model", "product", "m x k x n", "oxrl", "PyTorch", "oxrl/PT"
     );
     for (name, m) in bench_models(!a.quick)? {
@@ -78,6 +79,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let dy = Tensor::randn(0f32, 1.0, (a.rows, *n), &Device::Cpu)?;
             let flop = 2.0 * (a.rows * k * n) as f64;
             let fwd = flop / best_of(a.reps, || Ok(x.matmul(&w.t()?).map(|_| ())?))? / 1e9;
+            // The same product with Wᵀ kept as a contiguous copy, as sampling policies do
+            // (`Policy::for_sampling`).
+            let wt = w.t()?.contiguous()?;
+            let kept = flop / best_of(a.reps, || Ok(x.matmul(&wt).map(|_| ())?))? / 1e9;
             // The weight gradient: xᵀ · dy, a reduction over the rows.
             let dw = flop / best_of(a.reps, || Ok(x.t()?.matmul(&dy).map(|_| ())?))? / 1e9;
             let theirs = |key: &str| {
@@ -86,9 +91,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     .unwrap_or(f64::NAN)
             };
             let (pt_fwd, pt_dw) = (theirs("gflops"), theirs("grad_w_gflops"));
-            for (what, ours, pt) in [("", fwd, pt_fwd), (" dW", dw, pt_dw)] {
+            for (what, ours, pt) in [("", fwd, pt_fwd), (" Wᵀ kept", kept, pt_fwd), (" dW", dw, pt_dw)] {
                 println!(
-                    "{name:<8} {:<11} {:>16} {ours:>7.1} GF/s {pt:>7.1} GF/s {:>9.2}x",
+                    "{name:<8} {:<16} {:>16} {ours:>7.1} GF/s {pt:>7.1} GF/s {:>9.2}x",
                     format!("{product}{what}"),
                     format!("{}x{k}x{n}", a.rows),
                     ours / pt
@@ -97,6 +102,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             rows.push(serde_json::json!({
                 "model": name, "product": product, "m": a.rows, "k": k, "n": n,
                 "gflops": fwd, "torch_gflops": pt_fwd, "vs_torch": fwd / pt_fwd,
+                "kept_t_gflops": kept, "kept_t_vs_torch": kept / pt_fwd,
                 "grad_w_gflops": dw, "torch_grad_w_gflops": pt_dw, "grad_w_vs_torch": dw / pt_dw,
             }));
         }
