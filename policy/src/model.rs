@@ -451,3 +451,53 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
     Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::StepInput;
+
+    #[test]
+    fn a_sampling_policy_keeps_every_weight_transposed_and_computes_the_same_logits() {
+        let cfg = ModelConfig::tiny(40, 24, 2, 4, 2);
+        let weights = crate::random_weights(&cfg, 5, &Device::Cpu).unwrap();
+        let policy = Policy::new(&cfg, &weights).unwrap();
+        let sampler = policy.for_sampling().unwrap();
+        for block in &sampler.blocks {
+            for l in [
+                &block.q,
+                &block.k,
+                &block.v,
+                &block.o,
+                &block.gate,
+                &block.up,
+                &block.down,
+            ] {
+                let wt = l.weight_t.as_ref().expect("a transposed copy");
+                assert!(wt.is_contiguous());
+                assert_eq!(
+                    wt.dims(),
+                    [l.weight.dim(1).unwrap(), l.weight.dim(0).unwrap()]
+                );
+            }
+        }
+        assert!(sampler.lm_head_t.is_some() && policy.lm_head_t.is_none());
+        let ids = Tensor::new(&[[3u32, 7, 11, 2, 5], [0, 0, 9, 4, 8]], &Device::Cpu).unwrap();
+        let input = StepInput::new(ids, &[0, 2], 0).unwrap();
+        let (a, b) = (
+            policy.forward(&input, None).unwrap(),
+            sampler.forward(&input, None).unwrap(),
+        );
+        let diff: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-5, "logits differ by {diff}");
+    }
+}

@@ -1,5 +1,7 @@
 //! The invariant everything in RL rests on: log-probs recorded while sampling equal the
-//! teacher-forced log-probs of the same tokens under the same weights.
+//! teacher-forced log-probs of the same tokens under the same weights. Sampling goes through
+//! `Policy::for_sampling` (transposed copies of the weights) and scoring through the policy
+//! itself, as actors and the learner do.
 
 mod common;
 
@@ -27,7 +29,8 @@ fn check_invariant(m: &ModelDir, temperature: f32) {
         seed: 3,
         ..Default::default()
     };
-    let out = generate(&policy, prompts.clone(), &params, 0).unwrap();
+    let sampler = policy.for_sampling().unwrap();
+    let out = generate(&sampler, prompts.clone(), &params, 0).unwrap();
     let seqs: Vec<Vec<u32>> = prompts
         .iter()
         .zip(&out)
