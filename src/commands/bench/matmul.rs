@@ -91,7 +91,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     .unwrap_or(f64::NAN)
             };
             let (pt_fwd, pt_dw) = (theirs("gflops"), theirs("grad_w_gflops"));
-            for (what, ours, pt) in [("", fwd, pt_fwd), (" Wᵀ kept", kept, pt_fwd), (" dW", dw, pt_dw)] {
+            for (what, ours, pt) in [
+                ("", fwd, pt_fwd),
+                (" Wᵀ kept", kept, pt_fwd),
+                (" dW", dw, pt_dw),
+            ] {
                 println!(
                     "{name:<8} {:<16} {:>16} {ours:>7.1} GF/s {pt:>7.1} GF/s {:>9.2}x",
                     format!("{product}{what}"),
