@@ -168,7 +168,9 @@ pub async fn raw_once(total: usize, chunk: usize, into: RawInto) -> anyhow::Resu
     });
     let mut kept = Vec::new();
     if into == RawInto::Kept {
-        kept.resize(total, 0u8);
+        // Room past the end, so that the read that finds the end of the stream does not
+        // grow (copy) the buffer.
+        kept.resize(total + 4096, 0u8);
         kept.clear();
     }
     let started = Instant::now();
