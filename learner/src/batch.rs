@@ -11,6 +11,7 @@
 
 use crate::error::Result;
 use candle_core::{Device, Tensor};
+use policy::Policy;
 
 /// One row of a batch: the prompt, the completion, and which completion tokens the model
 /// produced (`mask[k]`; an empty mask means all of them).
@@ -19,6 +20,42 @@ pub struct BatchRow<'a> {
     pub prompt: &'a [u32],
     pub completion: &'a [u32],
     pub mask: &'a [bool],
+}
+
+/// Offsets (within the completion) of each row's model tokens.
+pub(crate) fn model_offsets(rows: &[BatchRow]) -> Vec<Vec<usize>> {
+    rows.iter()
+        .map(|r| match r.mask {
+            [] => (0..r.completion.len()).collect(),
+            mask => (0..r.completion.len()).filter(|&k| mask[k]).collect(),
+        })
+        .collect()
+}
+
+/// What the update needs of a batch, whichever way its rows run through the model: its
+/// log-probs `log pi_train` as a tensor with gradient, and per-token values laid out like
+/// them.
+pub trait Layout {
+    /// Log-probs under `policy` (temperature 1), one column per position of the layout.
+    fn logprobs(&self, policy: &Policy) -> Result<Tensor>;
+    /// `values[b][k]` at the column of row b's k-th model token, `fill` elsewhere.
+    fn per_token(&self, values: &[Vec<f32>], fill: f32) -> Result<Tensor>;
+    /// Model tokens in the batch.
+    fn completion_tokens(&self) -> usize;
+}
+
+impl Layout for TokenBatch {
+    fn logprobs(&self, policy: &Policy) -> Result<Tensor> {
+        Ok(policy::next_token_logprobs(
+            policy, &self.ids, &self.pads, 1.0,
+        )?)
+    }
+    fn per_token(&self, values: &[Vec<f32>], fill: f32) -> Result<Tensor> {
+        TokenBatch::per_token(self, values, fill)
+    }
+    fn completion_tokens(&self) -> usize {
+        TokenBatch::completion_tokens(self)
+    }
 }
 
 /// A left-padded batch of (prompt, completion) rows.
@@ -54,13 +91,7 @@ impl TokenBatch {
             .collect();
         let (ids, pads) = policy::batch::left_pad(&seqs, pad_id, device)?;
         let width = ids.dim(1)?;
-        let model_offsets = rows
-            .iter()
-            .map(|r| match r.mask {
-                [] => (0..r.completion.len()).collect(),
-                mask => (0..r.completion.len()).filter(|&k| mask[k]).collect(),
-            })
-            .collect();
+        let model_offsets = model_offsets(rows);
         Ok(TokenBatch {
             ids,
             pads,

@@ -21,6 +21,7 @@ pub mod reward;
 pub mod rm_rewards;
 pub mod server;
 pub mod sft;
+pub mod shared_batch;
 pub mod sync_curriculum;
 pub mod sync_loop;
 pub mod update;

@@ -5,12 +5,13 @@
 //! advantages are group-centred and normalised, the objective is evaluated in
 //! micro-batches whose gradients are summed, and AdamW takes one step.
 
-use crate::batch::{BatchRow, TokenBatch};
+use crate::batch::{BatchRow, Layout, TokenBatch};
 use crate::collective::{Collective, SingleProcess};
 use crate::error::{LearnerError, Result};
 use crate::objective::{self, ObjectiveInputs};
 use crate::optim::{accumulate, learning_rate, AdamW, Grads};
 use crate::params::TrainableModel;
+use crate::shared_batch::SharedBatch;
 use rollout::{staleness, LagBound, RolloutGroup};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -262,7 +263,15 @@ impl Learner {
             .collect();
         let pad = self.model.tokenizer.pad_id();
         let device = self.model.policy().device().clone();
-        let batch = TokenBatch::from_rows(&batch_rows, pad, &device)?;
+        let shared = self
+            .config
+            .share_prompts
+            .then(|| SharedBatch::from_rows(&batch_rows, pad, &device))
+            .flatten();
+        let batch: Box<dyn Layout> = match shared {
+            Some(b) => Box::new(b),
+            None => Box::new(TokenBatch::from_rows(&batch_rows, pad, &device)?),
+        };
         let per_sample = |f: &dyn Fn(usize) -> Vec<f32>| -> Vec<Vec<f32>> {
             chunk.iter().map(|&r| f(r)).collect()
         };
@@ -272,8 +281,7 @@ impl Learner {
             0.0,
         )?;
         let weight = batch.per_token(&per_sample(&|r| vec![rows.weights[r]; rows.lens[r]]), 0.0)?;
-        let logp_train =
-            policy::next_token_logprobs(self.model.policy(), &batch.ids, &batch.pads, 1.0)?;
+        let logp_train = batch.logprobs(self.model.policy())?;
         let (loss, stats) = objective::loss(
             self.config.objective,
             &ObjectiveInputs {

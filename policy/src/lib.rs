@@ -33,7 +33,7 @@ pub use generate::{
     decode_dynamic, decode_rows, generate, row_seed, sample, Completion, FinishReason,
     FixedWeights, RowDriver, StepHook,
 };
-pub use logprobs::{next_token_logprobs, score_sequences};
+pub use logprobs::{completion_logprobs, next_token_logprobs, score_sequences, SharedPrompts};
 pub use model::{KvCache, Policy};
 pub use reward_model::{reward_config, RewardModel, RewardModelDir, SCORE_WEIGHT};
 pub use sampling::SamplingParams;

@@ -132,6 +132,11 @@ pub struct UpdateConfig {
     pub max_lag: u64,
     /// Sequences per forward/backward pass (gradients are summed across them).
     pub micro_batch: usize,
+    /// Run each distinct prompt of a micro-batch once and its completions after it (the
+    /// same log-probs and gradients as the written-out sequences, to float error; a group's
+    /// G completions pay for its prompt once instead of G times). `false` writes every
+    /// sequence out in full.
+    pub share_prompts: bool,
 }
 
 impl Default for UpdateConfig {
@@ -145,6 +150,7 @@ impl Default for UpdateConfig {
             optimizer: AdamWConfig::default(),
             max_lag: 8,
             micro_batch: 256,
+            share_prompts: true,
         }
     }
 }

@@ -53,6 +53,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             UpdateConfig {
                 warmup: 0,
                 lr: 1e-6,
+                // Every sequence written out, as the PyTorch step computes it: this suite
+                // compares the same arithmetic (`bench step` times the shared prompts).
+                share_prompts: false,
                 ..Default::default()
             },
             0,

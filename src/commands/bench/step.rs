@@ -24,6 +24,11 @@ pub struct Args {
     /// Completion tokens at most (default: the default run's).
     #[arg(long)]
     max_new_tokens: Option<usize>,
+    /// Run each prompt once for its group's completions in the update (`[update]
+    /// share_prompts`, the run's default); `false` writes every sequence out, as the
+    /// PyTorch step does.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    share_prompts: bool,
     /// Steps timed after one warm-up step; figures are medians.
     #[arg(long, default_value_t = 3)]
     steps: usize,
@@ -54,6 +59,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         cfg.sampling.max_new_tokens = t;
     }
     cfg.update.warmup = 0;
+    cfg.update.share_prompts = a.share_prompts;
     cfg.validate()?;
     let m = crate::model_arg::load(crate::model_arg::DEFAULT_MODEL)?;
     let pb = progress::spinner("bench step");
@@ -65,8 +71,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let ours = medians(&timed);
     let samples = cfg.prompts_per_step * cfg.group_size;
     println!(
-        "whole RL step: {} prompts x G = {} ({samples} samples, <= {} new tokens), default model, median of {} steps",
-        cfg.prompts_per_step, cfg.group_size, cfg.sampling.max_new_tokens, a.steps
+        "whole RL step: {} prompts x G = {} ({samples} samples, <= {} new tokens), default model, median of {} steps; oxrl's update {}",
+        cfg.prompts_per_step,
+        cfg.group_size,
+        cfg.sampling.max_new_tokens,
+        a.steps,
+        if a.share_prompts {
+            "runs each prompt once for its group"
+        } else {
+            "writes every sequence out"
+        }
     );
     println!(
         "{:<10} {:>10} {:>10} {:>10}",
@@ -77,6 +91,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "suite": "step", "prompts": cfg.prompts_per_step, "group_size": cfg.group_size,
         "max_new_tokens": cfg.sampling.max_new_tokens, "steps": a.steps,
         "sample_s": ours.sample_s, "update_s": ours.update_s, "step_s": ours.step_s,
+        "share_prompts": a.share_prompts,
         "pass_rate": mean(timed.iter().map(|t| t.report.pass_rate)),
     });
     if a.torch {

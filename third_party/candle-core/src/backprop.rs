@@ -436,7 +436,9 @@ impl Tensor {
                         let sum_grad = grads.or_insert(arg)?;
                         // index_select accepts strided ids but index_add requires contiguous ones.
                         let indexes = indexes.contiguous()?;
-                        *sum_grad = sum_grad.index_add(&indexes, &grad, *dim)?;
+                        // oxrl: so does the source; a gradient can arrive as a strided view
+                        // (a narrow of a concatenation's gradient, say).
+                        *sum_grad = sum_grad.index_add(&indexes, &grad.contiguous()?, *dim)?;
                     }
                     Op::Matmul(lhs, rhs) => {
                         // Skipping checks, the op went ok, we can skip
