@@ -101,6 +101,8 @@ fn step_suite_times_whole_rl_steps_by_phase_and_a_missing_torch_is_a_skip() {
     let json = last_json(&out);
     assert_eq!(json["suite"], "step");
     assert_eq!(json["prompts"], 2);
+    // The update shares each prompt among its group's completions, as runs do by default.
+    assert_eq!(json["share_prompts"], true);
     let f = |k: &str| json[k].as_f64().unwrap();
     assert!(f("sample_s") > 0.0 && f("update_s") > 0.0, "{json}");
     // One timed step: its whole is the sum of its phases.

@@ -138,3 +138,72 @@ fn a_step_report_reads_back_from_its_metrics_line() {
     assert_eq!(report.lag_hist, [(0, 30), (2, 2)].into_iter().collect());
     assert!((report.zero_variance_frac - 1.0 / 3.0).abs() < 1e-12);
 }
+
+/// Every parameter of `l`, flattened in name order.
+fn all_weights(l: &Learner) -> Vec<f32> {
+    let vars = l.model.vars();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .flat_map(|n| {
+            vars[n]
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn sharing_prompts_takes_the_step_that_written_out_sequences_take() {
+    let shared = |on: bool| {
+        let mut l = common::learner(7);
+        l.config.share_prompts = on;
+        l.config.micro_batch = 3; // micro-batches that split a group
+        let m = &l.model;
+        let groups = vec![
+            common::group(
+                m,
+                "a",
+                "12+34=",
+                &[("46", 1.0, 0.1), ("47", 0.0, 0.0), ("4", 0.0, 0.2)],
+            ),
+            common::group(m, "b", "9+1=", &[("10", 1.0, 0.0), ("100", 0.0, 0.3)]),
+        ];
+        let before = all_weights(&l);
+        let report = l.step(&groups).unwrap();
+        let moved: Vec<f32> = all_weights(&l)
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a - b)
+            .collect();
+        (report, moved)
+    };
+    let ((on, moved_on), (off, moved_off)) = (shared(true), shared(false));
+    assert_eq!((on.tokens, on.samples), (off.tokens, off.samples));
+    assert!(
+        (on.loss - off.loss).abs() < 1e-5 * off.loss.abs().max(1.0),
+        "{} / {}",
+        on.loss,
+        off.loss
+    );
+    assert!(
+        (on.grad_norm - off.grad_norm).abs() < 1e-4 * off.grad_norm,
+        "{} / {}",
+        on.grad_norm,
+        off.grad_norm
+    );
+    // AdamW's first step moves a weight by about lr times the sign of its gradient, so a
+    // gradient that is zero up to float error may move either way: compare on average.
+    let mean =
+        |v: &mut dyn Iterator<Item = f32>| v.map(f64::from).sum::<f64>() / moved_off.len() as f64;
+    let scale = mean(&mut moved_off.iter().map(|d| d.abs()));
+    let off_by = mean(&mut moved_on.iter().zip(&moved_off).map(|(a, b)| (a - b).abs()));
+    assert!(
+        scale > 0.0 && off_by < 1e-2 * scale,
+        "the steps differ by {off_by} of {scale}"
+    );
+}
