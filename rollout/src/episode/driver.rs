@@ -175,7 +175,11 @@ impl<'a> Driver<'a> {
             return;
         };
         if let (true, Some(pool)) = (self.episodes[e].remote, &self.pool) {
-            self.outstanding += 1;
+            // A close answers nothing: counting it would leave the batch waiting forever for
+            // an answer (an idle decoder keeps asking while any call is outstanding).
+            if !matches!(call, Call::Close) {
+                self.outstanding += 1;
+            }
             pool.send(e, env, call);
             return;
         }
@@ -364,5 +368,67 @@ impl RowDriver for Driver<'_> {
             return None;
         }
         Some(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A remote environment that counts how often it was closed.
+    struct Remote(Arc<AtomicUsize>);
+
+    impl Environment for Remote {
+        fn reset(&mut self, _: &Problem, _: u64) -> Result<String, EnvError> {
+            Ok("1+1=".into())
+        }
+        fn step(&mut self, _: &str) -> Result<EnvStep, EnvError> {
+            Err(EnvError::Timeout(1))
+        }
+        fn is_remote(&self) -> bool {
+            true
+        }
+        fn close(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn closing_a_remote_environment_while_its_row_decodes_leaves_nothing_outstanding() {
+        let tok = policy::tokenizer::char_tokenizer();
+        let params = SamplingParams::default();
+        let limits = EpisodeLimits {
+            max_turns: 2,
+            max_tokens: 64,
+        };
+        let closed = Arc::new(AtomicUsize::new(0));
+        let problem = Problem {
+            id: "p".into(),
+            prompt: "1+1=".into(),
+            answer: "2".into(),
+            solution: "2".into(),
+        };
+        std::thread::scope(|scope| {
+            let env: Box<dyn Environment> = Box::new(Remote(closed.clone()));
+            let ep = Episode::new(0, problem, 0, Ok(env), &params, None, 0);
+            let pool = Workers::spawn(scope, 1);
+            let mut d = Driver::new(&tok, &params, limits, vec![ep], 1, Some(pool));
+            // The reset goes out, comes back, and the episode joins the batch.
+            let mut joined = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while joined.is_empty() && std::time::Instant::now() < deadline {
+                joined = d.arrivals(true).expect("an answer is outstanding");
+            }
+            assert_eq!(joined.len(), 1);
+            // Another episode of its group failed while this row was decoding: its next
+            // pick closes the environment on a worker.
+            d.failures[0] = Some(EnvError::Timeout(1));
+            assert_eq!(d.pick(0, &[0.0; 4], 0), None);
+            assert_eq!(d.outstanding, 0);
+            // With no row decoding and nothing outstanding, the batch is over.
+            assert!(d.arrivals(true).is_none());
+        });
+        assert_eq!(closed.load(Ordering::SeqCst), 1);
     }
 }
