@@ -75,3 +75,23 @@ fn normal(rng: &mut StdRng) -> f32 {
     let u2: f32 = rng.random();
     (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
 }
+
+/// `m`'s weights as trainable variables, and the policy built over them.
+pub fn over_vars(
+    m: &ModelDir,
+) -> (
+    std::collections::HashMap<String, candle_core::Var>,
+    policy::Policy,
+) {
+    let vars: std::collections::HashMap<String, candle_core::Var> = m
+        .weights
+        .iter()
+        .map(|(n, t)| (n.clone(), candle_core::Var::from_tensor(t).unwrap()))
+        .collect();
+    let tensors = vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    let policy = policy::Policy::new(&m.config, &tensors).unwrap();
+    (vars, policy)
+}

@@ -2,24 +2,14 @@
 
 mod common;
 
-use candle_core::{Tensor, Var};
-use policy::{batch::left_pad, next_token_logprobs, Policy};
-use std::collections::HashMap;
+use candle_core::Tensor;
+use policy::{batch::left_pad, next_token_logprobs};
 
 #[test]
 fn every_parameter_receives_a_nonzero_gradient() {
     for cfg in [common::llama_config(), common::qwen2_config()] {
         let m = common::model(&cfg, 1);
-        let vars: HashMap<String, Var> = m
-            .weights
-            .iter()
-            .map(|(n, t)| (n.clone(), Var::from_tensor(t).unwrap()))
-            .collect();
-        let tensors = vars
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-            .collect();
-        let policy = Policy::new(&cfg, &tensors).unwrap();
+        let (vars, policy) = common::over_vars(&m);
         let seqs = vec![
             m.tokenizer.encode("12+3=15").unwrap(),
             m.tokenizer.encode("9=9").unwrap(),

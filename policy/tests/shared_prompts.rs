@@ -5,9 +5,8 @@
 
 mod common;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Device, Tensor};
 use policy::{batch::left_pad, completion_logprobs, next_token_logprobs, Policy, SharedPrompts};
-use std::collections::HashMap;
 
 struct Case {
     prompts: Vec<Vec<u32>>,
@@ -96,16 +95,7 @@ fn objective(policy: &Policy, c: &Case, shared: bool) -> (Tensor, Vec<Vec<f32>>)
 fn shared_prompts_give_the_written_out_log_probs_and_gradients() {
     for cfg in [common::llama_config(), common::qwen2_config()] {
         let m = common::model(&cfg, 3);
-        let vars: HashMap<String, Var> = m
-            .weights
-            .iter()
-            .map(|(n, t)| (n.clone(), Var::from_tensor(t).unwrap()))
-            .collect();
-        let tensors = vars
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-            .collect();
-        let policy = Policy::new(&cfg, &tensors).unwrap();
+        let (vars, policy) = common::over_vars(&m);
         let c = case(&m);
         let (total_s, rows_s) = objective(&policy, &c, true);
         let (total_w, rows_w) = objective(&policy, &c, false);
@@ -118,19 +108,9 @@ fn shared_prompts_give_the_written_out_log_probs_and_gradients() {
         for (name, var) in &vars {
             let (a, b) = (gs.get(var.as_tensor()), gw.get(var.as_tensor()));
             let (a, b) = (a.expect(name), b.expect(name));
-            let scale: f32 = b
-                .abs()
-                .unwrap()
-                .max_keepdim(0)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
             let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
             let off = a
                 .iter()
                 .zip(&b)
