@@ -107,8 +107,10 @@ impl PerPromptRun<'_> {
                 seed: step_seed(self.sampling.seed, step),
                 ..self.sampling.clone()
             };
+            // This step's weights with their transposed copies, for decoding.
+            let sampler = learner.policy().for_sampling()?;
             let hook = &mut policy::FixedWeights {
-                policy: learner.policy(),
+                policy: &sampler,
                 version: learner.version(),
             };
             let outcome = run_episodes(hook, self.tok, self.episodes, batch, &params)?
@@ -133,8 +135,9 @@ impl PerPromptRun<'_> {
             temperature: 0.0,
             ..self.sampling.clone()
         };
+        let sampler = learner.policy().for_sampling()?;
         let set = EvalSet {
-            policy: learner.policy(),
+            policy: &sampler,
             tok: self.tok,
             problems: std::slice::from_ref(problem),
             verifier: self.verifier,
