@@ -23,8 +23,8 @@ pub struct SharedBatch {
 }
 
 impl SharedBatch {
-    /// The rows, their prompts told apart by content; `None` when a row has no completion
-    /// token (nothing would predict it: the written-out layout takes such a batch).
+    /// The rows, their prompts told apart by content; `None` when a row has no prompt or no
+    /// completion token (the written-out layout takes such a batch).
     pub fn from_rows(rows: &[BatchRow], pad_id: u32, device: &Device) -> Option<Self> {
         if rows.is_empty()
             || rows
@@ -56,7 +56,8 @@ impl SharedBatch {
     }
 
     /// Distinct prompts in the batch.
-    pub fn prompts(&self) -> usize {
+    #[cfg(test)]
+    fn prompts(&self) -> usize {
         self.prompts.len()
     }
 }

@@ -137,11 +137,6 @@ pub struct Policy {
     compute: DType,
 }
 
-/// What [`Policy::for_sampling`] does to one weight: its transpose, made contiguous.
-fn transposed(w: &Tensor) -> Result<Option<Tensor>> {
-    Ok(Some(w.t()?.contiguous()?))
-}
-
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy")
@@ -237,11 +232,12 @@ impl Policy {
     /// keeps every projection's weight (and the LM head) transposed into a contiguous copy:
     /// `x · Wᵀ` through a transposed view of `W` makes candle's matrix product read `W` a
     /// column at a time, 1.6-2.8x slower at the few rows of a decode step than the same
-    /// product with the copy (BENCHMARKS.md, "Transposed weights for sampling"). The price
+    /// product with the copy (BENCHMARKS.md, "Vectorised kernels, unzeroed products,
+    /// transposed sampling weights"). The price
     /// is a second copy of those weights in memory. The copies are taken now: over the
     /// `Var`s of a model in training, take a new sampling policy after every update (the
-    /// original follows the variables, the copies do not). Elsewhere (CUDA, whose products
-    /// read either layout at full speed) it is the policy itself.
+    /// original follows the variables, the copies do not). Elsewhere (CUDA, where cuBLAS
+    /// takes a transposed operand as it is; not measured here) it is the policy itself.
     pub fn for_sampling(&self) -> Result<Policy> {
         let mut p = self.clone();
         if !self.device.is_cpu() {
@@ -257,10 +253,10 @@ impl Policy {
                 &mut block.up,
                 &mut block.down,
             ] {
-                l.weight_t = transposed(&l.weight)?;
+                l.weight_t = Some(l.weight.t()?.contiguous()?);
             }
         }
-        p.lm_head_t = transposed(&p.lm_head)?;
+        p.lm_head_t = Some(p.lm_head.t()?.contiguous()?);
         Ok(p)
     }
 
